@@ -1,0 +1,15 @@
+//! Everything the `fw` XDP program and its userspace share: the map layout, the bounded packet
+//! parser and the one `decide()` both sides call, so userspace can say for any packet bytes what
+//! the kernel will do with them.
+#![no_std]
+
+pub mod decide;
+pub mod maps;
+pub mod packet;
+pub mod reason;
+pub mod tcp;
+
+pub use decide::{Decision, Tables, decide, decide_parsed};
+pub use maps::{Config, Counter, PortProto};
+pub use packet::{Family, Fragment, Ip, L4, PacketView, Parsed, parse};
+pub use reason::Reason;

@@ -1,0 +1,187 @@
+//! Map names, sizes and the layout of their keys and values. Both sides use these, so a rename
+//! or a resize cannot split them. Any change here must bump [`LAYOUT_VERSION`]: pins live under a
+//! directory named after it, so an upgrade never reuses maps of another layout.
+
+/// Pins live under `/sys/fs/bpf/fw/v{LAYOUT_VERSION}/…`.
+pub const LAYOUT_VERSION: u32 = 1;
+
+/// The XDP program's name in the object file.
+pub const PROG_XDP: &str = "fw_xdp";
+
+/// `Array<u32>`, 1 entry: the policy generation (0 or 1) packets are judged by. Userspace fills
+/// the other generation, then flips this one value: no packet sees half a policy.
+pub const MAP_ACTIVE: &str = "FW_ACTIVE";
+/// `Array<Config>`, one entry per generation.
+pub const MAP_CONFIG: &str = "FW_CONFIG";
+/// `Array<u32>`, [`PORT_ENTRIES`] entries indexed by [`port_index`]: see [`port_value`].
+pub const MAP_PORTS: &str = "FW_PORTS";
+/// `LpmTrie<[u8; 8], u32>`: [`SrcKeyV4`] → rule slot, for ports that admit only some sources.
+pub const MAP_SRC_V4: &str = "FW_SRC_V4";
+/// `LpmTrie<[u8; 20], u32>`: [`SrcKeyV6`] → rule slot.
+pub const MAP_SRC_V6: &str = "FW_SRC_V6";
+/// `PerCpuArray<Counter>`, [`COUNTER_SLOTS`] entries: one per reason, then one per rule slot.
+pub const MAP_COUNTERS: &str = "FW_COUNTERS";
+
+/// Every map the program pins, in the order userspace checks them.
+pub const ALL_MAPS: [&str; 6] = [
+    MAP_ACTIVE,
+    MAP_CONFIG,
+    MAP_PORTS,
+    MAP_SRC_V4,
+    MAP_SRC_V6,
+    MAP_COUNTERS,
+];
+
+pub const GENERATIONS: u32 = 2;
+
+/// Counter slots below this belong to [`crate::Reason`]s.
+pub const RULE_SLOT_BASE: u32 = 64;
+/// Rule slots per generation.
+pub const MAX_RULES: u32 = 16_384;
+pub const COUNTER_SLOTS: u32 = RULE_SLOT_BASE + GENERATIONS * MAX_RULES;
+
+/// Counter slot of rule `i` (0-based) of generation `gen`.
+pub const fn rule_slot(generation: u32, i: u32) -> u32 {
+    RULE_SLOT_BASE + generation * MAX_RULES + i
+}
+
+/// Generation and index of a rule slot.
+pub const fn slot_rule(slot: u32) -> Option<(u32, u32)> {
+    if slot < RULE_SLOT_BASE || slot >= COUNTER_SLOTS {
+        return None;
+    }
+    let r = slot - RULE_SLOT_BASE;
+    Some((r / MAX_RULES, r % MAX_RULES))
+}
+
+/// Protocols with port rules.
+#[repr(u8)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum PortProto {
+    Tcp = 0,
+    Udp = 1,
+}
+
+impl PortProto {
+    pub const fn name(self) -> &'static str {
+        match self {
+            PortProto::Tcp => "tcp",
+            PortProto::Udp => "udp",
+        }
+    }
+}
+
+pub const PORT_ENTRIES: u32 = GENERATIONS * 2 * 65_536;
+
+/// Index into [`MAP_PORTS`].
+#[inline(always)]
+pub const fn port_index(generation: u32, proto: PortProto, port: u16) -> u32 {
+    ((generation & 1) << 17) | ((proto as u32) << 16) | port as u32
+}
+
+/// Set in a [`MAP_PORTS`] value when the port has source-restricted rules in the LPM tries.
+pub const PORT_HAS_SOURCES: u32 = 1 << 31;
+/// The counter slot of the rule that opens the port to every source (0 = none).
+pub const PORT_SLOT_MASK: u32 = !PORT_HAS_SOURCES;
+
+/// A [`MAP_PORTS`] value: the open-to-all rule's slot (or 0) and whether source rules exist.
+pub const fn port_value(open_slot: u32, has_sources: bool) -> u32 {
+    (open_slot & PORT_SLOT_MASK) | if has_sources { PORT_HAS_SOURCES } else { 0 }
+}
+
+/// Bits of the LPM key before the address: generation, protocol, port.
+pub const SRC_KEY_PREFIX_BITS: u32 = 32;
+
+/// LPM key data for IPv4: `[generation, proto, port_hi, port_lo, a, b, c, d]`; the prefix
+/// length is [`SRC_KEY_PREFIX_BITS`] + the CIDR length.
+pub type SrcKeyV4 = [u8; 8];
+/// LPM key data for IPv6: `[generation, proto, port_hi, port_lo, addr[16]]`.
+pub type SrcKeyV6 = [u8; 20];
+
+#[inline(always)]
+pub fn src_key_v4(generation: u32, proto: PortProto, port: u16, addr: &[u8; 4]) -> SrcKeyV4 {
+    let p = port.to_be_bytes();
+    [
+        generation as u8,
+        proto as u8,
+        p[0],
+        p[1],
+        addr[0],
+        addr[1],
+        addr[2],
+        addr[3],
+    ]
+}
+
+#[inline(always)]
+pub fn src_key_v6(generation: u32, proto: PortProto, port: u16, addr: &[u8; 16]) -> SrcKeyV6 {
+    let p = port.to_be_bytes();
+    let mut k = [0u8; 20];
+    k[0] = generation as u8;
+    k[1] = proto as u8;
+    k[2] = p[0];
+    k[3] = p[1];
+    let mut i = 0;
+    while i < 16 {
+        k[4 + i] = addr[i];
+        i += 1;
+    }
+    k
+}
+
+pub const SRC_V4_MAX: u32 = 1 << 21;
+pub const SRC_V6_MAX: u32 = 1 << 21;
+
+/// Per-generation options (a [`MAP_CONFIG`] value).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    pub flags: u32,
+    pub _reserved: u32,
+}
+const _: () = assert!(size_of::<Config>() == 8);
+
+impl Config {
+    /// Drop every TCP flag combination no real stack sends, not only NULL and XMAS.
+    pub const STRICT_TCP_FLAGS: u32 = 1 << 0;
+    /// Answer pings: ICMP echo request and ICMPv6 echo request pass.
+    pub const ICMP_ECHO: u32 = 1 << 1;
+    /// Non-first fragments pass (the kernel reassembles them only with a first fragment that
+    /// passed); without it they are dropped.
+    pub const FRAGMENTS_PASS: u32 = 1 << 2;
+    /// DHCP (67→68) and DHCPv6 (547→546) replies to this host's client pass.
+    pub const DHCP_CLIENT: u32 = 1 << 3;
+    /// `fw flush`: everything passes.
+    pub const PASS_ALL: u32 = 1 << 4;
+
+    #[inline(always)]
+    pub const fn has(&self, flag: u32) -> bool {
+        self.flags & flag != 0
+    }
+}
+
+/// One per-CPU counter slot.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(size_of::<Counter>() == 16);
+
+#[cfg(feature = "user")]
+mod user {
+    use super::{Config, Counter};
+    // SAFETY: repr(C), no padding, every bit pattern valid.
+    unsafe impl aya::Pod for Config {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for Counter {}
+    // SAFETY: as above.
+    unsafe impl bytemuck::Zeroable for Config {}
+    // SAFETY: as above.
+    unsafe impl bytemuck::Pod for Config {}
+    // SAFETY: as above.
+    unsafe impl bytemuck::Zeroable for Counter {}
+    // SAFETY: as above.
+    unsafe impl bytemuck::Pod for Counter {}
+}

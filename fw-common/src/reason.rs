@@ -1,0 +1,149 @@
+//! Why a packet passed or was dropped. Each reason owns one slot in the per-CPU counter array;
+//! rule matches use the slots from [`crate::maps::RULE_SLOT_BASE`] on.
+
+/// A counted reason for a verdict that is not "matched allow rule N".
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Reason {
+    // Passes.
+    /// Not IPv4/IPv6 (ARP, LLDP, …): never filtered, so the link keeps working.
+    NonIp = 1,
+    /// ICMPv6 neighbour discovery or multicast listener messages: always pass.
+    Ndp = 2,
+    /// ICMP/ICMPv6 echo request, allowed by `icmp_echo = true`.
+    IcmpEcho = 3,
+    /// DHCP/DHCPv6 replies to this host's client, allowed by `dhcp_client = true`.
+    DhcpClient = 4,
+    /// A non-first fragment, passed by `fragments = "pass"` (see the README).
+    FragmentPassed = 5,
+    /// `fw flush` is in force: everything passes.
+    Flushed = 6,
+    /// Reply or continuation of a tracked connection (ESTABLISHED).
+    Established = 7,
+    /// ICMP error about a tracked connection (RELATED).
+    Related = 8,
+
+    // Drops.
+    /// A header is cut short by the end of the frame or of the IP datagram.
+    Truncated = 16,
+    /// A header field is impossible (IP version, header length, total length, TCP data offset,
+    /// UDP length).
+    BadHeader = 17,
+    /// A first fragment too short to hold the transport header (RFC 1858), or a TCP fragment at
+    /// offset 8 that would overwrite the flags.
+    TinyFragment = 18,
+    /// A non-first fragment, dropped by `fragments = "drop"`.
+    FragmentDropped = 19,
+    /// More than two VLAN tags.
+    TooManyVlans = 20,
+    /// IPv6 extension-header chain too long, or it does not end in the first fragment.
+    ExtHeaders = 21,
+    /// TCP without any flag (NULL scan).
+    TcpNull = 22,
+    /// TCP with FIN SYN RST PSH ACK URG all set (XMAS).
+    TcpXmas = 23,
+    /// Any other TCP flag combination that no real stack sends (SYN+FIN, FIN without ACK, …).
+    TcpBadFlags = 24,
+    /// TCP that claims to belong to a connection nobody opened (not a plain SYN, no state).
+    TcpNotSyn = 25,
+    /// The port only admits some sources and this one is not among them.
+    SourceNotAllowed = 26,
+    /// No rule let it in: the default DROP policy.
+    DefaultDrop = 27,
+    /// ICMP error quoting a connection that is not tracked.
+    IcmpUnrelated = 28,
+}
+
+impl Reason {
+    /// Every reason, in slot order (for listings).
+    pub const ALL: [Reason; 21] = [
+        Reason::NonIp,
+        Reason::Ndp,
+        Reason::IcmpEcho,
+        Reason::DhcpClient,
+        Reason::FragmentPassed,
+        Reason::Flushed,
+        Reason::Established,
+        Reason::Related,
+        Reason::Truncated,
+        Reason::BadHeader,
+        Reason::TinyFragment,
+        Reason::FragmentDropped,
+        Reason::TooManyVlans,
+        Reason::ExtHeaders,
+        Reason::TcpNull,
+        Reason::TcpXmas,
+        Reason::TcpBadFlags,
+        Reason::TcpNotSyn,
+        Reason::SourceNotAllowed,
+        Reason::DefaultDrop,
+        Reason::IcmpUnrelated,
+    ];
+
+    pub const fn slot(self) -> u32 {
+        self as u32
+    }
+
+    /// Whether packets counted under this reason pass.
+    pub const fn passes(self) -> bool {
+        (self as u32) < 16
+    }
+
+    pub fn from_slot(slot: u32) -> Option<Reason> {
+        Self::ALL.into_iter().find(|r| r.slot() == slot)
+    }
+
+    /// Short name, as `fw status` prints it.
+    pub const fn name(self) -> &'static str {
+        match self {
+            Reason::NonIp => "non-ip",
+            Reason::Ndp => "icmpv6-nd",
+            Reason::IcmpEcho => "icmp-echo",
+            Reason::DhcpClient => "dhcp-client",
+            Reason::FragmentPassed => "fragment-pass",
+            Reason::Flushed => "flushed",
+            Reason::Established => "established",
+            Reason::Related => "related",
+            Reason::Truncated => "truncated",
+            Reason::BadHeader => "bad-header",
+            Reason::TinyFragment => "tiny-fragment",
+            Reason::FragmentDropped => "fragment-drop",
+            Reason::TooManyVlans => "too-many-vlans",
+            Reason::ExtHeaders => "ipv6-ext-headers",
+            Reason::TcpNull => "tcp-null",
+            Reason::TcpXmas => "tcp-xmas",
+            Reason::TcpBadFlags => "tcp-bad-flags",
+            Reason::TcpNotSyn => "tcp-new-not-syn",
+            Reason::SourceNotAllowed => "source-not-allowed",
+            Reason::DefaultDrop => "default-drop",
+            Reason::IcmpUnrelated => "icmp-unrelated",
+        }
+    }
+
+    /// One line in plain words, as `fw status` and `fw explain` print it.
+    pub const fn describe(self) -> &'static str {
+        match self {
+            Reason::NonIp => "not IP (ARP, LLDP, ...): always passes so the link keeps working",
+            Reason::Ndp => "ICMPv6 neighbour discovery / multicast listener: always passes",
+            Reason::IcmpEcho => "ping (echo request), allowed by icmp_echo",
+            Reason::DhcpClient => "DHCP reply to this host's client, allowed by dhcp_client",
+            Reason::FragmentPassed => "non-first IP fragment, passed by fragments = \"pass\"",
+            Reason::Flushed => "fw flush is in force: everything passes",
+            Reason::Established => "part of a tracked connection (ESTABLISHED)",
+            Reason::Related => "ICMP error about a tracked connection (RELATED)",
+            Reason::Truncated => "header cut short",
+            Reason::BadHeader => "impossible header field",
+            Reason::TinyFragment => "first fragment too short for the transport header",
+            Reason::FragmentDropped => "non-first IP fragment, dropped by fragments = \"drop\"",
+            Reason::TooManyVlans => "more than two VLAN tags",
+            Reason::ExtHeaders => "IPv6 extension headers too many or too long",
+            Reason::TcpNull => "TCP NULL scan (no flags)",
+            Reason::TcpXmas => "TCP XMAS scan (all flags)",
+            Reason::TcpBadFlags => "TCP flag combination no real stack sends",
+            Reason::TcpNotSyn => "TCP not starting with SYN and not part of a tracked connection",
+            Reason::SourceNotAllowed => "port open only to other sources",
+            Reason::DefaultDrop => "no rule allows it (default DROP)",
+            Reason::IcmpUnrelated => "ICMP error about no tracked connection",
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! TCP flag classification, branch-free: one shift into a 64-bit table.
+
+pub const FIN: u8 = 0x01;
+pub const SYN: u8 = 0x02;
+pub const RST: u8 = 0x04;
+pub const PSH: u8 = 0x08;
+pub const ACK: u8 = 0x10;
+pub const URG: u8 = 0x20;
+pub const ECE: u8 = 0x40;
+pub const CWR: u8 = 0x80;
+
+/// The six classic flags (what iptables' `--tcp-flags ALL` means).
+pub const ALL: u8 = FIN | SYN | RST | PSH | ACK | URG;
+
+/// The combinations a real TCP stack sends, as Linux conntrack's `tcp_valid_flags` table has
+/// them: index = flags without PSH, ECE and CWR (those may accompany any valid combination).
+const VALID: u64 = (1 << SYN)
+    | (1 << (SYN | URG))
+    | (1 << (SYN | ACK))
+    | (1 << RST)
+    | (1 << (RST | ACK))
+    | (1 << (FIN | ACK))
+    | (1 << (FIN | ACK | URG))
+    | (1 << ACK)
+    | (1 << (ACK | URG));
+
+/// What a TCP packet's flags say before any lookup.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FlagClass {
+    /// No flag at all (NULL scan): the seed drops it.
+    Null,
+    /// FIN SYN RST PSH ACK URG all set (XMAS): the seed drops it.
+    Xmas,
+    /// Another combination no real stack sends (nmap's FIN+PSH+URG "XMAS", SYN+FIN, SYN+RST,
+    /// FIN without ACK …): dropped unless the policy keeps only the seed's two rules.
+    Invalid,
+    /// A plain SYN (optionally with URG/PSH/ECE/CWR): the start of a new connection.
+    Syn,
+    /// Any other valid combination: part of an existing connection.
+    Other,
+}
+
+#[inline(always)]
+pub fn classify(flags: u8) -> FlagClass {
+    let six = flags & ALL;
+    if six == 0 {
+        return FlagClass::Null;
+    }
+    if six == ALL {
+        return FlagClass::Xmas;
+    }
+    let idx = flags & (FIN | SYN | RST | ACK | URG);
+    if (VALID >> idx) & 1 == 0 {
+        return FlagClass::Invalid;
+    }
+    if idx & (SYN | ACK) == SYN {
+        FlagClass::Syn
+    } else {
+        FlagClass::Other
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn seed_scans_are_classified() {
+        assert_eq!(classify(0), FlagClass::Null);
+        assert_eq!(classify(ECE | CWR), FlagClass::Null);
+        assert_eq!(classify(ALL), FlagClass::Xmas);
+        assert_eq!(classify(0xff), FlagClass::Xmas);
+    }
+
+    #[test]
+    fn nmap_and_impossible_combinations_are_invalid() {
+        for f in [
+            FIN | PSH | URG, // nmap -sX
+            FIN,             // nmap -sF
+            SYN | FIN,
+            SYN | RST,
+            FIN | RST,
+            PSH,
+            URG,
+            SYN | FIN | PSH | URG,
+            RST | FIN | ACK,
+            SYN | ACK | FIN,
+        ] {
+            assert_eq!(classify(f), FlagClass::Invalid, "flags {f:#04x}");
+        }
+    }
+
+    #[test]
+    fn real_stack_combinations_are_valid() {
+        assert_eq!(classify(SYN), FlagClass::Syn);
+        assert_eq!(classify(SYN | ECE | CWR), FlagClass::Syn);
+        assert_eq!(classify(SYN | PSH), FlagClass::Syn);
+        for f in [
+            SYN | ACK,
+            ACK,
+            ACK | PSH,
+            FIN | ACK,
+            RST,
+            RST | ACK,
+            ACK | URG,
+            FIN | ACK | PSH,
+        ] {
+            assert_eq!(classify(f), FlagClass::Other, "flags {f:#04x}");
+        }
+    }
+}

@@ -1,0 +1,47 @@
+//! The frame as `fw_common`'s parser sees it: one bounds check against `data_end` per header,
+//! in the shape the verifier accepts (`data + off + N > data_end`).
+
+use fw_common::PacketView;
+
+pub struct Frame {
+    start: usize,
+    end: usize,
+    len: usize,
+}
+
+impl Frame {
+    #[inline(always)]
+    pub fn new(start: usize, end: usize) -> Self {
+        Frame {
+            start,
+            end,
+            len: end - start,
+        }
+    }
+
+    #[inline(always)]
+    pub fn len_u64(&self) -> u64 {
+        (self.end - self.start) as u64
+    }
+}
+
+impl PacketView for Frame {
+    /// Read through a volatile load on purpose: if LLVM could relate the length to `end`, it
+    /// would prove some of `bytes()`' checks redundant (the parser already compared offsets with
+    /// the IP length) and delete them — and the verifier needs every one of them.
+    #[inline(always)]
+    fn len(&self) -> usize {
+        // SAFETY: reads a field of self.
+        unsafe { core::ptr::read_volatile(&self.len) }
+    }
+
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
+        let p = self.start + off;
+        if p + N > self.end {
+            return None;
+        }
+        // SAFETY: [p, p + N) lies inside the frame, checked just above.
+        Some(unsafe { &*(p as *const [u8; N]) })
+    }
+}

@@ -1,0 +1,87 @@
+//! The maps, and `fw_common::Tables` over them. Names and layouts come from `fw_common::maps`.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+};
+use fw_common::{
+    Config, Counter, PortProto, Tables,
+    maps::{
+        COUNTER_SLOTS, GENERATIONS, PORT_ENTRIES, SRC_KEY_PREFIX_BITS, SRC_V4_MAX, SRC_V6_MAX,
+        SrcKeyV4, SrcKeyV6, port_index, src_key_v4, src_key_v6,
+    },
+};
+
+#[map]
+static FW_ACTIVE: Array<u32> = Array::with_max_entries(1, 0);
+#[map]
+static FW_CONFIG: Array<Config> = Array::with_max_entries(GENERATIONS, 0);
+#[map]
+static FW_PORTS: Array<u32> = Array::with_max_entries(PORT_ENTRIES, 0);
+#[map]
+static FW_SRC_V4: LpmTrie<SrcKeyV4, u32> = LpmTrie::with_max_entries(SRC_V4_MAX, 0);
+#[map]
+static FW_SRC_V6: LpmTrie<SrcKeyV6, u32> = LpmTrie::with_max_entries(SRC_V6_MAX, 0);
+#[map]
+static FW_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+
+/// The policy generation in force when the packet arrived, read once per packet.
+pub struct MapTables {
+    generation: u32,
+    config: Config,
+}
+
+impl MapTables {
+    #[inline(always)]
+    pub fn active() -> Self {
+        let generation = FW_ACTIVE.get(0).copied().unwrap_or(0) & 1;
+        // A missing config reads as all-zero flags: closed, the safe side.
+        let config = FW_CONFIG.get(generation).copied().unwrap_or_default();
+        MapTables { generation, config }
+    }
+}
+
+impl Tables for MapTables {
+    #[inline(always)]
+    fn config(&self) -> Config {
+        self.config
+    }
+
+    #[inline(always)]
+    fn port(&self, proto: PortProto, port: u16) -> u32 {
+        FW_PORTS
+            .get(port_index(self.generation, proto, port))
+            .copied()
+            .unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn source_v4(&self, proto: PortProto, port: u16, addr: &[u8; 4]) -> u32 {
+        let key = Key::new(
+            SRC_KEY_PREFIX_BITS + 32,
+            src_key_v4(self.generation, proto, port, addr),
+        );
+        FW_SRC_V4.get(&key).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn source_v6(&self, proto: PortProto, port: u16, addr: &[u8; 16]) -> u32 {
+        let key = Key::new(
+            SRC_KEY_PREFIX_BITS + 128,
+            src_key_v6(self.generation, proto, port, addr),
+        );
+        FW_SRC_V6.get(&key).copied().unwrap_or(0)
+    }
+}
+
+/// Add one packet of `len` bytes to counter `slot` (this CPU's copy: no atomics needed).
+#[inline(always)]
+pub fn count(slot: u32, len: u64) {
+    if let Some(c) = FW_COUNTERS.get_ptr_mut(slot) {
+        // SAFETY: per-CPU value, XDP runs with preemption off on this CPU.
+        unsafe {
+            (*c).packets += 1;
+            (*c).bytes += len;
+        }
+    }
+}

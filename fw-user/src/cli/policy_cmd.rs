@@ -1,0 +1,40 @@
+//! `fw policy check|show|default`.
+
+use std::path::PathBuf;
+
+use clap::Subcommand;
+
+use crate::policy::{SEED_POLICY, parse_policy_file};
+
+#[derive(Debug, Subcommand)]
+pub enum PolicyCmd {
+    /// Validate a policy file; errors name the file, line and value. Exit status 1 if invalid.
+    Check { file: PathBuf },
+    /// Say in plain words what a policy file (default: the embedded seed policy) lets in.
+    Show { file: Option<PathBuf> },
+    /// Print the embedded default policy (the seed tutorial's), to start your own from.
+    Default,
+}
+
+pub fn execute(c: PolicyCmd) -> anyhow::Result<()> {
+    match c {
+        PolicyCmd::Check { file } => {
+            let p = parse_policy_file(&file)?;
+            println!("{}: OK, {} rules", file.display(), p.rules.len());
+            Ok(())
+        }
+        PolicyCmd::Show { file } => {
+            let (p, source) = super::load_policy(file.as_ref())?;
+            println!("{source}: incoming traffic is dropped unless it is one of:");
+            for line in p.describe() {
+                println!("  - {line}");
+            }
+            println!("Outgoing traffic is not filtered. Loopback (lo) is not filtered.");
+            Ok(())
+        }
+        PolicyCmd::Default => {
+            print!("{SEED_POLICY}");
+            Ok(())
+        }
+    }
+}

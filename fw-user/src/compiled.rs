@@ -1,0 +1,198 @@
+//! A policy turned into exactly the map entries the XDP program reads, for one generation.
+//! The kernel maps are written from this, and the userspace mirror of `decide()` looks things
+//! up in this: both sides are the same data.
+
+use std::collections::BTreeMap;
+
+use fw_common::{
+    Config, PortProto, Tables,
+    maps::{
+        PORT_HAS_SOURCES, PORT_SLOT_MASK, SRC_KEY_PREFIX_BITS, SrcKeyV4, SrcKeyV6, rule_slot,
+        src_key_v4, src_key_v6,
+    },
+};
+
+use crate::policy::{Cidr, Policy};
+
+/// An LPM trie entry: prefix length over the whole key, key data, rule slot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LpmEntry<K> {
+    pub prefix_len: u32,
+    pub data: K,
+    pub slot: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Compiled {
+    pub generation: u32,
+    pub config: Config,
+    /// Nonzero `FW_PORTS` values, by (protocol, port).
+    pub ports: BTreeMap<(PortProto, u16), u32>,
+    pub src_v4: BTreeMap<(u32, SrcKeyV4), u32>,
+    pub src_v6: BTreeMap<(u32, SrcKeyV6), u32>,
+}
+
+impl Compiled {
+    /// Compile `policy` for `generation`. Earlier rules win where two cover the same port and
+    /// source (as the first matching iptables rule does).
+    pub fn new(policy: &Policy, generation: u32) -> Self {
+        let mut ports: BTreeMap<(PortProto, u16), u32> = BTreeMap::new();
+        let mut src_v4 = BTreeMap::new();
+        let mut src_v6 = BTreeMap::new();
+        for rule in &policy.rules {
+            let slot = rule_slot(generation, rule.id);
+            let proto = rule.proto.port_proto();
+            for port in rule.ports.iter() {
+                let v = ports.entry((proto, port)).or_insert(0);
+                if rule.from.is_empty() {
+                    if *v & PORT_SLOT_MASK == 0 {
+                        *v |= slot;
+                    }
+                    continue;
+                }
+                *v |= PORT_HAS_SOURCES;
+                for cidr in &rule.from {
+                    match cidr {
+                        Cidr::V4(a, len) => {
+                            let key = (
+                                SRC_KEY_PREFIX_BITS + *len as u32,
+                                src_key_v4(generation, proto, port, a),
+                            );
+                            src_v4.entry(key).or_insert(slot);
+                        }
+                        Cidr::V6(a, len) => {
+                            let key = (
+                                SRC_KEY_PREFIX_BITS + *len as u32,
+                                src_key_v6(generation, proto, port, a),
+                            );
+                            src_v6.entry(key).or_insert(slot);
+                        }
+                    }
+                }
+            }
+        }
+        Compiled {
+            generation,
+            config: policy.options.config(),
+            ports,
+            src_v4,
+            src_v6,
+        }
+    }
+
+    /// This policy with `fw flush` in force.
+    pub fn flushed(mut self) -> Self {
+        self.config.flags |= Config::PASS_ALL;
+        self
+    }
+}
+
+/// Longest-prefix match over key data, as the kernel's LPM trie does it.
+fn lpm<const N: usize>(entries: &BTreeMap<(u32, [u8; N]), u32>, key: &[u8; N]) -> u32 {
+    let mut best: Option<(u32, u32)> = None;
+    for ((len, data), slot) in entries {
+        if prefix_matches(data, key, *len) && best.is_none_or(|(l, _)| *len > l) {
+            best = Some((*len, *slot));
+        }
+    }
+    best.map_or(0, |(_, s)| s)
+}
+
+fn prefix_matches(a: &[u8], b: &[u8], bits: u32) -> bool {
+    let full = (bits / 8) as usize;
+    let rest = bits % 8;
+    if a[..full] != b[..full] {
+        return false;
+    }
+    if rest == 0 {
+        return true;
+    }
+    let mask = 0xffu8 << (8 - rest);
+    a[full] & mask == b[full] & mask
+}
+
+/// The userspace mirror: `decide()` over the compiled policy.
+impl Tables for Compiled {
+    fn config(&self) -> Config {
+        self.config
+    }
+
+    fn port(&self, proto: PortProto, port: u16) -> u32 {
+        self.ports.get(&(proto, port)).copied().unwrap_or(0)
+    }
+
+    fn source_v4(&self, proto: PortProto, port: u16, addr: &[u8; 4]) -> u32 {
+        lpm(
+            &self.src_v4,
+            &src_key_v4(self.generation, proto, port, addr),
+        )
+    }
+
+    fn source_v6(&self, proto: PortProto, port: u16, addr: &[u8; 16]) -> u32 {
+        lpm(
+            &self.src_v6,
+            &src_key_v6(self.generation, proto, port, addr),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::{SEED_POLICY, parse_policy};
+
+    #[test]
+    fn seed_opens_exactly_the_seed_ports() {
+        let p = parse_policy("seed", SEED_POLICY).unwrap();
+        let c = Compiled::new(&p, 0);
+        let open: Vec<u16> = c
+            .ports
+            .iter()
+            .filter(|(_, v)| **v & PORT_SLOT_MASK != 0)
+            .map(|((_, port), _)| *port)
+            .collect();
+        assert_eq!(open, [22, 25, 80, 110, 143, 443, 465, 993, 995]);
+        assert!(c.src_v4.is_empty() && c.src_v6.is_empty());
+    }
+
+    #[test]
+    fn source_rules_use_the_lpm_and_longest_prefix_wins() {
+        let p = parse_policy(
+            "p",
+            "[[allow]]\nports=[22]\nfrom=[\"10.0.0.0/8\"]\n[[allow]]\nports=[22]\nfrom=[\"10.1.0.0/16\", \"2001:db8::/32\"]\n",
+        )
+        .unwrap();
+        let c = Compiled::new(&p, 1);
+        assert_eq!(c.port(PortProto::Tcp, 22), PORT_HAS_SOURCES);
+        assert_eq!(
+            c.source_v4(PortProto::Tcp, 22, &[10, 1, 2, 3]),
+            rule_slot(1, 1)
+        );
+        assert_eq!(
+            c.source_v4(PortProto::Tcp, 22, &[10, 2, 2, 3]),
+            rule_slot(1, 0)
+        );
+        assert_eq!(c.source_v4(PortProto::Tcp, 22, &[11, 0, 0, 1]), 0);
+        assert_eq!(c.source_v4(PortProto::Tcp, 23, &[10, 1, 2, 3]), 0);
+        assert_eq!(c.source_v4(PortProto::Udp, 22, &[10, 1, 2, 3]), 0);
+        let mut a = [0u8; 16];
+        a[..4].copy_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
+        assert_eq!(c.source_v6(PortProto::Tcp, 22, &a), rule_slot(1, 1));
+    }
+
+    #[test]
+    fn open_rule_and_source_rule_on_one_port() {
+        let p = parse_policy(
+            "p",
+            "[[allow]]\nports=[22]\nfrom=[\"10.0.0.1\"]\n[[allow]]\nports=[\"20-30\"]\n",
+        )
+        .unwrap();
+        let c = Compiled::new(&p, 0);
+        assert_eq!(
+            c.port(PortProto::Tcp, 22),
+            rule_slot(0, 1) | PORT_HAS_SOURCES
+        );
+        assert_eq!(c.port(PortProto::Tcp, 21), rule_slot(0, 1));
+        assert_eq!(c.port(PortProto::Tcp, 31), 0);
+    }
+}

@@ -1,0 +1,16 @@
+//! `fw`: an XDP host firewall. This library holds the policy model, the loader, the pinned-map
+//! sync and the userspace mirror of the kernel's decision; `src/bin/fw.rs` is a thin CLI on top.
+
+pub mod cli;
+pub mod compiled;
+mod error;
+pub mod live;
+pub mod loader;
+pub mod packet_builder;
+pub mod pinned;
+pub mod pins;
+pub mod policy;
+pub mod state;
+mod sys;
+
+pub use error::Error;

@@ -1,0 +1,303 @@
+//! The pinned maps of one interface: layout checks before reuse, and every write `fw` makes —
+//! whole generations, live single-entry edits, the generation flip, counters.
+
+use std::{os::fd::AsFd as _, path::Path};
+
+use aya::maps::{
+    Array, LpmTrie, Map, MapData, MapInfo, MapType, PerCpuArray, PerCpuValues, lpm_trie::Key,
+};
+use fw_common::{
+    Config, Counter,
+    maps::{
+        COUNTER_SLOTS, GENERATIONS, MAP_ACTIVE, MAP_CONFIG, MAP_COUNTERS, MAP_PORTS, MAP_SRC_V4,
+        MAP_SRC_V6, PORT_ENTRIES, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
+    },
+};
+
+use crate::{Error, compiled::Compiled, pins::IfacePaths};
+
+/// (name, type, key size, value size, max entries): what this build's program expects.
+pub const LAYOUT: [(&str, MapType, u32, u32, u32); 6] = [
+    (MAP_ACTIVE, MapType::Array, 4, 4, 1),
+    (MAP_CONFIG, MapType::Array, 4, 8, GENERATIONS),
+    (MAP_PORTS, MapType::Array, 4, 4, PORT_ENTRIES),
+    (MAP_SRC_V4, MapType::LpmTrie, 12, 4, SRC_V4_MAX),
+    (MAP_SRC_V6, MapType::LpmTrie, 24, 4, SRC_V6_MAX),
+    (MAP_COUNTERS, MapType::PerCpuArray, 4, 16, COUNTER_SLOTS),
+];
+
+/// Refuse a pinned map whose type or sizes differ from [`LAYOUT`] (aya reuses pins unchecked).
+pub fn check_layout(paths: &IfacePaths) -> Result<(), Error> {
+    for (name, ty, key, value, max) in LAYOUT {
+        let path = paths.map(name);
+        if !path.exists() {
+            continue;
+        }
+        let info =
+            MapInfo::from_pin(&path).map_err(|e| Error::bpf(path.display().to_string(), e))?;
+        let got = (
+            info.map_type().ok(),
+            info.key_size(),
+            info.value_size(),
+            info.max_entries(),
+        );
+        if got != (Some(ty), key, value, max) {
+            return Err(Error::MapLayout {
+                iface: paths.iface.clone(),
+                path,
+                detail: format!(
+                    "found {:?} key {} value {} entries {}, expected {ty:?} key {key} value {value} entries {max}",
+                    got.0, got.1, got.2, got.3
+                ),
+            });
+        }
+    }
+    Ok(())
+}
+
+pub struct PinnedMaps {
+    active: Map,
+    config: Map,
+    ports: Map,
+    ports_raw: MapData,
+    src_v4: Map,
+    src_v6: Map,
+    counters: Map,
+}
+
+fn open(path: &Path) -> Result<Map, Error> {
+    let md = MapData::from_pin(path).map_err(|e| Error::bpf(path.display().to_string(), e))?;
+    Map::from_map_data(md).map_err(|e| Error::bpf(path.display().to_string(), e))
+}
+
+fn ctx<E: std::error::Error + Send + Sync + 'static>(
+    what: &'static str,
+) -> impl FnOnce(E) -> Error {
+    move |e| Error::bpf(what, e)
+}
+
+impl PinnedMaps {
+    pub fn open(paths: &IfacePaths) -> Result<Self, Error> {
+        check_layout(paths)?;
+        let ports_path = paths.map(MAP_PORTS);
+        Ok(PinnedMaps {
+            active: open(&paths.map(MAP_ACTIVE))?,
+            config: open(&paths.map(MAP_CONFIG))?,
+            ports: open(&ports_path)?,
+            ports_raw: MapData::from_pin(&ports_path)
+                .map_err(|e| Error::bpf(ports_path.display().to_string(), e))?,
+            src_v4: open(&paths.map(MAP_SRC_V4))?,
+            src_v6: open(&paths.map(MAP_SRC_V6))?,
+            counters: open(&paths.map(MAP_COUNTERS))?,
+        })
+    }
+
+    pub fn active_generation(&self) -> Result<u32, Error> {
+        let a: Array<_, u32> = Array::try_from(&self.active).map_err(ctx("FW_ACTIVE"))?;
+        Ok(a.get(&0, 0).map_err(ctx("FW_ACTIVE"))? & 1)
+    }
+
+    /// The flip: from the next packet on, `generation` is in force.
+    pub fn set_active(&mut self, generation: u32) -> Result<(), Error> {
+        let mut a: Array<_, u32> = Array::try_from(&mut self.active).map_err(ctx("FW_ACTIVE"))?;
+        a.set(0, generation & 1, 0).map_err(ctx("FW_ACTIVE"))
+    }
+
+    pub fn config(&self, generation: u32) -> Result<Config, Error> {
+        let a: Array<_, Config> = Array::try_from(&self.config).map_err(ctx("FW_CONFIG"))?;
+        a.get(&generation, 0).map_err(ctx("FW_CONFIG"))
+    }
+
+    pub fn set_config(&mut self, generation: u32, c: Config) -> Result<(), Error> {
+        let mut a: Array<_, Config> =
+            Array::try_from(&mut self.config).map_err(ctx("FW_CONFIG"))?;
+        a.set(generation, c, 0).map_err(ctx("FW_CONFIG"))
+    }
+
+    pub fn port(&self, index: u32) -> Result<u32, Error> {
+        let a: Array<_, u32> = Array::try_from(&self.ports).map_err(ctx("FW_PORTS"))?;
+        a.get(&index, 0).map_err(ctx("FW_PORTS"))
+    }
+
+    fn set_port(&mut self, index: u32, v: u32) -> Result<(), Error> {
+        let mut a: Array<_, u32> = Array::try_from(&mut self.ports).map_err(ctx("FW_PORTS"))?;
+        a.set(index, v, 0).map_err(ctx("FW_PORTS"))
+    }
+
+    pub fn source_v4(&self, prefix_len: u32, data: SrcKeyV4) -> Result<Option<u32>, Error> {
+        let t: LpmTrie<_, SrcKeyV4, u32> =
+            LpmTrie::try_from(&self.src_v4).map_err(ctx("FW_SRC_V4"))?;
+        match t.get(&Key::new(prefix_len, data), 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(Error::bpf("FW_SRC_V4", e)),
+        }
+    }
+
+    pub fn source_v6(&self, prefix_len: u32, data: SrcKeyV6) -> Result<Option<u32>, Error> {
+        let t: LpmTrie<_, SrcKeyV6, u32> =
+            LpmTrie::try_from(&self.src_v6).map_err(ctx("FW_SRC_V6"))?;
+        match t.get(&Key::new(prefix_len, data), 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(Error::bpf("FW_SRC_V6", e)),
+        }
+    }
+
+    /// Write the whole of `c`'s generation, which must not be the active one: every port entry
+    /// of that generation (one batched syscall), its LPM entries (old ones of that generation
+    /// removed first), its config, and zeroed counters for its rules.
+    pub fn write_generation(&mut self, c: &Compiled, rule_slots: &[u32]) -> Result<(), Error> {
+        let g = c.generation;
+        let half = PORT_ENTRIES / GENERATIONS;
+        let mut keys = Vec::with_capacity(half as usize);
+        let mut values = Vec::with_capacity(half as usize);
+        for proto in [fw_common::PortProto::Tcp, fw_common::PortProto::Udp] {
+            for port in 0..=u16::MAX {
+                keys.push(port_index(g, proto, port));
+                values.push(c.ports.get(&(proto, port)).copied().unwrap_or(0));
+            }
+        }
+        let n = crate::sys::map_update_batch(self.ports_raw.fd().as_fd(), &keys, &values)
+            .map_err(|e| Error::bpf("FW_PORTS batch update", e))?;
+        if n as usize != keys.len() {
+            return Err(Error::Other(format!(
+                "FW_PORTS batch update wrote {n} of {} entries",
+                keys.len()
+            )));
+        }
+        self.clear_sources(g)?;
+        {
+            let mut t: LpmTrie<_, SrcKeyV4, u32> =
+                LpmTrie::try_from(&mut self.src_v4).map_err(ctx("FW_SRC_V4"))?;
+            for ((len, data), slot) in &c.src_v4 {
+                t.insert(&Key::new(*len, *data), *slot, 0)
+                    .map_err(ctx("FW_SRC_V4 insert"))?;
+            }
+        }
+        {
+            let mut t: LpmTrie<_, SrcKeyV6, u32> =
+                LpmTrie::try_from(&mut self.src_v6).map_err(ctx("FW_SRC_V6"))?;
+            for ((len, data), slot) in &c.src_v6 {
+                t.insert(&Key::new(*len, *data), *slot, 0)
+                    .map_err(ctx("FW_SRC_V6 insert"))?;
+            }
+        }
+        self.set_config(g, c.config)?;
+        for slot in rule_slots {
+            self.zero_counter(*slot)?;
+        }
+        Ok(())
+    }
+
+    /// Remove every LPM entry of generation `g`.
+    fn clear_sources(&mut self, g: u32) -> Result<(), Error> {
+        let mut t: LpmTrie<_, SrcKeyV4, u32> =
+            LpmTrie::try_from(&mut self.src_v4).map_err(ctx("FW_SRC_V4"))?;
+        let old: Vec<_> = t
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| u32::from(k.data()[0]) == g)
+            .collect();
+        for k in old {
+            t.remove(&k).map_err(ctx("FW_SRC_V4 remove"))?;
+        }
+        let mut t: LpmTrie<_, SrcKeyV6, u32> =
+            LpmTrie::try_from(&mut self.src_v6).map_err(ctx("FW_SRC_V6"))?;
+        let old: Vec<_> = t
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter(|k| u32::from(k.data()[0]) == g)
+            .collect();
+        for k in old {
+            t.remove(&k).map_err(ctx("FW_SRC_V6 remove"))?;
+        }
+        Ok(())
+    }
+
+    /// Change the active generation in place from `old` to `new` (same generation), one
+    /// element at a time in an order where every intermediate state is a sound policy: new
+    /// source entries before the ports that point at them, ports, then removals.
+    pub fn apply_diff(
+        &mut self,
+        old: &Compiled,
+        new: &Compiled,
+        new_slots: &[u32],
+    ) -> Result<(), Error> {
+        assert_eq!(old.generation, new.generation);
+        let g = new.generation;
+        for slot in new_slots {
+            self.zero_counter(*slot)?;
+        }
+        {
+            let mut t: LpmTrie<_, SrcKeyV4, u32> =
+                LpmTrie::try_from(&mut self.src_v4).map_err(ctx("FW_SRC_V4"))?;
+            for (k, v) in &new.src_v4 {
+                if old.src_v4.get(k) != Some(v) {
+                    t.insert(&Key::new(k.0, k.1), *v, 0)
+                        .map_err(ctx("FW_SRC_V4 insert"))?;
+                }
+            }
+        }
+        {
+            let mut t: LpmTrie<_, SrcKeyV6, u32> =
+                LpmTrie::try_from(&mut self.src_v6).map_err(ctx("FW_SRC_V6"))?;
+            for (k, v) in &new.src_v6 {
+                if old.src_v6.get(k) != Some(v) {
+                    t.insert(&Key::new(k.0, k.1), *v, 0)
+                        .map_err(ctx("FW_SRC_V6 insert"))?;
+                }
+            }
+        }
+        let mut keys: Vec<_> = old.ports.keys().chain(new.ports.keys()).copied().collect();
+        keys.sort();
+        keys.dedup();
+        for (proto, port) in keys {
+            let o = old.ports.get(&(proto, port)).copied().unwrap_or(0);
+            let n = new.ports.get(&(proto, port)).copied().unwrap_or(0);
+            if o != n {
+                self.set_port(port_index(g, proto, port), n)?;
+            }
+        }
+        if old.config != new.config {
+            self.set_config(g, new.config)?;
+        }
+        {
+            let mut t: LpmTrie<_, SrcKeyV4, u32> =
+                LpmTrie::try_from(&mut self.src_v4).map_err(ctx("FW_SRC_V4"))?;
+            for k in old.src_v4.keys().filter(|k| !new.src_v4.contains_key(k)) {
+                t.remove(&Key::new(k.0, k.1))
+                    .map_err(ctx("FW_SRC_V4 remove"))?;
+            }
+        }
+        {
+            let mut t: LpmTrie<_, SrcKeyV6, u32> =
+                LpmTrie::try_from(&mut self.src_v6).map_err(ctx("FW_SRC_V6"))?;
+            for k in old.src_v6.keys().filter(|k| !new.src_v6.contains_key(k)) {
+                t.remove(&Key::new(k.0, k.1))
+                    .map_err(ctx("FW_SRC_V6 remove"))?;
+            }
+        }
+        Ok(())
+    }
+
+    /// A counter summed over all CPUs.
+    pub fn counter(&self, slot: u32) -> Result<Counter, Error> {
+        let a: PerCpuArray<_, Counter> =
+            PerCpuArray::try_from(&self.counters).map_err(ctx("FW_COUNTERS"))?;
+        let v = a.get(&slot, 0).map_err(ctx("FW_COUNTERS"))?;
+        Ok(v.iter().fold(Counter::default(), |acc, c| Counter {
+            packets: acc.packets + c.packets,
+            bytes: acc.bytes + c.bytes,
+        }))
+    }
+
+    pub fn zero_counter(&mut self, slot: u32) -> Result<(), Error> {
+        let ncpu = aya::util::nr_cpus().map_err(|(what, e)| Error::io(what, e))?;
+        let mut a: PerCpuArray<_, Counter> =
+            PerCpuArray::try_from(&mut self.counters).map_err(ctx("FW_COUNTERS"))?;
+        let zero = PerCpuValues::try_from(vec![Counter::default(); ncpu])
+            .map_err(|e| Error::io("per-cpu values", e))?;
+        a.set(slot, zero, 0).map_err(ctx("FW_COUNTERS"))
+    }
+}

@@ -1,0 +1,230 @@
+//! Reading a policy file. Errors name the file, line, column and the offending value, and
+//! nothing is returned unless the whole file is valid.
+
+use std::{fmt, ops::Range, path::Path};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::{Cidr, Options, Policy, PortRange, Proto, Rule};
+
+#[derive(Debug, thiserror::Error)]
+pub struct PolicyError {
+    pub file: String,
+    pub line: usize,
+    pub column: usize,
+    pub message: String,
+    /// The offending line of the file, for context.
+    pub source_line: String,
+}
+
+impl fmt::Display for PolicyError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{}:{}:{}: {}",
+            self.file, self.line, self.column, self.message
+        )?;
+        if !self.source_line.is_empty() {
+            write!(f, "\n    {}", self.source_line.trim_end())?;
+        }
+        Ok(())
+    }
+}
+
+impl PolicyError {
+    fn at(file: &str, text: &str, span: Option<Range<usize>>, message: String) -> Self {
+        let start = span.map(|s| s.start).unwrap_or(0).min(text.len());
+        let before = &text[..start];
+        let line = before.matches('\n').count() + 1;
+        let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
+        let column = text[line_start..start].chars().count() + 1;
+        let source_line = text[line_start..].lines().next().unwrap_or("").to_string();
+        PolicyError {
+            file: file.to_string(),
+            line,
+            column,
+            message,
+            source_line,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    options: Options,
+    #[serde(default)]
+    allow: Vec<Spanned<RawRule>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRule {
+    #[serde(default)]
+    proto: Option<Proto>,
+    ports: Spanned<Vec<PortRange>>,
+    #[serde(default)]
+    from: Vec<Cidr>,
+    #[serde(default)]
+    comment: Option<String>,
+}
+
+impl<'de> Deserialize<'de> for Proto {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// Parse policy text; `file` names it in errors.
+pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
+    let raw: RawPolicy = toml::from_str(text)
+        .map_err(|e| PolicyError::at(file, text, e.span(), e.message().trim().to_string()))?;
+    let mut rules = Vec::new();
+    for r in raw.allow {
+        let span = r.span();
+        let r = r.into_inner();
+        if r.ports.get_ref().is_empty() {
+            return Err(PolicyError::at(
+                file,
+                text,
+                Some(r.ports.span()),
+                "an [[allow]] rule needs at least one port".into(),
+            ));
+        }
+        for ports in r.ports.get_ref() {
+            let id = u32::try_from(rules.len()).unwrap_or(u32::MAX);
+            if id >= fw_common::maps::MAX_RULES {
+                return Err(PolicyError::at(
+                    file,
+                    text,
+                    Some(span.clone()),
+                    format!(
+                        "more than {} port rules; use port ranges (\"lo-hi\") instead of long lists",
+                        fw_common::maps::MAX_RULES
+                    ),
+                ));
+            }
+            rules.push(Rule {
+                id,
+                proto: r.proto.unwrap_or(Proto::Tcp),
+                ports: *ports,
+                from: r.from.clone(),
+                comment: r.comment.clone(),
+            });
+        }
+    }
+    Ok(Policy {
+        options: raw.options,
+        rules,
+    })
+}
+
+/// Read and parse a policy file.
+pub fn parse_policy_file(path: &Path) -> Result<Policy, PolicyError> {
+    let name = path.display().to_string();
+    let text = std::fs::read_to_string(path).map_err(|e| PolicyError {
+        file: name.clone(),
+        line: 0,
+        column: 0,
+        message: format!("cannot read: {e}"),
+        source_line: String::new(),
+    })?;
+    parse_policy(&name, &text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn err(text: &str) -> PolicyError {
+        parse_policy("p.toml", text).expect_err("accepted a bad policy")
+    }
+
+    #[test]
+    fn seed_policy_parses_to_the_seed_ports() {
+        let p = parse_policy("seed", super::super::SEED_POLICY).unwrap();
+        let tcp: Vec<u16> = p.rules.iter().map(|r| r.ports.lo).collect();
+        assert_eq!(tcp, [80, 443, 25, 465, 110, 995, 143, 993, 22]);
+        assert!(
+            p.rules
+                .iter()
+                .all(|r| r.proto == Proto::Tcp && r.from.is_empty())
+        );
+        assert!(p.options.strict_tcp_flags);
+        assert!(!p.options.icmp_echo);
+        let ids: Vec<u32> = p.rules.iter().map(|r| r.id).collect();
+        assert_eq!(ids, (0..9).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn full_rule_form_parses() {
+        let p = parse_policy(
+            "p",
+            r#"
+[options]
+strict_tcp_flags = false
+icmp_echo = true
+fragments = "drop"
+dhcp_client = false
+
+[[allow]]
+proto = "udp"
+ports = [53, "6000-6010"]
+from = ["192.0.2.0/24", "2001:db8::1"]
+comment = "dns"
+"#,
+        )
+        .unwrap();
+        assert_eq!(p.rules.len(), 2);
+        assert_eq!(p.rules[1].ports, PortRange { lo: 6000, hi: 6010 });
+        assert_eq!(p.rules[0].proto, Proto::Udp);
+        assert_eq!(p.rules[0].from.len(), 2);
+        assert_eq!(p.options.fragments, super::super::FragmentPolicy::Drop);
+        assert!(!p.options.strict_tcp_flags && p.options.icmp_echo && !p.options.dhcp_client);
+    }
+
+    #[test]
+    fn empty_file_is_default_drop() {
+        let p = parse_policy("p", "").unwrap();
+        assert!(p.rules.is_empty());
+    }
+
+    #[test]
+    fn bad_port_names_line_and_value() {
+        let e = err("[[allow]]\nports = [80, 70000]\n");
+        assert_eq!((e.file.as_str(), e.line), ("p.toml", 2));
+        assert!(e.message.contains("70000"), "{e}");
+        assert!(e.to_string().starts_with("p.toml:2:"), "{e}");
+    }
+
+    #[test]
+    fn bad_cidr_names_line_and_value() {
+        let e = err("[[allow]]\nports = [22]\n\nfrom = [\"10.0.0.0/40\"]\n");
+        assert_eq!(e.line, 4, "{e}");
+        assert!(e.message.contains("10.0.0.0/40"), "{e}");
+    }
+
+    #[test]
+    fn unknown_keys_and_protocols_are_refused() {
+        let e = err("[[allow]]\nports = [22]\nproto = \"icmp\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("icmp"), "{e}");
+        let e = err("[[allow]]\nport = [22]\n");
+        assert!(e.message.contains("port"), "{e}");
+        let e = err("[options]\nstrict = true\n");
+        assert!(e.message.contains("strict"), "{e}");
+    }
+
+    #[test]
+    fn empty_ports_and_syntax_errors_are_refused() {
+        let e = err("[[allow]]\nports = []\n");
+        assert_eq!(e.line, 2, "{e}");
+        let e = err("[[allow]\nports = [1]\n");
+        assert_eq!(e.line, 1, "{e}");
+        let e = err("[options]\nfragments = \"maybe\"\n");
+        assert!(e.message.contains("maybe"), "{e}");
+    }
+}

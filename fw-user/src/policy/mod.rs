@@ -1,0 +1,176 @@
+//! The policy: what a user writes (TOML), checked whole before anything is applied.
+
+mod cidr;
+pub mod edit;
+mod file;
+mod ports;
+mod seed;
+
+pub use cidr::Cidr;
+pub use file::{PolicyError, parse_policy, parse_policy_file};
+pub use ports::PortRange;
+pub use seed::SEED_POLICY;
+
+use fw_common::{Config, PortProto};
+use serde::{Deserialize, Serialize};
+
+/// What to do with non-first IP fragments (they carry no ports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum FragmentPolicy {
+    /// Pass them: the kernel reassembles a datagram only together with its first fragment,
+    /// which `fw` judged by its ports (and overlapping fragments are discarded by the kernel).
+    #[default]
+    Pass,
+    /// Drop them: fragmented datagrams never arrive.
+    Drop,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Options {
+    /// Drop every TCP flag combination no real stack sends; `false` keeps exactly the seed's
+    /// NULL and XMAS rules.
+    pub strict_tcp_flags: bool,
+    /// Answer pings (ICMP and ICMPv6 echo request).
+    pub icmp_echo: bool,
+    pub fragments: FragmentPolicy,
+    /// Let DHCP/DHCPv6 replies reach this host's DHCP client (a cloud VM that loses its lease
+    /// loses its address).
+    pub dhcp_client: bool,
+}
+
+impl Default for Options {
+    fn default() -> Self {
+        Options {
+            strict_tcp_flags: true,
+            icmp_echo: false,
+            fragments: FragmentPolicy::Pass,
+            dhcp_client: true,
+        }
+    }
+}
+
+impl Options {
+    pub fn config(&self) -> Config {
+        let mut flags = 0;
+        if self.strict_tcp_flags {
+            flags |= Config::STRICT_TCP_FLAGS;
+        }
+        if self.icmp_echo {
+            flags |= Config::ICMP_ECHO;
+        }
+        if self.fragments == FragmentPolicy::Pass {
+            flags |= Config::FRAGMENTS_PASS;
+        }
+        if self.dhcp_client {
+            flags |= Config::DHCP_CLIENT;
+        }
+        Config {
+            flags,
+            _reserved: 0,
+        }
+    }
+}
+
+/// One allow rule: a protocol, a port or port range, and optionally the only sources allowed.
+/// Each rule has its own counter.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Rule {
+    /// Stable index: the rule's counter slot within a generation. Kept across live edits so
+    /// counters survive `fw allow` / `fw deny`.
+    pub id: u32,
+    pub proto: Proto,
+    pub ports: PortRange,
+    /// Empty: every source.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub from: Vec<Cidr>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Proto {
+    Tcp,
+    Udp,
+}
+
+impl Proto {
+    pub fn port_proto(self) -> PortProto {
+        match self {
+            Proto::Tcp => PortProto::Tcp,
+            Proto::Udp => PortProto::Udp,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        self.port_proto().name()
+    }
+}
+
+impl std::str::FromStr for Proto {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tcp" => Ok(Proto::Tcp),
+            "udp" => Ok(Proto::Udp),
+            _ => Err(format!(
+                "unknown protocol {s:?} (expected \"tcp\" or \"udp\")"
+            )),
+        }
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Policy {
+    pub options: Options,
+    pub rules: Vec<Rule>,
+}
+
+impl Policy {
+    /// The next free rule id.
+    pub fn next_id(&self) -> u32 {
+        self.rules.iter().map(|r| r.id + 1).max().unwrap_or(0)
+    }
+
+    /// The policy in words: what it lets in, one line each, then what it drops.
+    pub fn describe(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        for r in &self.rules {
+            out.push(r.describe());
+        }
+        let o = &self.options;
+        if o.icmp_echo {
+            out.push("ping (ICMP/ICMPv6 echo request) from anywhere".into());
+        }
+        if o.dhcp_client {
+            out.push("DHCP/DHCPv6 replies to this host's DHCP client".into());
+        }
+        out.push("ARP, IPv6 neighbour discovery and other non-IP frames (never filtered)".into());
+        if o.fragments == FragmentPolicy::Pass {
+            out.push(
+                "non-first IP fragments (reassembled only with a first fragment that passed)"
+                    .into(),
+            );
+        }
+        out
+    }
+}
+
+impl Rule {
+    pub fn describe(&self) -> String {
+        let from = if self.from.is_empty() {
+            "from anywhere".to_string()
+        } else {
+            let list: Vec<String> = self.from.iter().map(|c| c.to_string()).collect();
+            format!("only from {}", list.join(", "))
+        };
+        let comment = self
+            .comment
+            .as_deref()
+            .map(|c| format!("  ({c})"))
+            .unwrap_or_default();
+        format!("{}/{} {from}{comment}", self.ports, self.proto.name())
+    }
+}
