@@ -89,8 +89,9 @@ fn rule_slots(policy: &Policy, generation: u32) -> Vec<u32> {
 }
 
 /// Load the object with its maps pinned under `paths` (existing pins are reused after a layout
-/// check) and load the program into the kernel.
-fn load_object(paths: &IfacePaths, log: bool) -> Result<Ebpf, Error> {
+/// check) and load the program into the kernel, without attaching it anywhere (tests run it with
+/// BPF_PROG_TEST_RUN).
+pub fn load_object(paths: &IfacePaths, log: bool) -> Result<Ebpf, Error> {
     if PROGRAM.is_empty() {
         return Err(Error::NoProgram);
     }
@@ -113,7 +114,8 @@ fn load_object(paths: &IfacePaths, log: bool) -> Result<Ebpf, Error> {
     Ok(ebpf)
 }
 
-fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
+/// The XDP program of a loaded object.
+pub fn program(ebpf: &mut Ebpf) -> Result<&mut Xdp, Error> {
     ebpf.program_mut(PROG_XDP)
         .ok_or_else(|| Error::Other(format!("program {PROG_XDP} missing from the object")))?
         .try_into()

@@ -80,6 +80,15 @@ impl IfacePaths {
         })
     }
 
+    /// Paths under explicit directories (tests: a private bpffs directory per test).
+    pub fn at(iface: &str, pins: PathBuf, state: PathBuf) -> Self {
+        IfacePaths {
+            iface: iface.to_string(),
+            pins,
+            state,
+        }
+    }
+
     pub fn link(&self) -> PathBuf {
         self.pins.join("link")
     }

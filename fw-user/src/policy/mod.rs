@@ -38,6 +38,12 @@ pub struct Options {
     /// Let DHCP/DHCPv6 replies reach this host's DHCP client (a cloud VM that loses its lease
     /// loses its address).
     pub dhcp_client: bool,
+    /// Accept replies to connections this host opened and ICMP errors about them (the seed's
+    /// `-m state --state ESTABLISHED,RELATED -j ACCEPT`).
+    pub established: bool,
+    /// Drop TCP that is not a plain SYN and belongs to no tracked connection, even on allowed
+    /// ports (the seed's `! --syn -m state --state NEW -j DROP`).
+    pub new_requires_syn: bool,
 }
 
 impl Default for Options {
@@ -47,6 +53,8 @@ impl Default for Options {
             icmp_echo: false,
             fragments: FragmentPolicy::Pass,
             dhcp_client: true,
+            established: true,
+            new_requires_syn: true,
         }
     }
 }
