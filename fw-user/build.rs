@@ -12,6 +12,9 @@ fn main() -> anyhow::Result<()> {
     let ebpf_dir = ebpf_dir.to_str().expect("utf-8 path");
     println!("cargo:rerun-if-changed={ebpf_dir}");
     println!("cargo:rerun-if-changed=../fw-common/src");
+    // The skip path returns before aya-build prints this itself: without it, a build made once
+    // with AYA_BUILD_SKIP=1 keeps its empty object after the variable is unset.
+    println!("cargo:rerun-if-env-changed=AYA_BUILD_SKIP");
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         fs::write(out.join("fw-xdp"), b"")?;
