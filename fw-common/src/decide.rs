@@ -3,16 +3,18 @@
 //! verdict and counter slot out.
 //!
 //! Cheapest first: flags-only checks need no lookup; a port lookup is one array read; the LPM
-//! trie is consulted only for ports that admit some sources only.
+//! trie is consulted only for ports that admit some sources only; a flow lookup (one hash
+//! lookup on the common path) only for packets that are not a new connection.
 
 use crate::{
     Reason,
+    flow::{FlowKey, FlowState, FlowTable, REFRESH_NS, state, tcp_next},
     maps::{Config, PORT_HAS_SOURCES, PORT_SLOT_MASK, PortProto},
-    packet::{Family, Fragment, Ip, L4, PacketView, Parsed, parse},
-    tcp::{FlagClass, classify},
+    packet::{Family, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, L4, PacketView, Parsed, parse},
+    tcp::{ACK, FlagClass, SYN, classify},
 };
 
-/// What the policy says, however it is stored.
+/// What the policy and the connection state say, however they are stored.
 pub trait Tables {
     /// The options of the generation in force.
     fn config(&self) -> Config;
@@ -21,6 +23,13 @@ pub trait Tables {
     /// The rule slot whose source CIDR holds `addr` for this port (0 = none).
     fn source_v4(&self, proto: PortProto, port: u16, addr: &[u8; 4]) -> u32;
     fn source_v6(&self, proto: PortProto, port: u16, addr: &[u8; 16]) -> u32;
+
+    /// CLOCK_MONOTONIC_COARSE nanoseconds.
+    fn now(&self) -> u64;
+    fn flow(&self, table: FlowTable, key: &FlowKey) -> Option<FlowState>;
+    /// Insert (`new`) or overwrite a flow entry. Read-only tables (`fw explain`) ignore it.
+    fn flow_write(&self, table: FlowTable, key: &FlowKey, st: &FlowState, new: bool);
+    fn flow_remove(&self, table: FlowTable, key: &FlowKey);
 }
 
 /// A verdict and the counter slot that accounts for it (a [`Reason`] or a rule slot).
@@ -74,24 +83,141 @@ pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decis
             Reason::FragmentDropped
         });
     }
+    let stateful = cfg.has(Config::ESTABLISHED);
     match ip.l4 {
-        L4::Tcp { dport, flags, .. } => match classify(flags) {
+        L4::Tcp {
+            sport,
+            dport,
+            flags,
+            ack,
+            ..
+        } => match classify(flags) {
             FlagClass::Null => Decision::reason(Reason::TcpNull),
             FlagClass::Xmas => Decision::reason(Reason::TcpXmas),
             FlagClass::Invalid if cfg.has(Config::STRICT_TCP_FLAGS) => {
                 Decision::reason(Reason::TcpBadFlags)
             }
-            _ => port_policy(t, ip, PortProto::Tcp, dport),
+            FlagClass::Syn => port_policy(t, ip, PortProto::Tcp, dport),
+            _ => {
+                if stateful {
+                    let key = ingress_key(ip, sport, dport);
+                    if tcp_established(t, &key, flags, ack, dport) {
+                        return Decision::reason(Reason::Established);
+                    }
+                    if cfg.has(Config::NEW_REQUIRES_SYN) {
+                        return Decision::reason(Reason::TcpNotSyn);
+                    }
+                }
+                port_policy(t, ip, PortProto::Tcp, dport)
+            }
         },
         L4::Udp { sport, dport } => {
             if cfg.has(Config::DHCP_CLIENT) && is_dhcp_reply(ip.family, sport, dport) {
                 return Decision::reason(Reason::DhcpClient);
             }
-            port_policy(t, ip, PortProto::Udp, dport)
+            let d = port_policy(t, ip, PortProto::Udp, dport);
+            if d.pass || !stateful {
+                return d;
+            }
+            if reply_seen(t, &ingress_key(ip, sport, dport)) {
+                return Decision::reason(Reason::Established);
+            }
+            d
         }
-        L4::Icmp { ty, .. } => icmp_policy(&cfg, ip.family, ty),
+        L4::Icmp { ty, id, quoted, .. } => icmp_policy(t, &cfg, ip, ty, id, quoted),
         L4::None => Decision::reason(Reason::DefaultDrop),
     }
+}
+
+/// The flow key of an arriving packet: its source is the remote end.
+#[inline(always)]
+pub fn ingress_key(ip: &Ip, sport: u16, dport: u16) -> FlowKey {
+    FlowKey {
+        remote: ip.src,
+        local: ip.dst,
+        remote_port: sport,
+        local_port: dport,
+        proto: ip.proto,
+        family: family_byte(ip.family),
+        _pad: [0; 2],
+    }
+}
+
+#[inline(always)]
+pub const fn family_byte(f: Family) -> u8 {
+    match f {
+        Family::V4 => 4,
+        Family::V6 => 6,
+    }
+}
+
+/// A live entry in `table`, refreshed (and moved to `next` state) as this packet requires; an
+/// expired one is removed.
+#[inline(always)]
+fn touch<T: Tables>(
+    t: &T,
+    table: FlowTable,
+    key: &FlowKey,
+    now: u64,
+    next: impl Fn(u8) -> u8,
+) -> bool {
+    let Some(mut st) = t.flow(table, key) else {
+        return false;
+    };
+    if !st.alive(key.proto, now) {
+        t.flow_remove(table, key);
+        return false;
+    }
+    let n = next(st.state);
+    if n != st.state || now.wrapping_sub(st.last_seen) > REFRESH_NS {
+        st.state = n;
+        st.last_seen = now;
+        t.flow_write(table, key, &st, false);
+    }
+    true
+}
+
+/// Non-SYN TCP: part of a tracked connection? Inbound connections to an allowed port are
+/// looked up first in the inbound tables, everything else in the outbound table first, so the
+/// common case costs one hash lookup.
+#[inline(always)]
+fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: u16) -> bool {
+    let now = t.now();
+    let next = |s: u8| tcp_next(s, flags);
+    let inbound_first = t.port(PortProto::Tcp, dport) != 0;
+    if inbound_first && touch(t, FlowTable::In, key, now, next) {
+        return true;
+    }
+    if touch(t, FlowTable::Out, key, now, next) {
+        return true;
+    }
+    if !inbound_first && touch(t, FlowTable::In, key, now, next) {
+        return true;
+    }
+    // The client's handshake ACK: promote the embryo if it acknowledges our SYN+ACK.
+    if flags & (SYN | ACK) == ACK
+        && let Some(e) = t.flow(FlowTable::Embryo, key)
+        && e.alive(key.proto, now)
+        && e.expect_ack == ack
+    {
+        let st = FlowState {
+            last_seen: now,
+            expect_ack: 0,
+            state: tcp_next(state::ESTABLISHED, flags),
+            flags: e.flags,
+            _pad: [0; 2],
+        };
+        t.flow_write(FlowTable::In, key, &st, true);
+        t.flow_remove(FlowTable::Embryo, key);
+        return true;
+    }
+    false
+}
+
+/// UDP or ICMP echo reply to something this host sent.
+#[inline(always)]
+fn reply_seen<T: Tables>(t: &T, key: &FlowKey) -> bool {
+    touch(t, FlowTable::Out, key, t.now(), |_| state::REPLIED)
 }
 
 #[inline(always)]
@@ -123,8 +249,10 @@ fn port_policy<T: Tables>(t: &T, ip: &Ip, proto: PortProto, dport: u16) -> Decis
     }
 }
 
+pub const ICMP_ECHO_REPLY: u8 = 0;
 pub const ICMP_ECHO_REQUEST: u8 = 8;
 pub const ICMPV6_ECHO_REQUEST: u8 = 128;
+pub const ICMPV6_ECHO_REPLY: u8 = 129;
 
 /// ICMPv6 types the link needs: multicast listener query/report/done (130–132), router
 /// solicitation/advertisement, neighbour solicitation/advertisement, redirect (133–137), MLDv2
@@ -135,15 +263,62 @@ pub const fn is_icmpv6_link_essential(ty: u8) -> bool {
 }
 
 #[inline(always)]
-fn icmp_policy(cfg: &Config, family: Family, ty: u8) -> Decision {
-    match family {
-        Family::V6 if is_icmpv6_link_essential(ty) => Decision::reason(Reason::Ndp),
-        Family::V4 if ty == ICMP_ECHO_REQUEST && cfg.has(Config::ICMP_ECHO) => {
-            Decision::reason(Reason::IcmpEcho)
-        }
-        Family::V6 if ty == ICMPV6_ECHO_REQUEST && cfg.has(Config::ICMP_ECHO) => {
-            Decision::reason(Reason::IcmpEcho)
-        }
-        _ => Decision::reason(Reason::DefaultDrop),
+fn icmp_policy<T: Tables>(
+    t: &T,
+    cfg: &Config,
+    ip: &Ip,
+    ty: u8,
+    id: u16,
+    quoted: Option<crate::packet::Quoted>,
+) -> Decision {
+    let v6 = ip.family == Family::V6;
+    if v6 && is_icmpv6_link_essential(ty) {
+        return Decision::reason(Reason::Ndp);
+    }
+    let (echo_req, echo_rep) = if v6 {
+        (ICMPV6_ECHO_REQUEST, ICMPV6_ECHO_REPLY)
+    } else {
+        (ICMP_ECHO_REQUEST, ICMP_ECHO_REPLY)
+    };
+    if ty == echo_req {
+        return Decision::reason(if cfg.has(Config::ICMP_ECHO) {
+            Reason::IcmpEcho
+        } else {
+            Reason::DefaultDrop
+        });
+    }
+    if !cfg.has(Config::ESTABLISHED) {
+        return Decision::reason(Reason::DefaultDrop);
+    }
+    if ty == echo_rep {
+        return if reply_seen(t, &ingress_key(ip, 0, id)) {
+            Decision::reason(Reason::Established)
+        } else {
+            Decision::reason(Reason::DefaultDrop)
+        };
+    }
+    let Some(q) = quoted else {
+        return Decision::reason(Reason::DefaultDrop);
+    };
+    // RELATED: the error quotes a packet this host sent; find its flow in any table.
+    let key = FlowKey {
+        remote: q.dst,
+        local: q.src,
+        remote_port: q.dport,
+        local_port: q.sport,
+        proto: q.proto,
+        family: family_byte(ip.family),
+        _pad: [0; 2],
+    };
+    let known = |table| {
+        t.flow(table, &key)
+            .is_some_and(|s| s.alive(key.proto, t.now()))
+    };
+    let icmp_inner = q.proto == IPPROTO_ICMP || q.proto == IPPROTO_ICMPV6;
+    if known(FlowTable::Out) || (!icmp_inner && (known(FlowTable::In) || known(FlowTable::Embryo)))
+    {
+        Decision::reason(Reason::Related)
+    } else {
+        Decision::reason(Reason::IcmpUnrelated)
     }
 }

@@ -4,12 +4,15 @@
 #![no_std]
 
 pub mod decide;
+pub mod egress;
+pub mod flow;
 pub mod maps;
 pub mod packet;
 pub mod reason;
 pub mod tcp;
 
 pub use decide::{Decision, Tables, decide, decide_parsed};
+pub use flow::{FlowKey, FlowState, FlowTable};
 pub use maps::{Config, Counter, PortProto};
-pub use packet::{Family, Fragment, Ip, L4, PacketView, Parsed, parse};
+pub use packet::{Family, Fragment, Ip, L4, PacketView, Parsed, Quoted, parse};
 pub use reason::Reason;

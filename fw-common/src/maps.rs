@@ -21,16 +21,39 @@ pub const MAP_SRC_V4: &str = "FW_SRC_V4";
 pub const MAP_SRC_V6: &str = "FW_SRC_V6";
 /// `PerCpuArray<Counter>`, [`COUNTER_SLOTS`] entries: one per reason, then one per rule slot.
 pub const MAP_COUNTERS: &str = "FW_COUNTERS";
+/// `LruHashMap<FlowKey, FlowState>`: flows this host opened ([`crate::flow::FlowTable::Out`]).
+pub const MAP_FLOWS_OUT: &str = "FW_FLOWS_OUT";
+/// `LruHashMap<FlowKey, FlowState>`: inbound TCP connections that completed the handshake.
+pub const MAP_FLOWS_IN: &str = "FW_FLOWS_IN";
+/// `LruHashMap<FlowKey, FlowState>`: inbound TCP handshakes in progress.
+pub const MAP_EMBRYO: &str = "FW_EMBRYO";
 
-/// Every map the program pins, in the order userspace checks them.
-pub const ALL_MAPS: [&str; 6] = [
+/// The TC egress program that records this host's outbound flows.
+pub const PROG_EGRESS: &str = "fw_egress";
+
+/// Every map the programs pin, in the order userspace checks them.
+pub const ALL_MAPS: [&str; 9] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_PORTS,
     MAP_SRC_V4,
     MAP_SRC_V6,
     MAP_COUNTERS,
+    MAP_FLOWS_OUT,
+    MAP_FLOWS_IN,
+    MAP_EMBRYO,
 ];
+
+/// Entries of the flow tables (LRU: the least recently used entry of a full table goes first).
+pub const FLOWS_OUT_MAX: u32 = 262_144;
+pub const FLOWS_IN_MAX: u32 = 262_144;
+pub const EMBRYO_MAX: u32 = 65_536;
+
+/// Counter slots for flow-table events (not verdicts): entries created in table `t` at
+/// `EVENT_FLOW_NEW + t`, entries removed (expired, closed or promoted) at
+/// `EVENT_FLOW_REMOVED + t`. Occupancy minus these gives LRU evictions.
+pub const EVENT_FLOW_NEW: u32 = 40;
+pub const EVENT_FLOW_REMOVED: u32 = 44;
 
 pub const GENERATIONS: u32 = 2;
 
@@ -153,6 +176,11 @@ impl Config {
     pub const DHCP_CLIENT: u32 = 1 << 3;
     /// `fw flush`: everything passes.
     pub const PASS_ALL: u32 = 1 << 4;
+    /// Accept replies to this host's connections and ICMP errors about them (ESTABLISHED,
+    /// RELATED).
+    pub const ESTABLISHED: u32 = 1 << 5;
+    /// Drop TCP that is not a plain SYN and matches no tracked connection.
+    pub const NEW_REQUIRES_SYN: u32 = 1 << 6;
 
     #[inline(always)]
     pub const fn has(&self, flag: u32) -> bool {
@@ -172,6 +200,11 @@ const _: () = assert!(size_of::<Counter>() == 16);
 #[cfg(feature = "user")]
 mod user {
     use super::{Config, Counter};
+    use crate::flow::{FlowKey, FlowState};
+    // SAFETY: repr(C), explicit padding, every bit pattern valid.
+    unsafe impl aya::Pod for FlowKey {}
+    // SAFETY: as above.
+    unsafe impl aya::Pod for FlowState {}
     // SAFETY: repr(C), no padding, every bit pattern valid.
     unsafe impl aya::Pod for Config {}
     // SAFETY: as above.

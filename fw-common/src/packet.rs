@@ -78,17 +78,45 @@ pub enum L4 {
         sport: u16,
         dport: u16,
         flags: u8,
+        seq: u32,
+        ack: u32,
     },
     Udp {
         sport: u16,
         dport: u16,
     },
+    /// ICMP or ICMPv6. `id` is the echo identifier (meaningful for echo request/reply);
+    /// `quoted` the header an error message quotes.
     Icmp {
         ty: u8,
         code: u8,
+        id: u16,
+        quoted: Option<Quoted>,
     },
     /// A non-first fragment, or a protocol without ports that `fw` does not parse.
     None,
+}
+
+/// The packet an ICMP error quotes — one this host sent: `src` is local, `dst` remote. For a
+/// quoted ICMP echo request, `sport` is its identifier and `dport` 0.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Quoted {
+    pub proto: u8,
+    pub src: [u8; 16],
+    pub dst: [u8; 16],
+    pub sport: u16,
+    pub dport: u16,
+}
+
+/// ICMP (v4) types that quote the offending packet: destination unreachable (incl.
+/// fragmentation needed), time exceeded, parameter problem.
+pub const fn is_icmp_error(ty: u8) -> bool {
+    matches!(ty, 3 | 11 | 12)
+}
+
+/// ICMPv6 error types: destination unreachable, packet too big, time exceeded, parameter problem.
+pub const fn is_icmpv6_error(ty: u8) -> bool {
+    matches!(ty, 1..=4)
 }
 
 /// An IP packet's facts. IPv4 addresses sit in the first 4 bytes of `src`/`dst`.
@@ -322,6 +350,8 @@ fn parse_l4<P: PacketView + ?Sized>(
             sport: be16([t[0], t[1]]),
             dport: be16([t[2], t[3]]),
             flags: t[13],
+            seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
+            ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
         })
     } else if proto == IPPROTO_UDP {
         if off + 8 > end {
@@ -342,11 +372,78 @@ fn parse_l4<P: PacketView + ?Sized>(
             return Err(short);
         }
         let i: &[u8; 8] = p.bytes(off).ok_or(Reason::Truncated)?;
+        let ty = i[0];
+        let error = if icmp_proto == IPPROTO_ICMP {
+            is_icmp_error(ty)
+        } else {
+            is_icmpv6_error(ty)
+        };
+        // Errors in a fragment would quote data the first fragment does not hold whole.
+        let quoted = if error && frag == Fragment::No {
+            Some(parse_quoted(p, off + 8, end, icmp_proto)?)
+        } else {
+            None
+        };
         Ok(L4::Icmp {
-            ty: i[0],
+            ty,
             code: i[1],
+            id: be16([i[4], i[5]]),
+            quoted,
         })
     } else {
         Ok(L4::None)
     }
+}
+
+/// Parse the IP header + first 8 transport bytes an ICMP error quotes (RFC 792 / RFC 4443).
+/// Quoted IPv6 packets must carry their transport header right after the fixed header.
+#[inline(always)]
+fn parse_quoted<P: PacketView + ?Sized>(
+    p: &P,
+    off: usize,
+    end: usize,
+    icmp_proto: u8,
+) -> Result<Quoted, Reason> {
+    let mut src = [0u8; 16];
+    let mut dst = [0u8; 16];
+    let (proto, l4off) = if icmp_proto == IPPROTO_ICMP {
+        if off + 20 > end {
+            return Err(Reason::Truncated);
+        }
+        let h: &[u8; 20] = p.bytes(off).ok_or(Reason::Truncated)?;
+        let ihl = ((h[0] & 0x0f) as usize) * 4;
+        if h[0] >> 4 != 4 || ihl < 20 {
+            return Err(Reason::BadHeader);
+        }
+        src[..4].copy_from_slice(&h[12..16]);
+        dst[..4].copy_from_slice(&h[16..20]);
+        (h[9], off + ihl)
+    } else {
+        if off + 40 > end {
+            return Err(Reason::Truncated);
+        }
+        let h: &[u8; 40] = p.bytes(off).ok_or(Reason::Truncated)?;
+        if h[0] >> 4 != 6 {
+            return Err(Reason::BadHeader);
+        }
+        src.copy_from_slice(&h[8..24]);
+        dst.copy_from_slice(&h[24..40]);
+        (h[6], off + 40)
+    };
+    if l4off + 8 > end {
+        return Err(Reason::Truncated);
+    }
+    let t: &[u8; 8] = p.bytes(l4off).ok_or(Reason::Truncated)?;
+    let (sport, dport) = if proto == icmp_proto {
+        (be16([t[4], t[5]]), 0)
+    } else {
+        (be16([t[0], t[1]]), be16([t[2], t[3]]))
+    };
+    Ok(Quoted {
+        proto,
+        src,
+        dst,
+        sport,
+        dport,
+    })
 }

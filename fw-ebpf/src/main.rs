@@ -9,9 +9,13 @@
 mod frame;
 mod tables;
 
-use aya_ebpf::{bindings::xdp_action, macros::xdp, programs::XdpContext};
+use aya_ebpf::{
+    bindings::{TC_ACT_OK, xdp_action},
+    macros::{classifier, xdp},
+    programs::{TcContext, XdpContext},
+};
 use aya_log_ebpf::info;
-use fw_common::{Counter, decide};
+use fw_common::{Counter, decide, egress};
 
 use crate::{frame::Frame, tables::MapTables};
 
@@ -27,6 +31,21 @@ pub fn fw_xdp(ctx: XdpContext) -> u32 {
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_PASS
+}
+
+/// TC egress: record this host's own outgoing flows so their replies pass (ESTABLISHED).
+/// Never drops: outgoing traffic is not filtered.
+#[classifier]
+pub fn fw_egress(ctx: TcContext) -> i32 {
+    // Locally generated packets normally carry their headers in the linear area; pull them in
+    // when they do not (the parser needs at most the first few hundred bytes).
+    let want = ctx.len().min(256);
+    if ((ctx.data_end() - ctx.data()) as u32) < want {
+        let _ = ctx.pull_data(want);
+    }
+    let frame = Frame::new(ctx.data(), ctx.data_end());
+    egress::record(&frame, &MapTables::active());
+    TC_ACT_OK
 }
 
 // Kept so the counter type is part of this object's BTF for tools like bpftool.

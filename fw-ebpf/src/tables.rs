@@ -1,14 +1,16 @@
 //! The maps, and `fw_common::Tables` over them. Names and layouts come from `fw_common::maps`.
 
 use aya_ebpf::{
+    helpers::bpf_ktime_get_coarse_ns,
     macros::map,
-    maps::{Array, LpmTrie, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
 };
 use fw_common::{
-    Config, Counter, PortProto, Tables,
+    Config, Counter, FlowKey, FlowState, FlowTable, PortProto, Tables,
     maps::{
-        COUNTER_SLOTS, GENERATIONS, PORT_ENTRIES, SRC_KEY_PREFIX_BITS, SRC_V4_MAX, SRC_V6_MAX,
-        SrcKeyV4, SrcKeyV6, port_index, src_key_v4, src_key_v6,
+        COUNTER_SLOTS, EMBRYO_MAX, EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, FLOWS_IN_MAX, FLOWS_OUT_MAX,
+        GENERATIONS, PORT_ENTRIES, SRC_KEY_PREFIX_BITS, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6,
+        port_index, src_key_v4, src_key_v6,
     },
 };
 
@@ -24,6 +26,22 @@ static FW_SRC_V4: LpmTrie<SrcKeyV4, u32> = LpmTrie::with_max_entries(SRC_V4_MAX,
 static FW_SRC_V6: LpmTrie<SrcKeyV6, u32> = LpmTrie::with_max_entries(SRC_V6_MAX, 0);
 #[map]
 static FW_COUNTERS: PerCpuArray<Counter> = PerCpuArray::with_max_entries(COUNTER_SLOTS, 0);
+#[map]
+static FW_FLOWS_OUT: LruHashMap<FlowKey, FlowState> =
+    LruHashMap::with_max_entries(FLOWS_OUT_MAX, 0);
+#[map]
+static FW_FLOWS_IN: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(FLOWS_IN_MAX, 0);
+#[map]
+static FW_EMBRYO: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(EMBRYO_MAX, 0);
+
+#[inline(always)]
+fn flows(table: FlowTable) -> &'static LruHashMap<FlowKey, FlowState> {
+    match table {
+        FlowTable::Out => &FW_FLOWS_OUT,
+        FlowTable::In => &FW_FLOWS_IN,
+        FlowTable::Embryo => &FW_EMBRYO,
+    }
+}
 
 /// The policy generation in force when the packet arrived, read once per packet.
 pub struct MapTables {
@@ -71,6 +89,33 @@ impl Tables for MapTables {
             src_key_v6(self.generation, proto, port, addr),
         );
         FW_SRC_V6.get(&key).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn now(&self) -> u64 {
+        // SAFETY: no arguments; available to XDP and TC programs.
+        unsafe { bpf_ktime_get_coarse_ns() }
+    }
+
+    #[inline(always)]
+    fn flow(&self, table: FlowTable, key: &FlowKey) -> Option<FlowState> {
+        // SAFETY: the value is copied out at once; a concurrent update at worst gives an older
+        // or newer copy of a 16-byte entry, which every caller tolerates.
+        unsafe { flows(table).get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn flow_write(&self, table: FlowTable, key: &FlowKey, st: &FlowState, new: bool) {
+        if flows(table).insert(key, st, 0).is_ok() && new {
+            count(EVENT_FLOW_NEW + table as u32, 0);
+        }
+    }
+
+    #[inline(always)]
+    fn flow_remove(&self, table: FlowTable, key: &FlowKey) {
+        if flows(table).remove(key).is_ok() {
+            count(EVENT_FLOW_REMOVED + table as u32, 0);
+        }
     }
 }
 

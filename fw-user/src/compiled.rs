@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 
 use fw_common::{
-    Config, PortProto, Tables,
+    Config, FlowKey, FlowState, FlowTable, PortProto, Tables,
     maps::{
         PORT_HAS_SOURCES, PORT_SLOT_MASK, SRC_KEY_PREFIX_BITS, SrcKeyV4, SrcKeyV6, rule_slot,
         src_key_v4, src_key_v6,
@@ -111,8 +111,21 @@ fn prefix_matches(a: &[u8], b: &[u8], bits: u32) -> bool {
     a[full] & mask == b[full] & mask
 }
 
-/// The userspace mirror: `decide()` over the compiled policy.
+/// The userspace mirror of the policy alone: `decide()` over the compiled policy with no
+/// connection state (every flow lookup misses). [`crate::mirror::Mirror`] adds state.
 impl Tables for Compiled {
+    fn now(&self) -> u64 {
+        0
+    }
+
+    fn flow(&self, _: FlowTable, _: &FlowKey) -> Option<FlowState> {
+        None
+    }
+
+    fn flow_write(&self, _: FlowTable, _: &FlowKey, _: &FlowState, _: bool) {}
+
+    fn flow_remove(&self, _: FlowTable, _: &FlowKey) {}
+
     fn config(&self) -> Config {
         self.config
     }

@@ -6,10 +6,12 @@ pub mod compiled;
 mod error;
 pub mod live;
 pub mod loader;
+pub mod mirror;
 pub mod packet_builder;
 pub mod pinned;
 pub mod pins;
 pub mod policy;
+pub mod seed;
 pub mod state;
 mod sys;
 

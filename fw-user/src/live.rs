@@ -1,8 +1,8 @@
 //! `fw_common::Tables` over the pinned maps of a running filter: `fw explain` asks the kernel's
-//! own tables, the very entries the XDP program reads.
+//! own tables, the very entries the XDP program reads (read-only: explaining changes nothing).
 
 use fw_common::{
-    Config, PortProto, Tables,
+    Config, FlowKey, FlowState, FlowTable, PortProto, Tables,
     maps::{SRC_KEY_PREFIX_BITS, port_index, src_key_v4, src_key_v6},
 };
 
@@ -54,4 +54,17 @@ impl Tables for LiveTables<'_> {
             .flatten()
             .unwrap_or(0)
     }
+
+    fn now(&self) -> u64 {
+        crate::mirror::monotonic_coarse_ns()
+    }
+
+    fn flow(&self, table: FlowTable, key: &FlowKey) -> Option<FlowState> {
+        self.maps.flow(table, key).ok().flatten()
+    }
+
+    /// `fw explain` only looks: it never changes the running filter's state.
+    fn flow_write(&self, _: FlowTable, _: &FlowKey, _: &FlowState, _: bool) {}
+
+    fn flow_remove(&self, _: FlowTable, _: &FlowKey) {}
 }

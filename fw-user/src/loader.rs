@@ -9,12 +9,13 @@ use std::{ffi::CString, fs};
 use aya::{
     Ebpf, EbpfLoader,
     programs::{
-        ProgramError, Xdp, XdpMode,
+        LinkOrder, ProgramError, SchedClassifier, TcAttachType, Xdp, XdpMode,
         links::{FdLink, LinkError, PinnedLink},
+        tc::{SchedClassifierLink, TcAttachOptions},
         xdp::{XdpLink, XdpLinkId},
     },
 };
-use fw_common::maps::{ALL_MAPS, PROG_XDP, rule_slot};
+use fw_common::maps::{ALL_MAPS, PROG_EGRESS, PROG_XDP, rule_slot};
 
 use crate::{
     Error,
@@ -111,7 +112,81 @@ pub fn load_object(paths: &IfacePaths, log: bool) -> Result<Ebpf, Error> {
     let prog: &mut Xdp = program(&mut ebpf)?;
     prog.load()
         .map_err(|e| Error::bpf("the kernel verifier refused the fw XDP program", e))?;
+    egress_program(&mut ebpf)?
+        .load()
+        .map_err(|e| Error::bpf("the kernel verifier refused the fw egress program", e))?;
     Ok(ebpf)
+}
+
+/// The TC egress program of a loaded object.
+pub fn egress_program(ebpf: &mut Ebpf) -> Result<&mut SchedClassifier, Error> {
+    ebpf.program_mut(PROG_EGRESS)
+        .ok_or_else(|| Error::Other(format!("program {PROG_EGRESS} missing from the object")))?
+        .try_into()
+        .map_err(|e| Error::bpf(PROG_EGRESS, e))
+}
+
+/// Attach the egress recorder with TCX (no qdisc needed) and pin its link.
+fn attach_egress(ebpf: &mut Ebpf, paths: &IfacePaths) -> Result<(), Error> {
+    let tc = egress_program(ebpf)?;
+    let id = tc
+        .attach_with_options(
+            &paths.iface,
+            TcAttachType::Egress,
+            TcAttachOptions::TcxOrder(LinkOrder::default()),
+        )
+        .map_err(|e| {
+            Error::bpf(
+                format!("attaching the egress recorder to {}", paths.iface),
+                e,
+            )
+        })?;
+    let link = tc
+        .take_link(id)
+        .map_err(|e| Error::bpf("taking the TC link", e))?;
+    let fd = FdLink::try_from(link).map_err(|e| {
+        Error::bpf(
+            format!(
+                "{}: TC attached without a bpf_link (kernel older than 6.6?)",
+                paths.iface
+            ),
+            e,
+        )
+    })?;
+    fd.pin(paths.tc_link())
+        .map_err(|e| Error::bpf(format!("pinning {}", paths.tc_link().display()), e))?;
+    Ok(())
+}
+
+/// Swap the program on the pinned egress link (or attach one if there is none yet).
+fn replace_egress(ebpf: &mut Ebpf, paths: &IfacePaths) -> Result<(), Error> {
+    if !paths.tc_link().exists() {
+        return attach_egress(ebpf, paths);
+    }
+    let pinned = PinnedLink::from_pin(paths.tc_link())
+        .map_err(|e| Error::bpf(format!("{}", paths.tc_link().display()), e))?;
+    let link = SchedClassifierLink::try_from(FdLink::from(pinned))
+        .map_err(|e| Error::bpf("the pinned egress link is not TC", e))?;
+    let tc = egress_program(ebpf)?;
+    let id = tc
+        .attach_to_link(link)
+        .map_err(|e| Error::bpf("replacing the egress program", e))?;
+    drop(tc.take_link(id).map_err(|e| Error::bpf("TC link", e))?);
+    Ok(())
+}
+
+/// Enter the sockets that exist now into the flow tables (entries already there are kept), so
+/// loading the filter does not cut them. Returns how many were added.
+pub fn seed_flows(maps: &mut PinnedMaps) -> Result<usize, Error> {
+    let now = crate::mirror::monotonic_coarse_ns();
+    let mut n = 0;
+    for (table, key, st) in crate::seed::entries(&crate::seed::current_sockets(), now) {
+        if maps.flow(table, &key)?.is_none() {
+            maps.flow_insert(table, &key, &st)?;
+            n += 1;
+        }
+    }
+    Ok(n)
 }
 
 /// The XDP program of a loaded object.
@@ -153,6 +228,11 @@ fn fresh(paths: &IfacePaths, opts: &Up<'_>) -> Result<(UpReport, Ebpf), Error> {
         let compiled = Compiled::new(opts.policy, 0);
         maps.write_generation(&compiled, &rule_slots(opts.policy, 0))?;
         maps.set_active(0)?;
+        // Order matters for connections that exist or start meanwhile: the egress recorder
+        // first (flows opened from now on get recorded), then the sockets that exist, then the
+        // filter, then the sockets once more for those that completed in between.
+        attach_egress(&mut ebpf, paths)?;
+        seed_flows(&mut maps)?;
         let prog = program(&mut ebpf)?;
         let (id, mode) = attach(prog, opts.iface, opts.mode)?;
         let link = prog
@@ -175,6 +255,7 @@ fn fresh(paths: &IfacePaths, opts: &Up<'_>) -> Result<(UpReport, Ebpf), Error> {
         fd_link
             .pin(paths.link())
             .map_err(|e| Error::bpf(format!("pinning {}", paths.link().display()), e))?;
+        seed_flows(&mut maps)?;
         State {
             iface: opts.iface.to_string(),
             mode: mode.to_string(),
@@ -244,6 +325,9 @@ fn replace(paths: &IfacePaths, opts: &Up<'_>) -> Result<(UpReport, Ebpf), Error>
     let next = 1 - maps.active_generation()?;
     let compiled = Compiled::new(opts.policy, next);
     maps.write_generation(&compiled, &rule_slots(opts.policy, next))?;
+    // A stateless policy may be replaced by a stateful one: know today's sockets first.
+    replace_egress(&mut ebpf, paths)?;
+    seed_flows(&mut maps)?;
 
     let pinned = PinnedLink::from_pin(paths.link())
         .map_err(|e| Error::bpf(format!("{}", paths.link().display()), e))?;

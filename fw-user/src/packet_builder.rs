@@ -52,6 +52,9 @@ pub struct PacketSpec {
     pub v6_ext: Vec<u8>,
     pub frag: FragSpec,
     pub payload: usize,
+    /// TCP sequence and acknowledgment numbers.
+    pub seq: u32,
+    pub ack: u32,
 }
 
 impl PacketSpec {
@@ -89,7 +92,15 @@ impl PacketSpec {
             v6_ext: Vec::new(),
             frag: FragSpec::None,
             payload: 0,
+            seq: 1,
+            ack: 0,
         }
+    }
+
+    pub fn seq_ack(mut self, seq: u32, ack: u32) -> Self {
+        self.seq = seq;
+        self.ack = ack;
+        self
     }
 
     pub fn vlans(mut self, v: &[u16]) -> Self {
@@ -127,8 +138,8 @@ impl PacketSpec {
             } => {
                 b.extend_from_slice(&sport.to_be_bytes());
                 b.extend_from_slice(&dport.to_be_bytes());
-                b.extend_from_slice(&1u32.to_be_bytes()); // seq
-                b.extend_from_slice(&0u32.to_be_bytes()); // ack
+                b.extend_from_slice(&self.seq.to_be_bytes());
+                b.extend_from_slice(&self.ack.to_be_bytes());
                 b.push(5 << 4);
                 b.push(flags);
                 b.extend_from_slice(&64240u16.to_be_bytes());
@@ -305,7 +316,9 @@ mod tests {
             L4::Tcp {
                 sport: 40000,
                 dport: 22,
-                flags: tcp::SYN
+                flags: tcp::SYN,
+                seq: 1,
+                ack: 0
             }
         );
         let f = PacketSpec::udp("2001:db8::1", "2001:db8::2", 5, 53)

@@ -4,12 +4,14 @@
 use std::{os::fd::AsFd as _, path::Path};
 
 use aya::maps::{
-    Array, LpmTrie, Map, MapData, MapInfo, MapType, PerCpuArray, PerCpuValues, lpm_trie::Key,
+    Array, HashMap, LpmTrie, Map, MapData, MapInfo, MapType, PerCpuArray, PerCpuValues,
+    lpm_trie::Key,
 };
 use fw_common::{
-    Config, Counter,
+    Config, Counter, FlowKey, FlowState, FlowTable,
     maps::{
-        COUNTER_SLOTS, GENERATIONS, MAP_ACTIVE, MAP_CONFIG, MAP_COUNTERS, MAP_PORTS, MAP_SRC_V4,
+        COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS, MAP_ACTIVE,
+        MAP_CONFIG, MAP_COUNTERS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_PORTS, MAP_SRC_V4,
         MAP_SRC_V6, PORT_ENTRIES, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
     },
 };
@@ -17,13 +19,16 @@ use fw_common::{
 use crate::{Error, compiled::Compiled, pins::IfacePaths};
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
-pub const LAYOUT: [(&str, MapType, u32, u32, u32); 6] = [
+pub const LAYOUT: [(&str, MapType, u32, u32, u32); 9] = [
     (MAP_ACTIVE, MapType::Array, 4, 4, 1),
     (MAP_CONFIG, MapType::Array, 4, 8, GENERATIONS),
     (MAP_PORTS, MapType::Array, 4, 4, PORT_ENTRIES),
     (MAP_SRC_V4, MapType::LpmTrie, 12, 4, SRC_V4_MAX),
     (MAP_SRC_V6, MapType::LpmTrie, 24, 4, SRC_V6_MAX),
     (MAP_COUNTERS, MapType::PerCpuArray, 4, 16, COUNTER_SLOTS),
+    (MAP_FLOWS_OUT, MapType::LruHash, 40, 16, FLOWS_OUT_MAX),
+    (MAP_FLOWS_IN, MapType::LruHash, 40, 16, FLOWS_IN_MAX),
+    (MAP_EMBRYO, MapType::LruHash, 40, 16, EMBRYO_MAX),
 ];
 
 /// Refuse a pinned map whose type or sizes differ from [`LAYOUT`] (aya reuses pins unchecked).
@@ -63,6 +68,9 @@ pub struct PinnedMaps {
     src_v4: Map,
     src_v6: Map,
     counters: Map,
+    flows_out: Map,
+    flows_in: Map,
+    embryo: Map,
 }
 
 fn open(path: &Path) -> Result<Map, Error> {
@@ -89,7 +97,54 @@ impl PinnedMaps {
             src_v4: open(&paths.map(MAP_SRC_V4))?,
             src_v6: open(&paths.map(MAP_SRC_V6))?,
             counters: open(&paths.map(MAP_COUNTERS))?,
+            flows_out: open(&paths.map(MAP_FLOWS_OUT))?,
+            flows_in: open(&paths.map(MAP_FLOWS_IN))?,
+            embryo: open(&paths.map(MAP_EMBRYO))?,
         })
+    }
+
+    fn flow_map(&self, table: FlowTable) -> &Map {
+        match table {
+            FlowTable::Out => &self.flows_out,
+            FlowTable::In => &self.flows_in,
+            FlowTable::Embryo => &self.embryo,
+        }
+    }
+
+    fn flow_map_mut(&mut self, table: FlowTable) -> &mut Map {
+        match table {
+            FlowTable::Out => &mut self.flows_out,
+            FlowTable::In => &mut self.flows_in,
+            FlowTable::Embryo => &mut self.embryo,
+        }
+    }
+
+    pub fn flow(&self, table: FlowTable, key: &FlowKey) -> Result<Option<FlowState>, Error> {
+        let m: HashMap<_, FlowKey, FlowState> =
+            HashMap::try_from(self.flow_map(table)).map_err(ctx("flow table"))?;
+        match m.get(key, 0) {
+            Ok(v) => Ok(Some(v)),
+            Err(aya::maps::MapError::KeyNotFound) => Ok(None),
+            Err(e) => Err(Error::bpf("flow table", e)),
+        }
+    }
+
+    pub fn flow_insert(
+        &mut self,
+        table: FlowTable,
+        key: &FlowKey,
+        st: &FlowState,
+    ) -> Result<(), Error> {
+        let mut m: HashMap<_, FlowKey, FlowState> =
+            HashMap::try_from(self.flow_map_mut(table)).map_err(ctx("flow table"))?;
+        m.insert(key, st, 0).map_err(ctx("flow table insert"))
+    }
+
+    /// Every entry of a flow table (a snapshot: the kernel keeps changing it).
+    pub fn flows(&self, table: FlowTable) -> Result<Vec<(FlowKey, FlowState)>, Error> {
+        let m: HashMap<_, FlowKey, FlowState> =
+            HashMap::try_from(self.flow_map(table)).map_err(ctx("flow table"))?;
+        Ok(m.iter().filter_map(|r| r.ok()).collect())
     }
 
     pub fn active_generation(&self) -> Result<u32, Error> {

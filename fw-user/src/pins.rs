@@ -93,6 +93,11 @@ impl IfacePaths {
         self.pins.join("link")
     }
 
+    /// The TC egress link (connection tracking of this host's own flows).
+    pub fn tc_link(&self) -> PathBuf {
+        self.pins.join("tc_link")
+    }
+
     pub fn map(&self, name: &str) -> PathBuf {
         self.pins.join(name)
     }
@@ -105,11 +110,12 @@ impl IfacePaths {
         self.link().exists()
     }
 
-    /// Remove every pin and the state; the link pin first, so the filter goes with it.
+    /// Remove every pin and the state; the XDP link pin first, so the filter goes with it.
     pub fn remove_all(&self) -> Result<(), Error> {
-        let link = self.link();
-        if link.exists() {
-            fs::remove_file(&link).map_err(|e| Error::io(&link, e))?;
+        for link in [self.link(), self.tc_link()] {
+            if link.exists() {
+                fs::remove_file(&link).map_err(|e| Error::io(&link, e))?;
+            }
         }
         for dir in [&self.pins, &self.state] {
             if dir.exists() {

@@ -116,6 +116,17 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             });
         }
     }
+    if raw.options.new_requires_syn && !raw.options.established {
+        let at = text
+            .find("new_requires_syn")
+            .or_else(|| text.find("established"));
+        return Err(PolicyError::at(
+            file,
+            text,
+            at.map(|a| a..a),
+            "new_requires_syn = true needs established = true: without connection state every TCP packet after the SYN would be dropped".into(),
+        ));
+    }
     Ok(Policy {
         options: raw.options,
         rules,
@@ -216,6 +227,19 @@ comment = "dns"
         assert!(e.message.contains("port"), "{e}");
         let e = err("[options]\nstrict = true\n");
         assert!(e.message.contains("strict"), "{e}");
+    }
+
+    #[test]
+    fn syn_rule_without_state_is_refused() {
+        let e = err("[options]\nestablished = false\n");
+        assert_eq!(e.line, 2, "{e}");
+        assert!(e.message.contains("new_requires_syn"), "{e}");
+        let p = parse_policy(
+            "p",
+            "[options]\nestablished = false\nnew_requires_syn = false\n",
+        )
+        .unwrap();
+        assert!(!p.options.established);
     }
 
     #[test]

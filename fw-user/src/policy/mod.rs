@@ -74,6 +74,12 @@ impl Options {
         if self.dhcp_client {
             flags |= Config::DHCP_CLIENT;
         }
+        if self.established {
+            flags |= Config::ESTABLISHED;
+        }
+        if self.new_requires_syn {
+            flags |= Config::NEW_REQUIRES_SYN;
+        }
         Config {
             flags,
             _reserved: 0,
@@ -149,6 +155,12 @@ impl Policy {
             out.push(r.describe());
         }
         let o = &self.options;
+        if o.established {
+            out.push(
+                "replies to connections this host opened (TCP, UDP, ping) and ICMP errors about them"
+                    .into(),
+            );
+        }
         if o.icmp_echo {
             out.push("ping (ICMP/ICMPv6 echo request) from anywhere".into());
         }
