@@ -15,7 +15,9 @@ use aya::{
         xdp::{XdpLink, XdpLinkId},
     },
 };
-use fw_common::maps::{ALL_MAPS, PROG_EGRESS, PROG_XDP, rule_slot};
+use fw_common::maps::{
+    ALL_MAPS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, PROG_EGRESS, PROG_XDP, rule_slot,
+};
 
 use crate::{
     Error,
@@ -93,6 +95,11 @@ fn rule_slots(policy: &Policy, generation: u32) -> Vec<u32> {
 /// check) and load the program into the kernel, without attaching it anywhere (tests run it with
 /// BPF_PROG_TEST_RUN).
 pub fn load_object(paths: &IfacePaths, log: bool) -> Result<Ebpf, Error> {
+    load_object_sized(paths, log, fw_common::maps::FLOWS_OUT_MAX)
+}
+
+/// [`load_object`] with flow tables of `max_flows` entries (when they are created, not reused).
+pub fn load_object_sized(paths: &IfacePaths, log: bool, max_flows: u32) -> Result<Ebpf, Error> {
     if PROGRAM.is_empty() {
         return Err(Error::NoProgram);
     }
@@ -104,6 +111,9 @@ pub fn load_object(paths: &IfacePaths, log: bool) -> Result<Ebpf, Error> {
     for (name, path) in &pin_paths {
         loader.map_pin_path(name, path.as_path());
     }
+    loader.map_max_entries(MAP_FLOWS_OUT, max_flows);
+    loader.map_max_entries(MAP_FLOWS_IN, max_flows);
+    loader.map_max_entries(MAP_EMBRYO, (max_flows / 4).max(1024));
     let level: u8 = if log { 3 } else { 0 }; // aya-log Level::Info = 3
     loader.override_global("AYA_LOG_LEVEL", &level, false);
     let mut ebpf = loader
@@ -223,7 +233,7 @@ fn fresh(paths: &IfacePaths, opts: &Up<'_>) -> Result<(UpReport, Ebpf), Error> {
         paths.remove_all()?;
     }
     let result = (|| {
-        let mut ebpf = load_object(paths, opts.log)?;
+        let mut ebpf = load_object_sized(paths, opts.log, opts.policy.options.max_flows)?;
         let mut maps = PinnedMaps::open(paths)?;
         let compiled = Compiled::new(opts.policy, 0);
         maps.write_generation(&compiled, &rule_slots(opts.policy, 0))?;
@@ -320,7 +330,7 @@ fn attach(prog: &mut Xdp, iface: &str, mode: Mode) -> Result<(XdpLinkId, &'stati
 
 fn replace(paths: &IfacePaths, opts: &Up<'_>) -> Result<(UpReport, Ebpf), Error> {
     let old = State::load(paths).ok();
-    let mut ebpf = load_object(paths, opts.log)?;
+    let mut ebpf = load_object_sized(paths, opts.log, opts.policy.options.max_flows)?;
     let mut maps = PinnedMaps::open(paths)?;
     let next = 1 - maps.active_generation()?;
     let compiled = Compiled::new(opts.policy, next);

@@ -46,6 +46,8 @@ pub fn check_layout(paths: &IfacePaths) -> Result<(), Error> {
             info.value_size(),
             info.max_entries(),
         );
+        // Flow tables are sized by the policy (max_flows); their size is not part of the layout.
+        let max = if ty == MapType::LruHash { got.3 } else { max };
         if got != (Some(ty), key, value, max) {
             return Err(Error::MapLayout {
                 iface: paths.iface.clone(),

@@ -1,6 +1,7 @@
 //! The `fw` command line: one module per subcommand, each with `execute()`.
 
 pub mod allow;
+pub mod conns;
 pub mod down;
 pub mod explain;
 pub mod policy_cmd;
@@ -42,6 +43,8 @@ pub enum Command {
     Allow(allow::Args),
     /// Remove an allowed port (or one source of it) from the running filter, live.
     Deny(allow::Args),
+    /// Tracked connections (like `conntrack -L`).
+    Conns(conns::Args),
     /// Say what the filter does with one packet, and why.
     Explain(explain::Args),
     /// Check or print policy files.
@@ -59,6 +62,7 @@ impl Cli {
             Command::Status(a) => status::execute(a),
             Command::Allow(a) => allow::execute(a, allow::Verb::Allow),
             Command::Deny(a) => allow::execute(a, allow::Verb::Deny),
+            Command::Conns(a) => conns::execute(a),
             Command::Explain(a) => explain::execute(a),
             Command::Policy(c) => policy_cmd::execute(c),
             Command::Run(a) => run::execute(a),

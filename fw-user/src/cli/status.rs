@@ -1,6 +1,11 @@
 //! `fw status`: what is let in, in plain words, with counters — like `iptables -L -n -v`.
 
-use fw_common::{Reason, maps::rule_slot};
+use fw_common::{
+    FlowTable, Reason,
+    maps::{
+        EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, rule_slot,
+    },
+};
 use serde::Serialize;
 
 use crate::{
@@ -32,7 +37,44 @@ pub struct IfaceStatus {
     pub options: Options,
     pub rules: Vec<RuleStatus>,
     pub reasons: Vec<ReasonStatus>,
+    pub connections: Vec<TableStatus>,
 }
+
+/// Occupancy of one connection-tracking table.
+#[derive(Debug, Serialize)]
+pub struct TableStatus {
+    pub table: &'static str,
+    pub meaning: &'static str,
+    pub entries: u64,
+    pub max_entries: u32,
+    /// Entries created since the filter was attached.
+    pub created: u64,
+    /// Entries removed (expired, closed, promoted).
+    pub removed: u64,
+    /// Entries pushed out by the LRU because the table was full (created − removed − entries).
+    pub evicted: u64,
+}
+
+pub const TABLES: [(FlowTable, &str, &str, &str); 3] = [
+    (
+        FlowTable::Out,
+        "out",
+        MAP_FLOWS_OUT,
+        "flows this host opened (only this host can add to it)",
+    ),
+    (
+        FlowTable::In,
+        "in",
+        MAP_FLOWS_IN,
+        "inbound TCP connections that completed the handshake",
+    ),
+    (
+        FlowTable::Embryo,
+        "embryo",
+        MAP_EMBRYO,
+        "inbound TCP handshakes in progress (SYN floods land here)",
+    ),
+];
 
 #[derive(Debug, Serialize)]
 pub struct RuleStatus {
@@ -81,7 +123,26 @@ pub fn read(iface: &str) -> Result<IfaceStatus, Error> {
             bytes: c.bytes,
         });
     }
+    let mut connections = Vec::new();
+    for (table, name, map, meaning) in TABLES {
+        let entries = maps.flows(table)?.len() as u64;
+        let max_entries = aya::maps::MapInfo::from_pin(paths.map(map))
+            .map(|i| i.max_entries())
+            .unwrap_or(0);
+        let created = maps.counter(EVENT_FLOW_NEW + table as u32)?.packets;
+        let removed = maps.counter(EVENT_FLOW_REMOVED + table as u32)?.packets;
+        connections.push(TableStatus {
+            table: name,
+            meaning,
+            entries,
+            max_entries,
+            created,
+            removed,
+            evicted: created.saturating_sub(removed).saturating_sub(entries),
+        });
+    }
     Ok(IfaceStatus {
+        connections,
         iface: iface.to_string(),
         mode: state.mode,
         generation,
@@ -170,6 +231,23 @@ fn print_text(s: &IfaceStatus) {
         "Options: strict_tcp_flags={} icmp_echo={} fragments={:?} dhcp_client={}",
         o.strict_tcp_flags, o.icmp_echo, o.fragments, o.dhcp_client
     );
+    if o.established {
+        println!();
+        println!(
+            "Connection tracking (ESTABLISHED/RELATED{}):",
+            if o.new_requires_syn {
+                "; TCP not starting with SYN and not tracked is dropped"
+            } else {
+                ""
+            }
+        );
+        for t in &s.connections {
+            println!(
+                "  {:<7} {:>8}/{:<8} created {:>8}  removed {:>8}  evicted {:>6}   {}",
+                t.table, t.entries, t.max_entries, t.created, t.removed, t.evicted, t.meaning
+            );
+        }
+    }
     println!();
     println!(
         "{:>10} {:>12}  {:<7} {:<20} meaning",

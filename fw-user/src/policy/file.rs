@@ -116,6 +116,18 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             });
         }
     }
+    if !(1024..=16_777_216).contains(&raw.options.max_flows) {
+        let at = text.find("max_flows");
+        return Err(PolicyError::at(
+            file,
+            text,
+            at.map(|a| a..a),
+            format!(
+                "max_flows = {} is out of range (1024 to 16777216)",
+                raw.options.max_flows
+            ),
+        ));
+    }
     if raw.options.new_requires_syn && !raw.options.established {
         let at = text
             .find("new_requires_syn")

@@ -44,6 +44,10 @@ pub struct Options {
     /// Drop TCP that is not a plain SYN and belongs to no tracked connection, even on allowed
     /// ports (the seed's `! --syn -m state --state NEW -j DROP`).
     pub new_requires_syn: bool,
+    /// Entries of each connection table (flows this host opened; inbound connections). The
+    /// table of inbound handshakes in progress gets a quarter. Takes effect when the filter is
+    /// attached afresh (`fw down` + `fw up`); a replace keeps the tables and their entries.
+    pub max_flows: u32,
 }
 
 impl Default for Options {
@@ -55,6 +59,7 @@ impl Default for Options {
             dhcp_client: true,
             established: true,
             new_requires_syn: true,
+            max_flows: fw_common::maps::FLOWS_OUT_MAX,
         }
     }
 }
