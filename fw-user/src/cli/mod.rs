@@ -94,3 +94,97 @@ pub fn target_ifaces(given: &[String]) -> Result<Vec<String>, Error> {
     }
     Ok(all)
 }
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser as _;
+
+    use super::{Cli, Command};
+    use crate::{loader::Mode, policy::Proto};
+
+    fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
+        Cli::try_parse_from(std::iter::once("fw").chain(args.iter().copied()))
+    }
+
+    #[test]
+    fn up_takes_several_interfaces_a_policy_and_a_mode() {
+        let c = parse(&[
+            "up", "--iface", "eth0", "-i", "eth1", "--policy", "p.toml", "--mode", "skb",
+        ])
+        .unwrap();
+        let Command::Up(a) = c.command else { panic!() };
+        assert_eq!(a.ifaces, ["eth0", "eth1"]);
+        assert_eq!(a.policy.unwrap().to_str(), Some("p.toml"));
+        assert_eq!(a.mode, Mode::Skb);
+        assert!(parse(&["up"]).is_err(), "--iface is required");
+        assert!(parse(&["up", "-i", "eth0", "--mode", "fast"]).is_err());
+    }
+
+    #[test]
+    fn allow_parses_port_specs_and_sources() {
+        let c = parse(&[
+            "allow",
+            "8080/tcp",
+            "--from",
+            "203.0.113.7",
+            "--from",
+            "2001:db8::/32",
+        ])
+        .unwrap();
+        let Command::Allow(a) = c.command else {
+            panic!()
+        };
+        assert_eq!(a.spec.proto, Proto::Tcp);
+        assert_eq!(a.spec.ports.lo, 8080);
+        assert_eq!(a.from.len(), 2);
+        let c = parse(&["deny", "6000-6010/udp"]).unwrap();
+        let Command::Deny(a) = c.command else {
+            panic!()
+        };
+        assert_eq!(
+            (a.spec.ports.lo, a.spec.ports.hi, a.spec.proto),
+            (6000, 6010, Proto::Udp)
+        );
+    }
+
+    #[test]
+    fn bad_arguments_are_refused_with_the_value() {
+        let e = parse(&["allow", "70000/tcp"]).unwrap_err().to_string();
+        assert!(e.contains("70000"), "{e}");
+        let e = parse(&["allow", "22", "--from", "10.0.0.0/99"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("10.0.0.0/99"), "{e}");
+        let e = parse(&["explain", "--proto", "tcp", "--flags", "SQ"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("SQ"), "{e}");
+        assert!(parse(&["frobnicate"]).is_err());
+    }
+
+    #[test]
+    fn status_and_conns_take_json() {
+        let Command::Status(a) = parse(&["status", "--json"]).unwrap().command else {
+            panic!()
+        };
+        assert!(a.json && a.ifaces.is_empty());
+        let Command::Conns(a) = parse(&["conns", "-i", "eth0", "--json"]).unwrap().command else {
+            panic!()
+        };
+        assert!(a.json);
+        assert_eq!(a.ifaces, ["eth0"]);
+    }
+
+    #[test]
+    fn policy_subcommands() {
+        assert!(matches!(
+            parse(&["policy", "check", "f.toml"]).unwrap().command,
+            Command::Policy(_)
+        ));
+        assert!(parse(&["policy", "check"]).is_err());
+        assert!(matches!(
+            parse(&["policy", "default"]).unwrap().command,
+            Command::Policy(_)
+        ));
+    }
+}
