@@ -273,6 +273,8 @@ fn fresh(paths: &IfacePaths, opts: &Up<'_>) -> Result<(UpReport, Ebpf), Error> {
             flushed: false,
             policy: opts.policy.clone(),
             source: opts.source.to_string(),
+            previous: None,
+            pending: None,
         }
         .save(paths)?;
         Ok((
@@ -366,6 +368,12 @@ fn replace(paths: &IfacePaths, opts: &Up<'_>) -> Result<(UpReport, Ebpf), Error>
         flushed: false,
         policy: opts.policy.clone(),
         source: opts.source.to_string(),
+        previous: old.as_ref().map(|o| crate::state::Previous {
+            policy: o.policy.clone(),
+            source: o.source.clone(),
+            flushed: o.flushed,
+        }),
+        pending: None,
     }
     .save(paths)?;
     Ok((

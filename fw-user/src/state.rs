@@ -25,6 +25,27 @@ pub struct State {
     pub policy: Policy,
     /// Where the policy came from ("embedded seed policy" or a file path).
     pub source: String,
+    /// The policy before the last `fw apply` / `fw flush` (what `fw rollback` restores).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub previous: Option<Previous>,
+    /// An `fw apply --confirm` waiting for `fw confirm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pending: Option<Pending>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct Previous {
+    pub policy: Policy,
+    pub source: String,
+    pub flushed: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct Pending {
+    /// Identifies the rollback timer that owns this confirmation.
+    pub token: u64,
+    /// Unix time (seconds) at which the previous policy comes back.
+    pub deadline: u64,
 }
 
 impl State {

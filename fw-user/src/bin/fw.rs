@@ -3,6 +3,9 @@
 use clap::Parser as _;
 
 fn main() -> std::process::ExitCode {
+    // Like other command-line tools: `fw status | head` ends quietly when head closes the pipe.
+    // SAFETY: restoring the default disposition of one signal before any thread exists.
+    unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("warn")).init();
     match fw::cli::Cli::parse().execute() {
         Ok(()) => std::process::ExitCode::SUCCESS,

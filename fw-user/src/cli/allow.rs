@@ -36,6 +36,9 @@ pub struct Args {
     /// A note shown by `fw status` (allow only).
     #[arg(long)]
     pub comment: Option<String>,
+    /// Deny even if the lockout guard objects.
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn execute(a: Args, verb: Verb) -> anyhow::Result<()> {
@@ -72,6 +75,9 @@ fn edit_iface(iface: &str, a: &Args, verb: Verb) -> anyhow::Result<String> {
         Edit::Unchanged(m) => return Ok(format!("unchanged: {m}")),
         Edit::Changed(m) => m,
     };
+    if matches!(verb, Verb::Deny) {
+        super::apply::guard_or_refuse(&policy, a.force)?;
+    }
     let old = Compiled::new(&state.policy, generation);
     let new = Compiled::new(&policy, generation);
     let old_ids: Vec<u32> = state.policy.rules.iter().map(|r| r.id).collect();

@@ -1,6 +1,7 @@
 //! The `fw` command line: one module per subcommand, each with `execute()`.
 
 pub mod allow;
+pub mod apply;
 pub mod conns;
 pub mod down;
 pub mod explain;
@@ -43,6 +44,16 @@ pub enum Command {
     Allow(allow::Args),
     /// Remove an allowed port (or one source of it) from the running filter, live.
     Deny(allow::Args),
+    /// Replace the whole running policy atomically (optionally confirm-or-rollback).
+    Apply(apply::ApplyArgs),
+    /// Keep the policy of a pending `fw apply --confirm`.
+    Confirm(apply::IfaceArgs),
+    /// Put the previous policy back now.
+    Rollback(apply::IfaceArgs),
+    /// Let everything through now, keeping the program attached (like `iptables -F`).
+    Flush(apply::IfaceArgs),
+    #[command(hide = true)]
+    RollbackTimer(apply::TimerArgs),
     /// Tracked connections (like `conntrack -L`).
     Conns(conns::Args),
     /// Say what the filter does with one packet, and why.
@@ -63,6 +74,11 @@ impl Cli {
             Command::Allow(a) => allow::execute(a, allow::Verb::Allow),
             Command::Deny(a) => allow::execute(a, allow::Verb::Deny),
             Command::Conns(a) => conns::execute(a),
+            Command::Apply(a) => apply::execute_apply(a),
+            Command::Confirm(a) => apply::execute_confirm(a),
+            Command::Rollback(a) => apply::execute_rollback(a),
+            Command::Flush(a) => apply::execute_flush(a),
+            Command::RollbackTimer(a) => apply::execute_timer(a),
             Command::Explain(a) => explain::execute(a),
             Command::Policy(c) => policy_cmd::execute(c),
             Command::Run(a) => run::execute(a),

@@ -187,7 +187,7 @@ fn print_text(s: &IfaceStatus) {
         s.iface, s.mode, s.policy_source, s.generation
     );
     if s.flushed {
-        println!("*** FLUSHED: everything passes (`fw up` or `fw apply` restores the policy) ***");
+        println!("*** FLUSHED: everything passes (`fw rollback` restores the policy) ***");
     }
     let drops: u64 = s
         .reasons

@@ -16,11 +16,15 @@ pub struct Args {
     pub policy: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
+    /// Load even if the lockout guard objects (the policy would cut your SSH access).
+    #[arg(long)]
+    pub force: bool,
 }
 
 pub fn execute(a: Args) -> anyhow::Result<()> {
     // Everything is checked before anything changes: the policy, then every interface.
     let (policy, source) = super::load_policy(a.policy.as_ref())?;
+    super::apply::guard_or_refuse(&policy, a.force)?;
     for iface in &a.ifaces {
         loader::check_iface(iface)?;
     }
