@@ -164,7 +164,7 @@ fn touch<T: Tables>(
     let Some(mut st) = t.flow(table, key) else {
         return false;
     };
-    if !st.alive(key.proto, now) {
+    if !st.alive(key.proto, now, &t.config()) {
         t.flow_remove(table, key);
         return false;
     }
@@ -197,7 +197,7 @@ fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: 
     // The client's handshake ACK: promote the embryo if it acknowledges our SYN+ACK.
     if flags & (SYN | ACK) == ACK
         && let Some(e) = t.flow(FlowTable::Embryo, key)
-        && e.alive(key.proto, now)
+        && e.alive(key.proto, now, &t.config())
         && e.expect_ack == ack
     {
         let st = FlowState {
@@ -312,7 +312,7 @@ fn icmp_policy<T: Tables>(
     };
     let known = |table| {
         t.flow(table, &key)
-            .is_some_and(|s| s.alive(key.proto, t.now()))
+            .is_some_and(|s| s.alive(key.proto, t.now(), cfg))
     };
     let icmp_inner = q.proto == IPPROTO_ICMP || q.proto == IPPROTO_ICMPV6;
     if known(FlowTable::Out) || (!icmp_inner && (known(FlowTable::In) || known(FlowTable::Embryo)))

@@ -72,20 +72,29 @@ impl FlowState {
     pub const SEEDED: u8 = 1;
 }
 
+use crate::{
+    maps::Config,
+    packet::{IPPROTO_TCP, IPPROTO_UDP},
+};
+
 const SEC: u64 = 1_000_000_000;
 
-/// How long an entry lives without traffic, in the spirit of Linux conntrack's defaults.
-pub const fn timeout_ns(proto: u8, state: u8) -> u64 {
-    match (proto, state) {
-        (crate::packet::IPPROTO_TCP, state::ESTABLISHED) => 5 * 24 * 3600 * SEC,
-        (crate::packet::IPPROTO_TCP, state::SYN_SENT) => 120 * SEC,
-        (crate::packet::IPPROTO_TCP, state::SYN_RECV) => 60 * SEC,
-        (crate::packet::IPPROTO_TCP, state::CLOSING) => 120 * SEC,
-        (crate::packet::IPPROTO_TCP, state::CLOSED) => 10 * SEC,
-        (crate::packet::IPPROTO_UDP, state::REPLIED) => 120 * SEC,
-        (crate::packet::IPPROTO_UDP, _) => 30 * SEC,
-        _ => 30 * SEC,
-    }
+/// How long an entry lives without traffic, in the spirit of Linux conntrack's defaults; the
+/// established-TCP, UDP and ICMP timeouts come from the policy ([`Config`]).
+#[inline(always)]
+pub const fn timeout_ns(proto: u8, st: u8, cfg: &Config) -> u64 {
+    let secs = match (proto, st) {
+        (IPPROTO_TCP, state::ESTABLISHED) => cfg.tcp_established_timeout as u64,
+        (IPPROTO_TCP, state::SYN_SENT) => 120,
+        (IPPROTO_TCP, state::SYN_RECV) => 60,
+        (IPPROTO_TCP, state::CLOSING) => 120,
+        (IPPROTO_TCP, state::CLOSED) => 10,
+        (IPPROTO_TCP, _) => 120,
+        (IPPROTO_UDP, state::REPLIED) => cfg.udp_stream_timeout as u64,
+        (IPPROTO_UDP, _) => cfg.udp_timeout as u64,
+        _ => cfg.icmp_timeout as u64,
+    };
+    secs * SEC
 }
 
 /// Entries are refreshed at most this often (a map write per packet would cost every packet).
@@ -93,8 +102,8 @@ pub const REFRESH_NS: u64 = SEC;
 
 impl FlowState {
     #[inline(always)]
-    pub fn alive(&self, proto: u8, now: u64) -> bool {
-        now.wrapping_sub(self.last_seen) <= timeout_ns(proto, self.state)
+    pub fn alive(&self, proto: u8, now: u64, cfg: &Config) -> bool {
+        now.wrapping_sub(self.last_seen) <= timeout_ns(proto, self.state, cfg)
     }
 }
 

@@ -157,12 +157,34 @@ pub const SRC_V6_MAX: u32 = 1 << 21;
 
 /// Per-generation options (a [`MAP_CONFIG`] value).
 #[repr(C)]
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct Config {
     pub flags: u32,
-    pub _reserved: u32,
+    /// Seconds an established TCP connection may stay idle.
+    pub tcp_established_timeout: u32,
+    /// Seconds a UDP flow may stay idle before any reply came back.
+    pub udp_timeout: u16,
+    /// Seconds a UDP flow that got replies may stay idle.
+    pub udp_stream_timeout: u16,
+    /// Seconds an ICMP echo may wait for its reply.
+    pub icmp_timeout: u16,
+    pub _pad: u16,
 }
-const _: () = assert!(size_of::<Config>() == 8);
+const _: () = assert!(size_of::<Config>() == 16);
+
+impl Default for Config {
+    /// All flags off (closed: the safe side), conntrack's default timeouts.
+    fn default() -> Self {
+        Config {
+            flags: 0,
+            tcp_established_timeout: 5 * 24 * 3600,
+            udp_timeout: 30,
+            udp_stream_timeout: 120,
+            icmp_timeout: 30,
+            _pad: 0,
+        }
+    }
+}
 
 impl Config {
     /// Drop every TCP flag combination no real stack sends, not only NULL and XMAS.

@@ -54,6 +54,8 @@ impl PolicyError {
 #[serde(deny_unknown_fields)]
 struct RawPolicy {
     #[serde(default)]
+    interfaces: Vec<String>,
+    #[serde(default)]
     options: Options,
     #[serde(default)]
     allow: Vec<Spanned<RawRule>>,
@@ -128,6 +130,23 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             ),
         ));
     }
+    let o = &raw.options;
+    for (key, v) in [
+        ("tcp_established_timeout", o.tcp_established_timeout),
+        ("udp_timeout", u32::from(o.udp_timeout)),
+        ("udp_stream_timeout", u32::from(o.udp_stream_timeout)),
+        ("icmp_timeout", u32::from(o.icmp_timeout)),
+    ] {
+        if v == 0 {
+            let at = text.find(key);
+            return Err(PolicyError::at(
+                file,
+                text,
+                at.map(|a| a..a),
+                format!("{key} = 0: a timeout must be at least 1 second"),
+            ));
+        }
+    }
     if raw.options.new_requires_syn && !raw.options.established {
         let at = text
             .find("new_requires_syn")
@@ -142,6 +161,7 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
     Ok(Policy {
         options: raw.options,
         rules,
+        interfaces: raw.interfaces,
     })
 }
 

@@ -48,6 +48,15 @@ pub struct Options {
     /// table of inbound handshakes in progress gets a quarter. Takes effect when the filter is
     /// attached afresh (`fw down` + `fw up`); a replace keeps the tables and their entries.
     pub max_flows: u32,
+    /// Seconds an established TCP connection may stay idle (conntrack:
+    /// nf_conntrack_tcp_timeout_established).
+    pub tcp_established_timeout: u32,
+    /// Seconds a UDP flow may wait for its first reply (nf_conntrack_udp_timeout).
+    pub udp_timeout: u16,
+    /// Seconds a UDP flow that got replies may stay idle (nf_conntrack_udp_timeout_stream).
+    pub udp_stream_timeout: u16,
+    /// Seconds a ping may wait for its reply (nf_conntrack_icmp_timeout).
+    pub icmp_timeout: u16,
 }
 
 impl Default for Options {
@@ -60,6 +69,10 @@ impl Default for Options {
             established: true,
             new_requires_syn: true,
             max_flows: fw_common::maps::FLOWS_OUT_MAX,
+            tcp_established_timeout: Config::default().tcp_established_timeout,
+            udp_timeout: Config::default().udp_timeout,
+            udp_stream_timeout: Config::default().udp_stream_timeout,
+            icmp_timeout: Config::default().icmp_timeout,
         }
     }
 }
@@ -87,7 +100,11 @@ impl Options {
         }
         Config {
             flags,
-            _reserved: 0,
+            tcp_established_timeout: self.tcp_established_timeout,
+            udp_timeout: self.udp_timeout,
+            udp_stream_timeout: self.udp_stream_timeout,
+            icmp_timeout: self.icmp_timeout,
+            _pad: 0,
         }
     }
 }
@@ -145,6 +162,10 @@ impl std::str::FromStr for Proto {
 pub struct Policy {
     pub options: Options,
     pub rules: Vec<Rule>,
+    /// Interfaces to filter (`interfaces = ["eth0"]` at the top of the file): what `fw restore`
+    /// attaches to at boot, and `fw up` without `--iface`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub interfaces: Vec<String>,
 }
 
 impl Policy {
