@@ -1,1 +1,98 @@
-fn main() {}
+//! `cargo xtask <task>`: fw's setup, build, run, test, demo and bench, so a newcomer needs two
+//! commands (`cargo xtask demo`, `cargo xtask test`) and CI runs exactly what the README says.
+
+mod build_run;
+mod demo;
+mod lab;
+mod proc;
+mod setup;
+mod test;
+
+use std::{
+    path::{Path, PathBuf},
+    process::ExitCode,
+};
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(
+    name = "cargo xtask",
+    bin_name = "cargo xtask",
+    about = "fw's development tasks"
+)]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install what fw needs (nightly rust-src, bpf-linker, bpffs, Debian packages); idempotent.
+    Setup,
+    /// Build the `fw` binary with its embedded XDP program.
+    Build {
+        #[arg(long)]
+        release: bool,
+    },
+    /// Build, then run `fw run ARGS` in the foreground (e.g. `cargo xtask run -- --iface eth0 --log`).
+    Run {
+        #[arg(long)]
+        release: bool,
+        /// Arguments for `fw run` (after `--`).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Run every test tier (unit, kernel, end-to-end; needs root), then check nothing is left behind.
+    Test {
+        /// Host unit tests only (no root needed).
+        #[arg(long)]
+        unit: bool,
+        /// Passed on to `cargo test` (after `--`), e.g. a test name filter.
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
+    /// Show fw at work between two throwaway network namespaces (root); also a smoke test.
+    Demo,
+    /// Benchmarks (placeholder: not implemented yet).
+    Bench,
+}
+
+/// The workspace root (xtask sits one level below it).
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives inside the workspace")
+        .to_path_buf()
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    proc::install_signal_handlers();
+    let result = match cli.task {
+        Task::Setup => setup::run(setup::Steps::ALL).map(|()| {
+            println!("[setup] done: everything fw needs is installed");
+            true
+        }),
+        Task::Build { release } => build_run::build(release).map(|_| true),
+        Task::Run { release, args } => build_run::run(release, args).map(|()| true),
+        Task::Test { unit, extra } => test::run(test::Args { unit, extra }),
+        Task::Demo => demo::run(),
+        Task::Bench => {
+            eprintln!("cargo xtask bench: not implemented yet (issue 6)");
+            Ok(false)
+        }
+    };
+    match result {
+        Ok(true) => ExitCode::SUCCESS,
+        Ok(false) => ExitCode::FAILURE,
+        Err(e) => {
+            if e.is::<proc::Interrupted>() {
+                eprintln!("xtask: interrupted");
+                return ExitCode::from(130);
+            }
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
