@@ -6,6 +6,7 @@ pub mod cli;
 pub mod compiled;
 mod error;
 pub mod guard;
+pub mod iptables;
 pub mod live;
 pub mod loader;
 pub mod mirror;

@@ -5,6 +5,8 @@ pub mod apply;
 pub mod conns;
 pub mod down;
 pub mod explain;
+pub mod export;
+pub mod import;
 pub mod policy_cmd;
 pub mod run;
 pub mod spec;
@@ -61,6 +63,12 @@ pub enum Command {
     /// Check or print policy files.
     #[command(subcommand)]
     Policy(policy_cmd::PolicyCmd),
+    /// Turn another firewall's rules into an fw policy file (`fw import iptables FILE`).
+    #[command(subcommand)]
+    Import(import::ImportCmd),
+    /// Write a policy as another firewall's rules (`fw export iptables`).
+    #[command(subcommand)]
+    Export(export::ExportCmd),
     /// Load in the foreground, print live counters (and drops with --log), detach on Ctrl-C.
     Run(run::Args),
 }
@@ -81,6 +89,8 @@ impl Cli {
             Command::RollbackTimer(a) => apply::execute_timer(a),
             Command::Explain(a) => explain::execute(a),
             Command::Policy(c) => policy_cmd::execute(c),
+            Command::Import(c) => import::execute(c),
+            Command::Export(c) => export::execute(c),
             Command::Run(a) => run::execute(a),
         }
     }

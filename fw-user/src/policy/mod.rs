@@ -5,6 +5,7 @@ pub mod edit;
 mod file;
 mod ports;
 mod seed;
+pub mod toml_out;
 
 pub use cidr::Cidr;
 pub use file::{PolicyError, parse_policy, parse_policy_file};
