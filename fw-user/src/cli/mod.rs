@@ -7,6 +7,7 @@ pub mod down;
 pub mod explain;
 pub mod export;
 pub mod import;
+pub mod persist;
 pub mod policy_cmd;
 pub mod run;
 pub mod spec;
@@ -56,6 +57,14 @@ pub enum Command {
     Flush(apply::IfaceArgs),
     #[command(hide = true)]
     RollbackTimer(apply::TimerArgs),
+    /// Write the running policy to a file (default /etc/fw/fw.toml) for `fw restore` at boot.
+    Save(persist::SaveArgs),
+    /// Load a saved policy onto its interfaces (what the boot unit runs).
+    Restore(persist::RestoreArgs),
+    /// Install the systemd unit that restores the saved policy at boot.
+    Install(persist::InstallArgs),
+    /// Remove the systemd unit (the running filter stays).
+    Uninstall,
     /// Tracked connections (like `conntrack -L`).
     Conns(conns::Args),
     /// Say what the filter does with one packet, and why.
@@ -82,6 +91,10 @@ impl Cli {
             Command::Allow(a) => allow::execute(a, allow::Verb::Allow),
             Command::Deny(a) => allow::execute(a, allow::Verb::Deny),
             Command::Conns(a) => conns::execute(a),
+            Command::Save(a) => persist::execute_save(a),
+            Command::Restore(a) => persist::execute_restore(a),
+            Command::Install(a) => persist::execute_install(a),
+            Command::Uninstall => persist::execute_uninstall(),
             Command::Apply(a) => apply::execute_apply(a),
             Command::Confirm(a) => apply::execute_confirm(a),
             Command::Rollback(a) => apply::execute_rollback(a),
