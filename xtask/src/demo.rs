@@ -45,11 +45,12 @@ pub fn run() -> anyhow::Result<bool> {
         heading("1. A lab: two network namespaces joined by a veth pair");
         Lab::create(fw, &LISTEN).context("creating the lab")?
     };
-    let outcome = story.tell(lab);
-    println!();
-    match outcome {
+    match story.tell(lab) {
         Err(e) if e.is::<proc::Interrupted>() => return Err(e),
-        Err(e) => story.fail(format!("the demo stopped early: {e:#}")),
+        Err(e) => {
+            println!();
+            story.fail(format!("the demo stopped early: {e:#}"));
+        }
         Ok(()) => {}
     }
     println!();
@@ -120,17 +121,11 @@ impl Story {
         }
     }
 
-    /// Steps 1–10. The lab is dropped (and everything removed) when this returns, however.
+    /// Steps 1–10, then the lab is removed (by its Drop guard if a step returns early).
     fn tell(&mut self, mut lab: Lab) -> anyhow::Result<()> {
-        let failures_at_cleanup = lab.cleanup_failures.clone();
         let r = self.tell_steps(&mut lab);
         heading("Cleanup: removing everything the demo created");
-        drop(lab);
-        let cleanup = failures_at_cleanup
-            .lock()
-            .map(|f| f.clone())
-            .unwrap_or_default();
-        for f in cleanup {
+        for f in lab.close() {
             self.failures.push(format!("cleanup: {f}"));
         }
         r

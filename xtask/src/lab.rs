@@ -241,8 +241,6 @@ pub struct Lab {
     /// Listeners on the server, and one on the client (for the server's own outgoing connection).
     listeners: Vec<Listeners>,
     filter_up: bool,
-    /// Cleanup problems, for the caller's verdict (Drop cannot return them).
-    pub cleanup_failures: Arc<std::sync::Mutex<Vec<String>>>,
 }
 
 impl Lab {
@@ -258,7 +256,6 @@ impl Lab {
             fw,
             listeners: Vec::new(),
             filter_up: false,
-            cleanup_failures: Default::default(),
         };
         lab.srv = Some(Netns::create(&format!("fwdemo-{pid}-srv"))?);
         lab.cli = Some(Netns::create(&format!("fwdemo-{pid}-cli"))?);
@@ -426,10 +423,20 @@ impl Lab {
         })
     }
 
-    /// Everything in reverse order of creation; best effort, each failure recorded.
-    fn teardown(&mut self) {
+    /// Remove everything now; returns what could not be removed. (Drop does the same for a
+    /// lab that is never closed: on an error or Ctrl-C.)
+    pub fn close(mut self) -> Vec<String> {
+        self.teardown()
+    }
+
+    /// Everything in reverse order of creation; best effort, each failure recorded. A second
+    /// call finds nothing left to do.
+    fn teardown(&mut self) -> Vec<String> {
         let mut failures = Vec::new();
-        if self.filter_up && self.srv.is_some() {
+        if self.srv.is_none() && self.cli.is_none() && self.listeners.is_empty() {
+            return failures;
+        }
+        if std::mem::take(&mut self.filter_up) && self.srv.is_some() {
             // If this fails, removing the pins below detaches the filter all the same.
             let down = self
                 .srv()
@@ -490,15 +497,13 @@ impl Lab {
         for f in &failures {
             println!("   ✗ cleanup: {f}");
         }
-        if let Ok(mut c) = self.cleanup_failures.lock() {
-            c.extend(failures);
-        }
+        failures
     }
 }
 
 impl Drop for Lab {
     fn drop(&mut self) {
-        self.teardown();
+        let _ = self.teardown();
     }
 }
 
