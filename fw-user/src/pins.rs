@@ -114,6 +114,9 @@ impl IfacePaths {
     pub fn remove_all(&self) -> Result<(), Error> {
         for link in [self.link(), self.tc_link()] {
             if link.exists() {
+                if let Err(e) = crate::sys::detach_pinned_link(&link) {
+                    log::warn!("{}: detach: {e}; removing the pin instead", link.display());
+                }
                 fs::remove_file(&link).map_err(|e| Error::io(&link, e))?;
             }
         }
