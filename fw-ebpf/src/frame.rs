@@ -19,6 +19,14 @@ impl Frame {
         }
     }
 
+    /// A frame whose readable bytes end at `end` but whose packet is `len` bytes long (TC: an
+    /// skb with paged data or a GSO packet). Header lengths are checked against `len`, every
+    /// read against `end`: a datagram longer than what is readable is not "truncated".
+    #[inline(always)]
+    pub fn with_len(start: usize, end: usize, len: usize) -> Self {
+        Frame { start, end, len }
+    }
+
     #[inline(always)]
     pub fn len_u64(&self) -> u64 {
         (self.end - self.start) as u64

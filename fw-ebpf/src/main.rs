@@ -43,7 +43,7 @@ pub fn fw_egress(ctx: TcContext) -> i32 {
     if ((ctx.data_end() - ctx.data()) as u32) < want {
         let _ = ctx.pull_data(want);
     }
-    let frame = Frame::new(ctx.data(), ctx.data_end());
+    let frame = Frame::with_len(ctx.data(), ctx.data_end(), ctx.len() as usize);
     egress::record(&frame, &MapTables::active());
     TC_ACT_OK
 }

@@ -34,7 +34,7 @@ pub struct Compiled {
 
 impl Compiled {
     /// Compile `policy` for `generation`. Earlier rules win where two cover the same port and
-    /// source (as the first matching iptables rule does).
+    /// source, and count the packet (as the first matching iptables rule does).
     pub fn new(policy: &Policy, generation: u32) -> Self {
         let mut ports: BTreeMap<(PortProto, u16), u32> = BTreeMap::new();
         let mut src_v4 = BTreeMap::new();
@@ -44,14 +44,24 @@ impl Compiled {
             let proto = rule.proto.port_proto();
             for port in rule.ports.iter() {
                 let v = ports.entry((proto, port)).or_insert(0);
-                if rule.from.is_empty() {
-                    if *v & PORT_SLOT_MASK == 0 {
-                        *v |= slot;
-                    }
+                if *v & PORT_SLOT_MASK != 0 {
+                    // An earlier rule already opens this port to everyone: it matches first.
                     continue;
                 }
+                let everyone = [Cidr::V4([0; 4], 0), Cidr::V6([0; 16], 0)];
+                let from: &[Cidr] = if rule.from.is_empty() {
+                    if *v & PORT_HAS_SOURCES == 0 {
+                        *v |= slot;
+                        continue;
+                    }
+                    // Earlier rules admit some sources here: they must keep matching (and
+                    // counting) first, so everyone else goes through the trie's /0 entry.
+                    &everyone
+                } else {
+                    &rule.from
+                };
                 *v |= PORT_HAS_SOURCES;
-                for cidr in &rule.from {
+                for cidr in from {
                     match cidr {
                         Cidr::V4(a, len) => {
                             let key = (
@@ -194,6 +204,29 @@ mod tests {
     }
 
     #[test]
+    fn source_rule_before_an_open_rule_keeps_counting_its_sources() {
+        let p = parse_policy(
+            "p",
+            "[[allow]]\nports=[22]\nfrom=[\"10.0.0.1\"]\n[[allow]]\nports=[22]\n",
+        )
+        .unwrap();
+        let c = Compiled::new(&p, 0);
+        assert_eq!(c.port(PortProto::Tcp, 22), PORT_HAS_SOURCES);
+        assert_eq!(
+            c.source_v4(PortProto::Tcp, 22, &[10, 0, 0, 1]),
+            rule_slot(0, 0)
+        );
+        assert_eq!(
+            c.source_v4(PortProto::Tcp, 22, &[10, 0, 0, 2]),
+            rule_slot(0, 1)
+        );
+        assert_eq!(
+            c.source_v6(PortProto::Tcp, 22, &[0xfe; 16]),
+            rule_slot(0, 1)
+        );
+    }
+
+    #[test]
     fn open_rule_and_source_rule_on_one_port() {
         let p = parse_policy(
             "p",
@@ -201,9 +234,10 @@ mod tests {
         )
         .unwrap();
         let c = Compiled::new(&p, 0);
+        assert_eq!(c.port(PortProto::Tcp, 22), PORT_HAS_SOURCES);
         assert_eq!(
-            c.port(PortProto::Tcp, 22),
-            rule_slot(0, 1) | PORT_HAS_SOURCES
+            c.source_v4(PortProto::Tcp, 22, &[10, 0, 0, 9]),
+            rule_slot(0, 1)
         );
         assert_eq!(c.port(PortProto::Tcp, 21), rule_slot(0, 1));
         assert_eq!(c.port(PortProto::Tcp, 31), 0);
