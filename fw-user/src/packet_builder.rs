@@ -285,7 +285,7 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
         };
         digits.extend(body.chars().filter(|c| !c.is_whitespace() && *c != ':'));
     }
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
     (0..digits.len())

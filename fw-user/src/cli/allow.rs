@@ -44,7 +44,7 @@ pub struct Args {
 pub fn execute(a: Args, verb: Verb) -> anyhow::Result<()> {
     let ifaces = super::target_ifaces(&a.ifaces)?;
     for iface in ifaces {
-        let msg = edit_iface(&iface, &a, verb).with_context(|| format!("{iface}"))?;
+        let msg = edit_iface(&iface, &a, verb).with_context(|| iface.to_string())?;
         println!("{iface}: {msg}");
     }
     Ok(())
