@@ -154,16 +154,12 @@ pub const fn family_byte(f: Family) -> u8 {
 /// A live entry in `table`, refreshed (and moved to `next` state) as this packet requires; an
 /// expired one is removed.
 #[inline(always)]
-fn touch<T: Tables>(
-    t: &T,
-    table: FlowTable,
-    key: &FlowKey,
-    now: u64,
-    next: impl Fn(u8) -> u8,
-) -> bool {
+fn touch<T: Tables>(t: &T, table: FlowTable, key: &FlowKey, next: impl Fn(u8) -> u8) -> bool {
     let Some(mut st) = t.flow(table, key) else {
         return false;
     };
+    // The clock is read only on a hit: a miss (a scan) costs the lookup alone.
+    let now = t.now();
     if !st.alive(key.proto, now, &t.config()) {
         t.flow_remove(table, key);
         return false;
@@ -182,24 +178,26 @@ fn touch<T: Tables>(
 /// common case costs one hash lookup.
 #[inline(always)]
 fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: u16) -> bool {
-    let now = t.now();
     let next = |s: u8| tcp_next(s, flags);
     let inbound_first = t.port(PortProto::Tcp, dport) != 0;
-    if inbound_first && touch(t, FlowTable::In, key, now, next) {
+    if inbound_first && touch(t, FlowTable::In, key, next) {
         return true;
     }
-    if touch(t, FlowTable::Out, key, now, next) {
+    if touch(t, FlowTable::Out, key, next) {
         return true;
     }
-    if !inbound_first && touch(t, FlowTable::In, key, now, next) {
+    if !inbound_first && touch(t, FlowTable::In, key, next) {
         return true;
     }
-    // The client's handshake ACK: promote the embryo if it acknowledges our SYN+ACK.
-    if flags & (SYN | ACK) == ACK
+    // The client's handshake ACK: promote the embryo if it acknowledges our SYN+ACK. Embryos
+    // exist only for ports the policy admits SYNs to, so other ports skip the lookup.
+    if inbound_first
+        && flags & (SYN | ACK) == ACK
         && let Some(e) = t.flow(FlowTable::Embryo, key)
-        && e.alive(key.proto, now, &t.config())
         && e.expect_ack == ack
+        && e.alive(key.proto, t.now(), &t.config())
     {
+        let now = t.now();
         let st = FlowState {
             last_seen: now,
             expect_ack: 0,
@@ -217,7 +215,7 @@ fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: 
 /// UDP or ICMP echo reply to something this host sent.
 #[inline(always)]
 fn reply_seen<T: Tables>(t: &T, key: &FlowKey) -> bool {
-    touch(t, FlowTable::Out, key, t.now(), |_| state::REPLIED)
+    touch(t, FlowTable::Out, key, |_| state::REPLIED)
 }
 
 #[inline(always)]
