@@ -10,6 +10,7 @@
 //! protocols) and refuses the file, naming the line, when the two decide differently — unless
 //! fw only drops packets no real stack sends (those differences are listed as notes).
 
+mod addrset;
 mod export;
 mod lex;
 mod load;

@@ -5,8 +5,8 @@
 //! each conntrack state a packet of that kind can have, ICMP types, other protocols.
 
 use std::{
-    collections::BTreeSet,
-    net::{IpAddr, Ipv4Addr, Ipv6Addr},
+    collections::{BTreeSet, HashMap},
+    net::IpAddr,
 };
 
 use fw_common::{
@@ -16,9 +16,13 @@ use fw_common::{
 
 use super::{
     Family,
-    rule::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, Spec, Target, ct, proto_name},
+    addrset::{AddrSet, example_addr},
+    rule::{
+        IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, SYN_MASK, Spec, Target, ct,
+        proto_name,
+    },
 };
-use crate::policy::{Cidr, Policy, Proto};
+use crate::policy::{Policy, Proto};
 
 /// Conntrack's view of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -261,15 +265,10 @@ impl Pkt {
     }
 }
 
-/// Does the iptables rule match the packet?
-pub(crate) fn matches(s: &Spec, p: &Pkt) -> bool {
+/// Does the iptables rule match the packet, sources aside?
+pub(crate) fn matches_except_src(s: &Spec, p: &Pkt) -> bool {
     if let Some((neg, proto)) = s.proto
         && (p.proto() == proto) == neg
-    {
-        return false;
-    }
-    if let Some((neg, list)) = &s.src
-        && list.iter().any(|c| c.contains(&p.src)) == *neg
     {
         return false;
     }
@@ -284,18 +283,12 @@ pub(crate) fn matches(s: &Spec, p: &Pkt) -> bool {
         // Conntrack reassembles fragments before the filter table sees them.
         return false;
     }
-    let in_ranges = |v: u16, r: &[(u16, u16)]| r.iter().any(|(lo, hi)| *lo <= v && v <= *hi);
-    for (neg, r) in &s.dports {
-        match p.ports() {
-            Some((_, d)) if in_ranges(d, r) != *neg => {}
-            _ => return false,
+    if let Some((sport, dport)) = p.ports() {
+        if !ports_can_match(s, sport, dport) {
+            return false;
         }
-    }
-    for (neg, r) in &s.sports {
-        match p.ports() {
-            Some((sp, _)) if in_ranges(sp, r) != *neg => {}
-            _ => return false,
-        }
+    } else if !s.dports.is_empty() || !s.sports.is_empty() {
+        return false;
     }
     for (neg, mask, comp) in &s.tcp_flags {
         match p.l4 {
@@ -319,21 +312,115 @@ pub(crate) fn matches(s: &Spec, p: &Pkt) -> bool {
     true
 }
 
-/// iptables' verdict: accept?, and the index of the deciding rule (`None`: the policy).
-pub(crate) fn iptables_verdict(
-    rules: &[&Spec],
-    policy_accept: bool,
-    p: &Pkt,
-) -> (bool, Option<usize>) {
-    for (i, s) in rules.iter().enumerate() {
-        let Some(t) = &s.target else {
-            continue;
+/// Does the iptables rule match the packet? (What [`walk`] computes over sets.)
+#[cfg(test)]
+fn matches(s: &Spec, p: &Pkt) -> bool {
+    if let Some((neg, list)) = &s.src
+        && list.iter().any(|c| c.contains(&p.src)) == *neg
+    {
+        return false;
+    }
+    matches_except_src(s, p)
+}
+
+/// iptables' verdicts: for every kind of packet (skeleton × the source sets the rules tell
+/// apart), whether it is accepted and the index of the deciding rule (`None`: the policy).
+pub(crate) struct Walked {
+    pub verdicts: Vec<(Pkt, bool, Option<usize>)>,
+    /// Source sets each rule decides (only whether it is zero matters).
+    pub decided: Vec<usize>,
+}
+
+/// A verdict for a set of sources: accepted?, deciding rule, an address of the set.
+type Entry = (bool, Option<usize>, IpAddr);
+
+/// Deciding rules kept per source part and verdict: enough to name the first lines involved.
+const KEEP: usize = 4;
+
+pub(crate) fn walk(family: Family, rules: &[&Spec], policy_accept: bool) -> Walked {
+    let sets: Vec<Option<AddrSet>> = rules
+        .iter()
+        .map(|s| {
+            s.src.as_ref().map(|(neg, list)| {
+                let a = AddrSet::of(list, family);
+                if *neg { a.complement(family) } else { a }
+            })
+        })
+        .collect();
+    let mut decided = vec![0; rules.len()];
+    let mut verdicts = Vec::new();
+    // Packets that reach the same rules over the same source parts get the same verdicts.
+    let mut cache: HashMap<(Vec<u32>, Vec<u32>), Vec<Entry>> = HashMap::new();
+    for skel in skeletons(family, rules, &Policy::default()) {
+        let matching: Vec<u32> = (0..rules.len())
+            .filter(|&i| rules[i].target.is_some() && matches_except_src(rules[i], &skel))
+            .map(|i| i as u32)
+            .collect();
+        // The sources fw can tell apart for this packet: those of accept rules for its port.
+        let candidates: Vec<u32> = match skel.ports() {
+            Some((sport, dport)) => (0..rules.len())
+                .filter(|&i| {
+                    let s = rules[i];
+                    s.target == Some(Target::Accept)
+                        && matches!(s.src, Some((false, _)))
+                        && s.proto.is_none_or(|(neg, p)| (p == skel.proto()) != neg)
+                        && ports_can_match(s, sport, dport)
+                })
+                .map(|i| i as u32)
+                .collect(),
+            None => Vec::new(),
         };
-        if matches(s, p) {
-            return (*t == Target::Accept, Some(i));
+        let entries =
+            cache
+                .entry((candidates, matching))
+                .or_insert_with_key(|(candidates, matching)| {
+                    let mut parts = vec![AddrSet::full(family)];
+                    for &c in candidates {
+                        let Some(cs) = &sets[c as usize] else {
+                            continue;
+                        };
+                        parts = parts
+                            .into_iter()
+                            .flat_map(|mut p| {
+                                let inside = p.take(cs);
+                                [inside, p]
+                            })
+                            .filter(|p| !p.is_empty())
+                            .collect();
+                    }
+                    let mut out = Vec::new();
+                    for mut remaining in parts {
+                        let mut kept = [0usize; 2];
+                        for &i in matching {
+                            let i = i as usize;
+                            let piece = match &sets[i] {
+                                None => remaining.take_all(),
+                                Some(s) => remaining.take(s),
+                            };
+                            if piece.is_empty() {
+                                continue;
+                            }
+                            decided[i] += 1;
+                            let acc = rules[i].target == Some(Target::Accept);
+                            if kept[acc as usize] < KEEP {
+                                kept[acc as usize] += 1;
+                                out.push((acc, Some(i), piece.pick(family)));
+                            }
+                            if remaining.is_empty() {
+                                break;
+                            }
+                        }
+                        if !remaining.is_empty() {
+                            out.push((policy_accept, None, remaining.pick(family)));
+                        }
+                    }
+                    out
+                });
+        for &(acc, by, src) in entries.iter() {
+            verdicts.push((Pkt { src, ..skel }, acc, by));
         }
     }
-    (policy_accept, None)
+    Walked { verdicts, decided }
 }
 
 /// Why fw decides as it does.
@@ -428,92 +515,50 @@ pub(crate) fn fw_verdict(policy: &Policy, p: &Pkt) -> (bool, FwWhy) {
     }
 }
 
-/// Sample sources: a documentation address, and for every CIDR its first and last address and
-/// the addresses just outside.
-fn sources(family: Family, cidrs: &[Cidr]) -> Vec<IpAddr> {
-    let mut out: BTreeSet<IpAddr> = BTreeSet::new();
-    match family {
-        Family::V4 => {
-            out.insert(IpAddr::V4(Ipv4Addr::new(198, 51, 100, 23)));
-        }
-        Family::V6 => {
-            out.insert(IpAddr::V6(Ipv6Addr::new(
-                0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0x23,
-            )));
-        }
-    }
-    for c in cidrs {
-        match *c {
-            Cidr::V4(a, len) if family == Family::V4 => {
-                let net = u32::from_be_bytes(a);
-                let host = if len == 0 {
-                    u32::MAX
-                } else {
-                    (1u32 << (32 - len as u32)).wrapping_sub(1)
-                };
-                let last = net | host;
-                for v in [
-                    Some(net),
-                    Some(last),
-                    net.checked_sub(1),
-                    last.checked_add(1),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    out.insert(IpAddr::V4(Ipv4Addr::from(v)));
-                }
-            }
-            Cidr::V6(a, len) if family == Family::V6 => {
-                let net = u128::from_be_bytes(a);
-                let host = if len == 0 {
-                    u128::MAX
-                } else {
-                    (1u128 << (128 - len as u32)).wrapping_sub(1)
-                };
-                let last = net | host;
-                for v in [
-                    Some(net),
-                    Some(last),
-                    net.checked_sub(1),
-                    last.checked_add(1),
-                ]
-                .into_iter()
-                .flatten()
-                {
-                    out.insert(IpAddr::V6(Ipv6Addr::from(v)));
-                }
-            }
-            _ => {}
-        }
-    }
-    out.into_iter().collect()
+/// Keep the first of each group of values with the same signature.
+fn dedup_by_signature<T: Copy>(values: Vec<T>, sig: impl Fn(&T) -> Vec<bool>) -> Vec<T> {
+    let mut seen: BTreeSet<Vec<bool>> = BTreeSet::new();
+    values.into_iter().filter(|v| seen.insert(sig(v))).collect()
 }
 
-fn boundaries(ranges: impl Iterator<Item = (u16, u16)>, base: &[u16]) -> Vec<u16> {
-    let mut out: BTreeSet<u16> = base.iter().copied().collect();
-    for (lo, hi) in ranges {
-        out.insert(lo);
-        out.insert(hi);
+fn in_ranges(v: u16, r: &[(u16, u16)]) -> bool {
+    r.iter().any(|(lo, hi)| *lo <= v && v <= *hi)
+}
+
+/// Ports at and around every range boundary, one per distinct answer to "which ranges hold it".
+fn ports(ranges: &[(u16, u16)], base: &[u16]) -> Vec<u16> {
+    let mut all: BTreeSet<u16> = base.iter().copied().collect();
+    for &(lo, hi) in ranges {
+        all.insert(lo);
+        all.insert(hi);
         if let Some(x) = lo.checked_sub(1) {
-            out.insert(x);
+            all.insert(x);
         }
         if let Some(x) = hi.checked_add(1) {
-            out.insert(x);
+            all.insert(x);
         }
     }
-    out.remove(&0);
-    out.into_iter().collect()
+    all.remove(&0);
+    // The base ports first, so that "some other port" examples read naturally.
+    let mut v: Vec<u16> = base.to_vec();
+    v.extend(all.into_iter().filter(|p| !base.contains(p)));
+    dedup_by_signature(v, |p| ranges.iter().map(|r| in_ranges(*p, &[*r])).collect())
 }
 
-/// The packets to compare on, for the rules of one family (and the fw policy's rules).
-pub(crate) fn packets(family: Family, rules: &[&Spec], policy: &Policy) -> Vec<Pkt> {
-    let mut cidrs: Vec<Cidr> = Vec::new();
+/// Whether a rule's port conditions can hold for these ports (protocol aside).
+fn ports_can_match(s: &Spec, sport: u16, dport: u16) -> bool {
+    s.dports.iter().all(|(neg, r)| in_ranges(dport, r) != *neg)
+        && s.sports.iter().all(|(neg, r)| in_ranges(sport, r) != *neg)
+}
+
+/// Every kind of packet the rules of one family (and the fw policy's rules) tell apart,
+/// sources aside (the example address stands in).
+pub(crate) fn skeletons(family: Family, rules: &[&Spec], policy: &Policy) -> Vec<Pkt> {
     let mut dranges: Vec<(u16, u16)> = Vec::new();
     let mut sranges: Vec<(u16, u16)> = Vec::new();
     let mut icmp: BTreeSet<(u8, u8)> = BTreeSet::new();
     let mut protos: BTreeSet<u8> = BTreeSet::from([47]);
-    let mut wide_flags = false;
+    let mut conds: BTreeSet<(bool, u8, u8)> = BTreeSet::new();
     let base_icmp: &[u8] = match family {
         Family::V4 => &[8, 0, 3, 11, 13],
         Family::V6 => &[128, 129, 1, 2, 3, 135],
@@ -522,9 +567,6 @@ pub(crate) fn packets(family: Family, rules: &[&Spec], policy: &Policy) -> Vec<P
         icmp.insert((*t, 0));
     }
     for s in rules {
-        if let Some((_, list)) = &s.src {
-            cidrs.extend(list);
-        }
         for (_, r) in &s.dports {
             dranges.extend(r);
         }
@@ -543,16 +585,19 @@ pub(crate) fn packets(family: Family, rules: &[&Spec], policy: &Policy) -> Vec<P
         {
             protos.insert(p);
         }
-        wide_flags |= s.tcp_flags.iter().any(|(_, m, _)| m & !tcp::ALL != 0);
+        conds.extend(s.tcp_flags.iter().copied());
     }
     for r in &policy.rules {
         dranges.push((r.ports.lo, r.ports.hi));
-        cidrs.extend(&r.from);
     }
-    let dports = boundaries(dranges.into_iter(), &[1, 33333, 65535]);
-    let sports = boundaries(sranges.into_iter(), &[40000]);
-    let srcs = sources(family, &cidrs);
-    // Real traffic first, so the first difference found makes a readable example.
+    dranges.sort_unstable();
+    dranges.dedup();
+    sranges.sort_unstable();
+    sranges.dedup();
+    let dports = ports(&dranges, &[33333, 1, 65535]);
+    let sports = ports(&sranges, &[40000]);
+    // Real traffic first, so the first difference found makes a readable example; then one
+    // flag byte per distinct answer to everything that looks at flags.
     let mut flags: Vec<u8> = vec![
         tcp::SYN,
         tcp::ACK,
@@ -560,18 +605,28 @@ pub(crate) fn packets(family: Family, rules: &[&Spec], policy: &Policy) -> Vec<P
         tcp::SYN | tcp::ACK,
         tcp::FIN | tcp::ACK,
         tcp::RST,
+        tcp::SYN | tcp::FIN,
+        tcp::FIN,
+        tcp::FIN | tcp::PSH | tcp::URG,
     ];
-    let top: u16 = if wide_flags { 256 } else { 64 };
-    for f in 0..top {
-        let f = f as u8;
-        if !flags.contains(&f) {
-            flags.push(f);
-        }
-    }
+    let rest: Vec<u8> = (0..=255u8).filter(|f| !flags.contains(f)).collect();
+    flags.extend(rest);
+    let flags = dedup_by_signature(flags, |&f| {
+        let mut sig = vec![
+            classify(f) == FlagClass::Null,
+            classify(f) == FlagClass::Xmas,
+            classify(f) == FlagClass::Invalid,
+            classify(f) == FlagClass::Syn,
+            f & SYN_MASK == tcp::SYN,
+        ];
+        sig.extend(conds.iter().map(|(_, m, c)| f & m == *c));
+        sig
+    });
     let mut out = Vec::new();
-    for &src in &srcs {
-        for &dport in &dports {
-            for &sport in &sports {
+    for &dport in &dports {
+        for &sport in &sports {
+            let src = example_addr(family);
+            {
                 for &f in &flags {
                     let states: &[Ct] = match classify(f) {
                         FlagClass::Null | FlagClass::Xmas | FlagClass::Invalid => {
@@ -603,6 +658,9 @@ pub(crate) fn packets(family: Family, rules: &[&Spec], policy: &Policy) -> Vec<P
                 }
             }
         }
+    }
+    let src = example_addr(family);
+    {
         for &(ty, code) in &icmp {
             let states: &[Ct] =
                 if family == Family::V6 && fw_common::decide::is_icmpv6_link_essential(ty) {
@@ -665,7 +723,16 @@ mod tests {
                     p.options.icmp_echo = echo;
                     let c = Compiled::new(&p, 0);
                     for fam in [Family::V4, Family::V6] {
-                        for pkt in packets(fam, &[], &p) {
+                        let srcs: Vec<IpAddr> =
+                            ["198.51.100.23", "203.0.113.5", "2001:db8::5", "2001:db9::1"]
+                                .iter()
+                                .map(|a| a.parse().unwrap())
+                                .filter(|a: &IpAddr| a.is_ipv6() == (fam == Family::V6))
+                                .collect();
+                        let pkts = skeletons(fam, &[], &p)
+                            .into_iter()
+                            .flat_map(|k| srcs.iter().map(move |&src| Pkt { src, ..k }));
+                        for pkt in pkts {
                             if !matches!(pkt.ct, Ct::New | Ct::Invalid) {
                                 continue;
                             }
@@ -706,13 +773,73 @@ mod tests {
         }
     }
 
+    /// The walk over source sets agrees with plain first-match evaluation of sample addresses.
     #[test]
-    fn samples_cover_cidr_edges() {
-        let s = sources(Family::V4, &["10.0.0.0/8".parse().unwrap()]);
-        for a in ["9.255.255.255", "10.0.0.0", "10.255.255.255", "11.0.0.0"] {
-            assert!(s.contains(&a.parse().unwrap()), "{a} missing from {s:?}");
+    fn walk_agrees_with_first_match_on_samples() {
+        let text = "\
+-A INPUT -m state --state RELATED,ESTABLISHED -j ACCEPT
+-A INPUT -s 10.0.0.0/8 -p tcp --dport 22 -j ACCEPT
+-A INPUT -s 10.1.0.0/16 -j DROP
+-A INPUT ! -s 192.0.2.0/24 -p udp --dport 53 -j ACCEPT
+-A INPUT -p tcp -m multiport --dports 80,8000:8100 -s 198.51.100.0/25,203.0.113.9 -j ACCEPT
+-A INPUT -p tcp ! --syn -m state --state NEW -j DROP
+-A INPUT -p tcp --dport 8050 -j REJECT
+-A INPUT -p icmp --icmp-type echo-request -s 10.0.0.0/8 -j ACCEPT";
+        let specs: Vec<Spec> = text
+            .lines()
+            .map(|l| {
+                let w: Vec<String> = l.split_whitespace().map(String::from).collect();
+                super::super::rule::parse_command(&w, Family::V4)
+                    .unwrap()
+                    .spec
+            })
+            .collect();
+        let refs: Vec<&Spec> = specs.iter().collect();
+        let samples: Vec<IpAddr> = [
+            "10.0.0.1",
+            "10.1.0.1",
+            "10.2.0.0",
+            "9.255.255.255",
+            "192.0.2.5",
+            "198.51.100.1",
+            "198.51.100.200",
+            "203.0.113.9",
+            "203.0.113.10",
+            "198.51.100.23",
+        ]
+        .iter()
+        .map(|a| a.parse().unwrap())
+        .collect();
+        let first_match = |p: &Pkt| {
+            refs.iter()
+                .position(|s| s.target.is_some() && matches(s, p))
+                .map_or((false, None), |i| {
+                    (refs[i].target == Some(Target::Accept), Some(i))
+                })
+        };
+        let w = walk(Family::V4, &refs, false);
+        for (pkt, acc, by) in &w.verdicts {
+            assert_eq!(first_match(pkt), (*acc, *by), "{}", pkt.describe());
         }
-        let s = sources(Family::V6, &["::/0".parse().unwrap()]);
-        assert!(s.contains(&"::".parse().unwrap()));
+        for skel in skeletons(Family::V4, &refs, &Policy::default()) {
+            for &src in &samples {
+                let p = Pkt { src, ..skel };
+                let want = first_match(&p);
+                assert!(
+                    w.verdicts
+                        .iter()
+                        .any(|(q, acc, by)| q.l4 == p.l4 && q.ct == p.ct && (*acc, *by) == want),
+                    "{} ({want:?}) has no verdict of its kind",
+                    p.describe()
+                );
+            }
+        }
+        assert!(w.decided.iter().all(|d| *d > 0), "{:?}", w.decided);
+    }
+
+    #[test]
+    fn ports_keep_one_sample_per_range_answer() {
+        let p = ports(&[(22, 22), (80, 90)], &[33333]);
+        assert_eq!(p, [33333, 22, 80]);
     }
 }

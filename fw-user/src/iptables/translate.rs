@@ -748,13 +748,9 @@ pub fn import(file: &str, text: &str, opts: &ImportOptions) -> Result<Imported, 
     for run in &mut runs {
         let specs: Vec<&Spec> = run.chains.input.iter().map(|r| &r.spec).collect();
         let policy_accept = run.chains.policy.as_ref().is_none_or(|p| p.accept);
-        for pkt in model::packets(run.fam, &specs, &Policy::default()) {
-            let (acc, by) = model::iptables_verdict(&specs, policy_accept, &pkt);
-            if let Some(i) = by {
-                run.decided[i] += 1;
-            }
-            run.verdicts.push((pkt, acc, by));
-        }
+        let w = model::walk(run.fam, &specs, policy_accept);
+        run.verdicts = w.verdicts;
+        run.decided = w.decided;
     }
     let features = Features::gather(&runs);
     let established = !features.established.is_empty();
