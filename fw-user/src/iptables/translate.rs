@@ -900,15 +900,21 @@ fn blame(d: &Diff, runs: &[Run], f: &Features, policy: &Policy) -> Blame {
         (false, None) => {
             // fw accepts through a feature taken from some line: that line over-reaches.
             let line = fw_origin(d.fw_why, f).unwrap_or(0);
-            let (text, spec) = runs
+            let (text, spec, fam) = runs
                 .iter()
-                .flat_map(|r| r.chains.input.iter())
-                .find(|r| r.line == line)
-                .map(|r| (r.text.clone(), Some(&r.spec)))
+                .flat_map(|r| r.chains.input.iter().map(move |x| (x, r.fam)))
+                .find(|(r, _)| r.line == line)
+                .map(|(r, fam)| (r.text.clone(), Some(&r.spec), Some(fam)))
                 .unwrap_or_default();
-            let why = spec
-                .and_then(restriction)
-                .unwrap_or_else(|| "no rule accepts it before the default DROP".into());
+            let why = if fam.is_some_and(|f| f != run.fam) {
+                format!(
+                    "fw applies one policy to IPv4 and IPv6, and the {} rules do not accept it",
+                    run.fam.name()
+                )
+            } else {
+                spec.and_then(restriction)
+                    .unwrap_or_else(|| "no rule accepts it before the default DROP".into())
+            };
             Blame::Line {
                 line,
                 value: short(&text),
@@ -1032,9 +1038,17 @@ impl Report<'_> {
                 let live = run.live(i);
                 let dead = "no effect: earlier rules decide every packet it matches";
                 let what: String = match d {
-                    Disp::Loopback => {
+                    Disp::Loopback if r.spec.target == Some(Target::Accept) => {
                         loopback = true;
                         "loopback: fw never filters lo, nothing needed".into()
+                    }
+                    Disp::Loopback => {
+                        notes.push(format!(
+                            "Line {} drops loopback traffic; fw never filters lo, so it passes.",
+                            r.line
+                        ));
+                        loopback = true;
+                        "loopback: fw never filters lo, so this drop does not carry over".into()
                     }
                     Disp::Established if live => "options.established = true".into(),
                     Disp::Allow { proto, ranges, .. } if live => {
