@@ -97,8 +97,11 @@ pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decis
             FlagClass::Invalid if cfg.has(Config::STRICT_TCP_FLAGS) => {
                 Decision::reason(Reason::TcpBadFlags)
             }
-            FlagClass::Syn => port_policy(t, ip, PortProto::Tcp, dport),
-            _ => {
+            // Without strict checks, an impossible combination is what conntrack calls
+            // INVALID: neither part of a connection nor a new one, so only the port rules
+            // judge it — exactly the seed's iptables rules.
+            FlagClass::Syn | FlagClass::Invalid => port_policy(t, ip, PortProto::Tcp, dport),
+            FlagClass::Other => {
                 if stateful {
                     let key = ingress_key(ip, sport, dport);
                     if tcp_established(t, &key, flags, ack, dport) {

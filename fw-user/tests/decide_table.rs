@@ -599,3 +599,21 @@ fn stateless_policy_lets_acks_to_open_ports_through() {
     );
     assert!(!decide(icmp_error_v4(HOST4, PEER4, 1, 2).as_slice(), &t).pass);
 }
+
+#[test]
+fn without_strict_flags_invalid_combinations_are_judged_by_ports_like_conntrack_invalid() {
+    let t = policy("[options]\nstrict_tcp_flags = false\n[[allow]]\nports = [80]\n");
+    let d = |port: u16, f: u8| {
+        decide(
+            PacketSpec::tcp(PEER4, HOST4, 1, port, f).build().as_slice(),
+            &t,
+        )
+    };
+    // The seed's iptables: INVALID is neither ESTABLISHED nor NEW, so the port ACCEPT takes it.
+    assert_eq!(d(80, SYN | FIN), Decision::rule(rule_slot(0, 0)));
+    assert_eq!(reason(d(81, SYN | FIN)), Some(Reason::DefaultDrop));
+    assert_eq!(d(80, FIN | PSH | URG), Decision::rule(rule_slot(0, 0)));
+    // A valid non-SYN packet without a connection is still dropped (new_requires_syn).
+    assert_eq!(reason(d(80, ACK)), Some(Reason::TcpNotSyn));
+    assert_eq!(reason(d(80, 0)), Some(Reason::TcpNull));
+}

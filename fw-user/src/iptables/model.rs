@@ -471,8 +471,9 @@ pub(crate) fn fw_verdict(policy: &Policy, p: &Pkt) -> (bool, FwWhy) {
         L4::Tcp { dport, flags, .. } => match classify(flags) {
             FlagClass::Null | FlagClass::Xmas => (false, FwWhy::Scan),
             FlagClass::Invalid if o.strict_tcp_flags => (false, FwWhy::Strict),
-            FlagClass::Syn => port(Proto::Tcp, dport),
-            _ => {
+            // Without strict checks fw judges them as conntrack's INVALID: by the ports alone.
+            FlagClass::Syn | FlagClass::Invalid => port(Proto::Tcp, dport),
+            FlagClass::Other => {
                 if o.established {
                     if tracked {
                         return (true, FwWhy::Established);

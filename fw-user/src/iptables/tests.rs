@@ -195,10 +195,14 @@ fn seed_notes_name_what_fw_does_differently() {
         println!("{}", i.toml);
     }
     let notes = i.notes.join("\n");
+    // With strict_tcp_flags = false fw judges invalid flag combinations as conntrack's INVALID
+    // (by the port rules alone), exactly as the seed's rules do: nothing to note there.
     assert!(
-        notes.contains("flag combinations no real stack sends"),
+        !notes.contains("flag combinations no real stack sends"),
         "{notes}"
     );
+    assert!(!i.policy.options.strict_tcp_flags);
+    assert!(notes.contains("other than TCP, UDP and ICMP"), "{notes}");
     assert!(notes.contains("IPv4 rules only"), "{notes}");
     assert!(!notes.contains("REJECT"), "{notes}");
 }
@@ -331,8 +335,9 @@ fn syn_only_accepts_with_state_need_new_requires_syn() {
         "-P INPUT DROP\n-A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT\n-A INPUT -p tcp --syn --dport 22 -j ACCEPT\n",
     );
     assert!(i.policy.options.new_requires_syn);
-    // Invalid flag combinations outside a connection are dropped by new_requires_syn already.
-    assert!(!i.policy.options.strict_tcp_flags);
+    // `--syn` ACCEPTs leave SYN+FIN and other invalid combinations to the DROP policy: only
+    // strict_tcp_flags drops them in fw (without it, fw would judge them by the ports).
+    assert!(i.policy.options.strict_tcp_flags);
     assert_eq!(open(&i.policy), ["22/tcp from anywhere"]);
 }
 
