@@ -2,6 +2,7 @@
 //! sync and the userspace mirror of the kernel's decision; `src/bin/fw.rs` is a thin CLI on top.
 
 pub mod apply;
+pub mod bench_programs;
 pub mod cli;
 pub mod compiled;
 mod error;

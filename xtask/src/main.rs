@@ -1,6 +1,7 @@
 //! `cargo xtask <task>`: fw's setup, build, run, test, demo and bench, so a newcomer needs two
 //! commands (`cargo xtask demo`, `cargo xtask test`) and CI runs exactly what the README says.
 
+mod bench;
 mod build_run;
 mod demo;
 mod lab;
@@ -54,8 +55,15 @@ enum Task {
     },
     /// Show fw at work between two throwaway network namespaces (root); also a smoke test.
     Demo,
-    /// Benchmarks (placeholder: not implemented yet).
-    Bench,
+    /// Benchmarks against iptables, nftables and xdp-filter (root); writes docs/benchmarks.md.
+    Bench {
+        /// Fewer rounds and scale points (under two minutes); results go to target/bench-quick/.
+        #[arg(long)]
+        quick: bool,
+        /// Passed on to fw-bench (after `--`), e.g. `--only cost,e2e`.
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
 }
 
 /// The workspace root (xtask sits one level below it).
@@ -78,10 +86,7 @@ fn main() -> ExitCode {
         Task::Run { release, args } => build_run::run(release, args).map(|()| true),
         Task::Test { unit, extra } => test::run(test::Args { unit, extra }),
         Task::Demo => demo::run(),
-        Task::Bench => {
-            eprintln!("cargo xtask bench: not implemented yet (issue 6)");
-            Ok(false)
-        }
+        Task::Bench { quick, extra } => bench::run(bench::Args { quick, extra }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,

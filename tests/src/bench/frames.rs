@@ -1,0 +1,184 @@
+//! The frames the benchmark sends or test-runs: the packet classes of the per-packet cost table
+//! and the 60-byte flood templates (real MACs of the pair, valid checksums, so the kernel's stack
+//! treats them as it would real traffic when no filter drops them first).
+
+use fw::packet_builder::{L4Spec, PacketSpec, arp_frame};
+use fw_common::tcp::{ACK, ALL, SYN};
+
+use super::lab::{RECV_V4, RECV_V6, SEND_V4, SEND_V6};
+
+/// One packet class of the per-packet cost table.
+pub struct Class {
+    pub key: &'static str,
+    pub name: &'static str,
+    pub frame: Vec<u8>,
+}
+
+/// The local port of the connection the "established reply" class belongs to (the receiver
+/// opened it to SEND_V4:443).
+pub const EST_LOCAL_PORT: u16 = 40000;
+pub const EST_REMOTE_PORT: u16 = 443;
+
+pub fn classes() -> Vec<Class> {
+    let syn = |dport| PacketSpec::syn(SEND_V4, RECV_V4, dport);
+    let tcp = |dport, flags| PacketSpec::tcp(SEND_V4, RECV_V4, 40000, dport, flags);
+    let mut truncated = syn(8080).build();
+    truncated.truncate(14 + 20 + 6); // IPv4 header, then only 6 bytes of TCP
+    let c = |key, name, frame: Vec<u8>| Class { key, name, frame };
+    vec![
+        c("allowed_syn", "allowed SYN (80)", syn(80).build()),
+        c("disallowed_syn", "disallowed SYN (8080)", syn(8080).build()),
+        c("null", "NULL scan (80)", tcp(80, 0).build()),
+        c("xmas", "XMAS scan (80)", tcp(80, ALL).build()),
+        c("unrelated_ack", "unrelated ACK (80)", tcp(80, ACK).build()),
+        c(
+            "udp",
+            "UDP to a closed port",
+            PacketSpec::udp(SEND_V4, RECV_V4, 40000, 9999).build(),
+        ),
+        c(
+            "ipv6",
+            "IPv6 SYN (8080)",
+            PacketSpec::syn(SEND_V6, RECV_V6, 8080).build(),
+        ),
+        c("vlan", "VLAN SYN (8080)", syn(8080).vlans(&[100]).build()),
+        c("arp", "ARP request", arp_frame()),
+        c("truncated", "truncated TCP header", truncated),
+        c(
+            "established",
+            "established reply (ACK)",
+            PacketSpec::tcp(SEND_V4, RECV_V4, EST_REMOTE_PORT, EST_LOCAL_PORT, ACK)
+                .seq_ack(1000, 2000)
+                .build(),
+        ),
+    ]
+}
+
+fn sum16(b: &[u8], mut sum: u32) -> u32 {
+    for c in b.chunks(2) {
+        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+    }
+    sum
+}
+
+fn fold(mut sum: u32) -> u16 {
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+/// Set the TCP/UDP checksum of an untagged IPv4 frame, the MACs, and pad it to 60 bytes.
+pub fn finish(mut f: Vec<u8>, dst_mac: &[u8; 6], src_mac: &[u8; 6]) -> Vec<u8> {
+    f[0..6].copy_from_slice(dst_mac);
+    f[6..12].copy_from_slice(src_mac);
+    let ip = 14;
+    let ihl = ((f[ip] & 0x0f) as usize) * 4;
+    let total = u16::from_be_bytes([f[ip + 2], f[ip + 3]]) as usize;
+    let proto = f[ip + 9];
+    let l4 = ip + ihl;
+    let len = total - ihl;
+    let ck = match proto {
+        6 => Some(l4 + 16),
+        17 => Some(l4 + 6),
+        _ => None,
+    };
+    if let Some(at) = ck {
+        f[at] = 0;
+        f[at + 1] = 0;
+        let mut pseudo = Vec::with_capacity(12);
+        pseudo.extend_from_slice(&f[ip + 12..ip + 20]);
+        pseudo.extend_from_slice(&[0, proto]);
+        pseudo.extend_from_slice(&(len as u16).to_be_bytes());
+        let mut c = fold(sum16(&f[l4..l4 + len], sum16(&pseudo, 0)));
+        if proto == 17 && c == 0 {
+            c = 0xffff;
+        }
+        f[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    }
+    f.resize(60, 0);
+    f
+}
+
+/// A flood: what it sends, as templates the generator cycles through.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Flood {
+    /// UDP to a closed port.
+    Udp,
+    /// TCP SYN to a closed port.
+    Syn,
+    /// TCP without flags to an allowed port (80).
+    Null,
+}
+
+impl Flood {
+    pub const ALL: [Flood; 3] = [Flood::Udp, Flood::Syn, Flood::Null];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Flood::Udp => "udp_closed",
+            Flood::Syn => "syn_closed",
+            Flood::Null => "null_allowed",
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Flood::Udp => "UDP to a closed port",
+            Flood::Syn => "SYN to a closed port",
+            Flood::Null => "NULL to an allowed port",
+        }
+    }
+
+    /// 16 templates that differ in the source port (a flood from many connections, not one).
+    pub fn templates(self, dst_mac: &[u8; 6], src_mac: &[u8; 6]) -> Vec<Vec<u8>> {
+        (0..16u16)
+            .map(|i| {
+                let sport = 10000 + i;
+                let spec = match self {
+                    Flood::Udp => PacketSpec::udp(SEND_V4, RECV_V4, sport, 9999).payload(18),
+                    Flood::Syn => PacketSpec::tcp(SEND_V4, RECV_V4, sport, 8080, SYN),
+                    Flood::Null => PacketSpec::tcp(SEND_V4, RECV_V4, sport, 80, 0),
+                };
+                finish(spec.build(), dst_mac, src_mac)
+            })
+            .collect()
+    }
+}
+
+/// SYN from `src` to `dport`, as a finished 60-byte template.
+pub fn syn_template(
+    src: &str,
+    sport: u16,
+    dport: u16,
+    flags: u8,
+    dst_mac: &[u8; 6],
+    src_mac: &[u8; 6],
+) -> Vec<u8> {
+    let spec = PacketSpec::new(
+        src,
+        RECV_V4,
+        L4Spec::Tcp {
+            sport,
+            dport,
+            flags,
+        },
+    );
+    finish(spec.build(), dst_mac, src_mac)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tcp_checksum_verifies() {
+        let f = syn_template(SEND_V4, 1234, 80, SYN, &[2; 6], &[4; 6]);
+        assert_eq!(f.len(), 60);
+        // Summing a segment that carries its own checksum gives 0xffff (folded: 0).
+        let ip = 14;
+        let mut pseudo = f[ip + 12..ip + 20].to_vec();
+        pseudo.extend_from_slice(&[0, 6, 0, 20]);
+        assert_eq!(fold(sum16(&f[34..54], sum16(&pseudo, 0))), 0);
+    }
+}
