@@ -61,20 +61,15 @@ pub fn saved_text(policy: &Policy, ifaces: &[String], source: &str) -> String {
             "fw policy saved by `fw save`; `fw restore` (run at boot by fw.service) loads it."
                 .to_string(),
             format!("Saved from the running filter (its policy came from: {source})."),
+            "`interfaces`: what fw restore attaches to.".to_string(),
         ],
         ..Default::default()
     };
-    let body = to_toml(policy, &notes);
-    // Top-level keys must precede the first table.
-    let list: Vec<String> = ifaces.iter().map(|i| format!("{i:?}")).collect();
-    let line = format!(
-        "# Interfaces fw restore attaches to.\ninterfaces = [{}]\n\n",
-        list.join(", ")
-    );
-    match body.find("\n[") {
-        Some(at) => format!("{}\n{line}{}", &body[..at], &body[at + 1..]),
-        None => format!("{line}{body}"),
-    }
+    // to_toml writes `interfaces` itself (before the first table, where TOML wants it); adding
+    // a line here as well would make the file unreadable (duplicate key).
+    let mut policy = policy.clone();
+    policy.interfaces = ifaces.to_vec();
+    to_toml(&policy, &notes)
 }
 
 pub fn execute_save(a: SaveArgs) -> anyhow::Result<()> {
@@ -289,6 +284,11 @@ mod tests {
         let text = saved_text(&p, &ifaces, "seed");
         let back = parse_policy("saved", &text).unwrap();
         assert_eq!(back.interfaces, ifaces);
+        // execute_save passes a policy whose interfaces are already set.
+        p.interfaces = ifaces.clone();
+        let again = saved_text(&p, &ifaces, "seed");
+        assert_eq!(again, text);
+        assert_eq!(parse_policy("saved", &again).unwrap().interfaces, ifaces);
         assert_eq!(back.options, p.options);
         let ports = |p: &Policy| {
             p.rules
