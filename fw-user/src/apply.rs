@@ -30,13 +30,32 @@ pub fn apply_policy(
     flushed: bool,
     pending: Option<Pending>,
 ) -> Result<Applied, Error> {
+    let paths = attached(iface)?;
+    let lock = Lock::acquire(&paths)?;
+    apply_locked(&paths, &lock, policy, source, flushed, pending)
+}
+
+/// The paths of `iface`, which fw must be attached to.
+pub fn attached(iface: &str) -> Result<IfacePaths, Error> {
     let paths = IfacePaths::new(iface)?;
     if !paths.is_attached() {
         return Err(Error::NotAttached(iface.to_string()));
     }
-    let _lock = Lock::acquire(&paths)?;
-    let state = State::load(&paths)?;
-    let generation = swap_in(&paths, policy, flushed)?;
+    Ok(paths)
+}
+
+/// [`apply_policy`] for a caller that already holds the interface's lock (`fw apply --confirm`
+/// starts its rollback timer under it, before the new policy is in force).
+pub fn apply_locked(
+    paths: &IfacePaths,
+    _lock: &Lock,
+    policy: &Policy,
+    source: &str,
+    flushed: bool,
+    pending: Option<Pending>,
+) -> Result<Applied, Error> {
+    let state = State::load(paths)?;
+    let generation = swap_in(paths, policy, flushed)?;
     State {
         generation,
         flushed,
@@ -50,9 +69,9 @@ pub fn apply_policy(
         pending,
         ..state
     }
-    .save(&paths)?;
+    .save(paths)?;
     Ok(Applied {
-        iface: iface.to_string(),
+        iface: paths.iface.clone(),
         generation,
     })
 }

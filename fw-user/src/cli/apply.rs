@@ -14,7 +14,7 @@ use crate::{
     apply::{self, apply_policy},
     guard,
     pins::IfacePaths,
-    state::{Pending, State},
+    state::{Lock, Pending, State},
 };
 
 #[derive(Debug, clap::Args)]
@@ -74,15 +74,31 @@ pub fn execute_apply(a: ApplyArgs) -> anyhow::Result<()> {
             token: token(),
             deadline: now + secs,
         });
-        let r = apply_policy(iface, &policy, &source, false, pending.clone())
-            .with_context(|| format!("fw apply on {iface}"))?;
+        let r = (|| -> anyhow::Result<_> {
+            let paths = apply::attached(iface)?;
+            let lock = Lock::acquire(&paths)?;
+            // The timer starts before the new policy is in force, and acts only once it gets
+            // this lock: whenever this process dies (killed, or its SSH session gone), the
+            // policy it put in force still has a timer that takes it back.
+            if let (Some(p), Some(secs)) = (&pending, a.confirm) {
+                spawn_timer(iface, p.token, secs)?;
+            }
+            Ok(apply::apply_locked(
+                &paths,
+                &lock,
+                &policy,
+                &source,
+                false,
+                pending.clone(),
+            )?)
+        })()
+        .with_context(|| format!("fw apply on {iface}"))?;
         println!(
             "{iface}: policy from {source} in force (generation {}), {} rules",
             r.generation,
             policy.rules.len()
         );
-        if let (Some(p), Some(secs)) = (pending, a.confirm) {
-            spawn_timer(iface, p.token, secs)?;
+        if let Some(secs) = a.confirm {
             println!(
                 "{iface}: the previous policy comes back in {secs} s unless you run `fw confirm`"
             );
