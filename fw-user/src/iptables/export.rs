@@ -76,6 +76,16 @@ fn section(out: &mut String, p: &Policy, f: Family, source: &str, several: bool)
     if o.established {
         a(out, "-m state --state RELATED,ESTABLISHED -j ACCEPT");
     }
+    if f == Family::V6 {
+        // Before any INVALID drop: conntrack leaves neighbour discovery and MLD untracked,
+        // but not redirects (137), which it calls INVALID.
+        for t in NDP_TYPES {
+            a(
+                out,
+                &format!("-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"),
+            );
+        }
+    }
     let all = tcp_flag_names(fw_common::tcp::ALL);
     a(
         out,
@@ -98,14 +108,6 @@ fn section(out: &mut String, p: &Policy, f: Family, source: &str, several: bool)
         a(out, "-f -j DROP");
     }
     a(out, "-i lo -j ACCEPT");
-    if f == Family::V6 {
-        for t in NDP_TYPES {
-            a(
-                out,
-                &format!("-p ipv6-icmp -m icmp6 --icmpv6-type {t} -j ACCEPT"),
-            );
-        }
-    }
     for r in &p.rules {
         for src in sources(r, f) {
             let s = src

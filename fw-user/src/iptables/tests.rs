@@ -946,6 +946,23 @@ fn export_both_families_has_two_sections() {
 }
 
 #[test]
+fn export_accepts_neighbour_discovery_before_dropping_invalid() {
+    // conntrack calls ICMPv6 redirects (137) INVALID: an ACCEPT after the INVALID drop would
+    // never see them, while fw passes them like the rest of neighbour discovery.
+    let text = export(&seed(), &[Family::V6], "seed");
+    let rules: Vec<&str> = text.lines().filter(|l| l.starts_with("-A")).collect();
+    let invalid = rules
+        .iter()
+        .position(|r| r.contains("--ctstate INVALID"))
+        .expect("the seed drops INVALID");
+    let redirect = rules
+        .iter()
+        .position(|r| r.contains("--icmpv6-type 137 -j ACCEPT"))
+        .expect("redirects are accepted");
+    assert!(redirect < invalid, "{rules:#?}");
+}
+
+#[test]
 fn seed_round_trips_through_export() {
     for fams in [&[Family::V4][..], &[Family::V6], &[Family::V4, Family::V6]] {
         assert_eq!(round_trip(&seed(), fams), seed(), "{fams:?}");
