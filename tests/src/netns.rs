@@ -1472,3 +1472,247 @@ impl Pair {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// Connections that stay open: echo servers, sessions, the tracked-connection listing
+
+/// A TCP listener that keeps what it accepts open and echoes back whatever each connection
+/// sends, until the peer closes (then it closes too, with a FIN), the connection fails, or the
+/// server is dropped. Unlike [`Listener`], whose connections are closed at once, its sessions
+/// can exchange data for as long as a test needs.
+pub struct EchoServer {
+    addr: SocketAddr,
+    accepted: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl EchoServer {
+    /// Upper bounds of the accept loop and of each connection.
+    const MAX_CONNS: usize = 10_000;
+    const MAX_LIFETIME: Duration = Duration::from_secs(600);
+
+    fn start(addr: SocketAddr, l: TcpListener) -> EchoServer {
+        l.set_nonblocking(true).expect("nonblocking listener");
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (a, st) = (accepted.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let deadline = Instant::now() + Self::MAX_LIFETIME;
+            let mut conns = Vec::new();
+            while !st.load(Ordering::Relaxed)
+                && Instant::now() < deadline
+                && a.load(Ordering::Relaxed) < Self::MAX_CONNS
+            {
+                match l.accept() {
+                    Ok((conn, _)) => {
+                        a.fetch_add(1, Ordering::Relaxed);
+                        let st = st.clone();
+                        conns.push(thread::spawn(move || echo_loop(conn, &st, deadline)));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            for c in conns {
+                let _ = c.join();
+            }
+        });
+        EchoServer {
+            addr,
+            accepted,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::Relaxed)
+    }
+}
+
+fn echo_loop(mut conn: std::net::TcpStream, stop: &AtomicBool, deadline: Instant) {
+    use std::io::Write as _;
+    if conn.set_nonblocking(false).is_err()
+        || conn
+            .set_read_timeout(Some(Duration::from_millis(50)))
+            .is_err()
+    {
+        return;
+    }
+    let mut buf = [0u8; 65536];
+    while !stop.load(Ordering::Relaxed) && Instant::now() < deadline {
+        match conn.read(&mut buf) {
+            Ok(0) => return, // the peer closed: close too (FIN)
+            Ok(n) => {
+                if conn.write_all(&buf[..n]).is_err() {
+                    return;
+                }
+            }
+            Err(e)
+                if e.kind() == io::ErrorKind::WouldBlock || e.kind() == io::ErrorKind::TimedOut => {
+            }
+            Err(_) => return,
+        }
+    }
+}
+
+impl Drop for EchoServer {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl NetNs {
+    /// An [`EchoServer`] on `addr` in this namespace.
+    pub fn echo_tcp(&self, addr: SocketAddr) -> EchoServer {
+        let s = self.socket(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP));
+        s.set_reuse_address(true).expect("SO_REUSEADDR");
+        if addr.is_ipv6() {
+            s.set_only_v6(true).expect("IPV6_V6ONLY");
+        }
+        s.bind(&addr.into())
+            .unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", self.name));
+        s.listen(1024).expect("listen");
+        EchoServer::start(addr, s.into())
+    }
+
+    /// A TCP connection from this namespace to `to` (from the local address `from` if given),
+    /// which must succeed within [`CONNECT_OK`]. The stream lives in this namespace.
+    #[track_caller]
+    pub fn stream(&self, to: SocketAddr, from: Option<SocketAddr>) -> std::net::TcpStream {
+        let s = self.socket(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP));
+        if let Some(a) = from {
+            s.set_reuse_address(true).expect("SO_REUSEADDR");
+            s.bind(&a.into())
+                .unwrap_or_else(|e| panic!("bind {a} in {}: {e}", self.name));
+        }
+        s.connect_timeout(&to.into(), CONNECT_OK)
+            .unwrap_or_else(|e| panic!("connect {to} from {}: {e}", self.name));
+        let t: std::net::TcpStream = s.into();
+        t.set_nodelay(true).expect("TCP_NODELAY");
+        t
+    }
+}
+
+/// Send `msg` on `stream` and read it back from an echo server within `wait`: whether the
+/// whole message came back unchanged.
+pub fn echoes(stream: &mut std::net::TcpStream, msg: &[u8], wait: Duration) -> bool {
+    use std::io::Write as _;
+    if stream.write_all(msg).is_err() {
+        return false;
+    }
+    let deadline = Instant::now() + wait;
+    let mut got = Vec::with_capacity(msg.len());
+    let mut buf = [0u8; 65536];
+    while got.len() < msg.len() {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        if stream
+            .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+            .is_err()
+        {
+            return false;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => return false,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+    got == msg
+}
+
+impl Pair {
+    /// `fw conns --json` for the server veth: one JSON object per tracked flow.
+    #[track_caller]
+    pub fn conns(&self) -> Vec<Value> {
+        let out = self
+            .fw(&["conns", "--json", "--iface", Self::SERVER_IF])
+            .check();
+        let v: Value = serde_json::from_str(&out.stdout)
+            .unwrap_or_else(|e| panic!("fw conns --json is not JSON ({e}): {out}"));
+        v.as_array()
+            .cloned()
+            .unwrap_or_else(|| panic!("fw conns --json is not a list: {out}"))
+    }
+
+    /// The state file fw keeps for the server veth (`/run/fw/v1/<inode>/fwsrv/state.json`),
+    /// parsed; `None` while fw is not attached.
+    pub fn state_file(&self) -> Option<Value> {
+        let p = self
+            .server
+            .state_dir()
+            .join(Self::SERVER_IF)
+            .join("state.json");
+        let text = fs::read_to_string(p).ok()?;
+        serde_json::from_str(&text).ok()
+    }
+}
+
+/// One connection table of `fw status --json` ("out", "in" or "embryo").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TableCounts {
+    pub entries: u64,
+    pub created: u64,
+    pub removed: u64,
+    pub evicted: u64,
+}
+
+impl Status {
+    /// The occupancy and counters of one connection table.
+    #[track_caller]
+    pub fn table(&self, name: &str) -> TableCounts {
+        let t = self.0["connections"]
+            .as_array()
+            .and_then(|a| a.iter().find(|t| t["table"] == name))
+            .unwrap_or_else(|| panic!("no connection table {name:?} in fw status: {:#}", self.0));
+        let n = |k: &str| {
+            t[k].as_u64()
+                .unwrap_or_else(|| panic!("table {name}: no {k}: {t:#}"))
+        };
+        TableCounts {
+            entries: n("entries"),
+            created: n("created"),
+            removed: n("removed"),
+            evicted: n("evicted"),
+        }
+    }
+
+    /// Where the policy in force came from.
+    pub fn source(&self) -> String {
+        self.0["policy_source"].as_str().unwrap_or("").to_string()
+    }
+
+    pub fn flushed(&self) -> bool {
+        self.0["flushed"].as_bool().unwrap_or(false)
+    }
+}
+
+impl NetNs {
+    /// The processes running in this namespace with their command lines (arguments joined by
+    /// spaces), e.g. to find a detached helper such as fw's rollback timer.
+    pub fn processes(&self) -> Vec<(i32, String)> {
+        self.pids()
+            .into_iter()
+            .filter_map(|pid| {
+                let raw = fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+                let line = raw
+                    .split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ");
+                Some((pid, line))
+            })
+            .collect()
+    }
+}
