@@ -162,6 +162,7 @@ pub fn run(opts: &Opts, p: &mut Progress, pairs: &mut [Pair]) -> anyhow::Result<
     let base_rtt = median(&rtts[0]);
     let pass = idx.iter().position(|&i| pairs[i].setup == Setup::Pass);
     let pass_g = pass.map(|j| median(&gbps[j]));
+    let pass_rtt = pass.map(|j| median(&rtts[j]));
     let rows: Vec<Value> = idx
         .iter()
         .enumerate()
@@ -179,6 +180,7 @@ pub fn run(opts: &Opts, p: &mut Progress, pairs: &mut [Pair]) -> anyhow::Result<
                 "rtt_us_p99": quantile(&rtts[j], 0.99),
                 "rtt_samples": rtts[j].len(),
                 "rtt_vs_none": rtt / base_rtt,
+                "rtt_vs_xdp_pass": pass_rtt.map(|p| rtt / p),
             })
         })
         .collect();

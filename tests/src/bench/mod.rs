@@ -80,16 +80,27 @@ fn machine() -> Value {
     .map(|o| o.stdout.trim().to_string())
     .unwrap_or_default();
     let load = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
-    let xdp_tools = sys::run("xdp-filter", &["--version"], Duration::from_secs(5))
-        .map(|o| format!("{}{}", o.stdout, o.stderr).trim().to_string())
-        .unwrap_or_default();
+    let version = |pkg: &str| {
+        sys::run(
+            "dpkg-query",
+            &["-W", "-f", "${Version}", pkg],
+            Duration::from_secs(5),
+        )
+        .map(|o| o.stdout.trim().to_string())
+        .unwrap_or_default()
+    };
     json!({
         "nproc": sys::nr_cpus(),
         "cpu_model": model,
         "kernel": uname,
         "date": date,
         "loadavg_at_start": load.trim(),
-        "xdp_filter_version": xdp_tools.lines().next().unwrap_or(""),
+        "packages": {
+            "xdp-tools": version("xdp-tools"),
+            "iptables": version("iptables"),
+            "nftables": version("nftables"),
+            "iperf3": version("iperf3"),
+        },
     })
 }
 

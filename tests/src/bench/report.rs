@@ -124,34 +124,55 @@ pub fn print_cost(c: &Value) {
 
 // ---- 2. drop rate ----
 
-pub fn e2e_rows(flood: &Value) -> Vec<Vec<String>> {
-    flood["rows"]
-        .as_array()
-        .map(|a| {
-            a.iter()
-                .map(|r| {
-                    vec![
-                        r["name"].as_str().unwrap_or("").to_string(),
-                        pps(&r["pps"]),
-                        ratio(&r["ratio_to_iptables_seed"]),
-                        format!(
-                            "{:.0} %",
-                            r["ratio_to_xdp_drop"].as_f64().unwrap_or(f64::NAN) * 100.0
-                        ),
-                        f(&r["ns_per_packet"], 0),
-                        f(&r["ns_above_xdp_drop"], 0),
-                    ]
-                })
-                .collect()
-        })
-        .unwrap_or_default()
+/// Per-packet CPU time of a row (generator + receiver, kernel-timed).
+fn ns_of(r: &Value) -> Option<f64> {
+    r["ns_per_packet"]
+        .as_f64()
+        .filter(|x| x.is_finite() && *x > 0.0)
 }
 
-pub const E2E_HEAD: [&str; 6] = [
+/// `setup`'s CPU-timed packets/s divided by `other`'s, within one flood.
+pub fn cpu_ratio(flood: &Value, setup: &str, other: &str) -> Option<f64> {
+    let rows = flood["rows"].as_array()?;
+    let ns = |k: &str| rows.iter().find(|r| r["setup"] == k).and_then(ns_of);
+    Some(ns(other)? / ns(setup)?)
+}
+
+pub fn e2e_rows(flood: &Value) -> Vec<Vec<String>> {
+    let rows = flood["rows"].as_array().cloned().unwrap_or_default();
+    let ns = |k: &str| rows.iter().find(|r| r["setup"] == k).and_then(ns_of);
+    let (ipt, drop, xf) = (ns("iptables_seed"), ns("xdp_drop"), ns("xdp_filter"));
+    let rel = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) => json!(a / b),
+        _ => Value::Null,
+    };
+    rows.iter()
+        .map(|r| {
+            let me = ns_of(r);
+            vec![
+                r["name"].as_str().unwrap_or("").to_string(),
+                pps(&r["pps"]),
+                pps(&me.map_or(Value::Null, |n| json!(1e9 / n))),
+                ratio(&rel(ipt, me)),
+                format!(
+                    "{:.0} %",
+                    rel(drop, me).as_f64().unwrap_or(f64::NAN) * 100.0
+                ),
+                ratio(&rel(xf, me)),
+                f(&r["ns_per_packet"], 0),
+                f(&r["ns_above_xdp_drop"], 0),
+            ]
+        })
+        .collect()
+}
+
+pub const E2E_HEAD: [&str; 8] = [
     "filter",
-    "packets/s",
+    "packets/s (wall clock)",
+    "packets/s (CPU time)",
     "vs iptables seed",
     "of XDP_DROP",
+    "vs xdp-filter",
     "ns/packet",
     "ns above XDP_DROP",
 ];
@@ -212,7 +233,15 @@ pub fn scale_rows(t: &Value) -> (Vec<String>, Vec<Vec<String>>) {
                     let mut row = vec![r["x"].to_string()];
                     for c in &cols {
                         let v = &r[c.as_str()];
-                        row.push(if unit == "pps" { pps(v) } else { f(v, 1) });
+                        row.push(if unit == "pps" {
+                            // The CPU-timed rate: steadier than the wall clock on a shared machine.
+                            match r[format!("{c}_ns_per_packet")].as_f64() {
+                                Some(ns) if ns > 0.0 => pps(&json!(1e9 / ns)),
+                                _ => pps(v),
+                            }
+                        } else {
+                            f(v, 1)
+                        });
                     }
                     row
                 })
@@ -268,7 +297,7 @@ pub fn live_rows(l: &Value) -> Vec<Vec<String>> {
 
 // ---- 5. iperf ----
 
-pub const IPERF_HEAD: [&str; 7] = [
+pub const IPERF_HEAD: [&str; 8] = [
     "filter",
     "TCP Gbit/s",
     "vs no filter",
@@ -276,6 +305,7 @@ pub const IPERF_HEAD: [&str; 7] = [
     "RTT µs (median)",
     "RTT µs (p99)",
     "RTT vs no filter",
+    "RTT vs XDP_PASS",
 ];
 
 pub fn iperf_rows(i: &Value) -> Vec<Vec<String>> {
@@ -300,6 +330,10 @@ pub fn iperf_rows(i: &Value) -> Vec<Vec<String>> {
                         format!(
                             "{:+.1} %",
                             (r["rtt_vs_none"].as_f64().unwrap_or(f64::NAN) - 1.0) * 100.0
+                        ),
+                        format!(
+                            "{:+.1} %",
+                            (r["rtt_vs_xdp_pass"].as_f64().unwrap_or(f64::NAN) - 1.0) * 100.0
                         ),
                     ]
                 })
@@ -424,14 +458,15 @@ pub fn targets(r: &mut Value) {
                 continue;
             };
             let name = fl["name"].as_str().unwrap_or("");
-            if let Some(v) = fw["ratio_to_xdp_drop"].as_f64() {
-                t.push(json!({"target": format!("{name}: ≥ 90 % of XDP_DROP"), "value": format!("{:.1} %", v * 100.0), "met": v >= 0.9}));
+            let wall = |k: &str| fw[k].as_f64().unwrap_or(f64::NAN);
+            if let Some(v) = cpu_ratio(fl, "fw", "xdp_drop") {
+                t.push(json!({"target": format!("{name}: ≥ 90 % of XDP_DROP"), "value": format!("{:.1} % (wall clock {:.1} %)", v * 100.0, wall("ratio_to_xdp_drop") * 100.0), "met": v >= 0.9}));
             }
-            if let Some(v) = fw["ratio_to_xdp_filter"].as_f64() {
-                t.push(json!({"target": format!("{name}: ≥ 1.35× xdp-filter"), "value": format!("{v:.2}×"), "met": v >= 1.35}));
+            if let Some(v) = cpu_ratio(fl, "fw", "xdp_filter") {
+                t.push(json!({"target": format!("{name}: ≥ 1.35× xdp-filter"), "value": format!("{v:.2}× (wall clock {:.2}×)", wall("ratio_to_xdp_filter")), "met": v >= 1.35}));
             }
-            if let Some(v) = fw["ratio_to_iptables_seed"].as_f64() {
-                t.push(json!({"target": format!("{name}: ≥ 7× iptables seed"), "value": format!("{v:.2}×"), "met": v >= 7.0}));
+            if let Some(v) = cpu_ratio(fl, "fw", "iptables_seed") {
+                t.push(json!({"target": format!("{name}: ≥ 7× iptables seed"), "value": format!("{v:.2}× (wall clock {:.2}×)", wall("ratio_to_iptables_seed")), "met": v >= 7.0}));
             }
         }
     }
@@ -455,6 +490,9 @@ pub fn targets(r: &mut Value) {
             }
             if let Some(r) = row["rtt_vs_none"].as_f64() {
                 t.push(json!({"target": "TCP request/response RTT through fw within 5 % of no filter", "value": format!("{:+.1} %", (r - 1.0) * 100.0), "met": r <= 1.05}));
+            }
+            if let Some(r) = row["rtt_vs_xdp_pass"].as_f64() {
+                t.push(json!({"target": "TCP request/response RTT through fw within 5 % of a trivial XDP_PASS program", "value": format!("{:+.1} %", (r - 1.0) * 100.0), "met": r <= 1.05}));
             }
         }
     }
@@ -498,6 +536,16 @@ pub fn write(opts: &Opts, r: &Value) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The three load averages of a /proc/loadavg line.
+fn loadavg(v: &Value) -> String {
+    v.as_str()
+        .unwrap_or("")
+        .split_whitespace()
+        .take(3)
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 fn markdown(r: &Value, plots: &[(String, String)]) -> String {
     let m = &r["machine"];
     let mut s = String::new();
@@ -515,10 +563,21 @@ fn markdown(r: &Value, plots: &[(String, String)]) -> String {
         m["nproc"],
         m["cpu_model"].as_str().unwrap_or(""),
         m["kernel"].as_str().unwrap_or(""),
-        m["loadavg_at_start"].as_str().unwrap_or(""),
-        m["loadavg_at_end"].as_str().unwrap_or(""),
+        loadavg(&m["loadavg_at_start"]),
+        loadavg(&m["loadavg_at_end"]),
         m["cpu_busy_fraction_during_run"].as_f64().unwrap_or(0.0) * 100.0,
     );
+    let pk = &m["packages"];
+    if pk.is_object() {
+        let _ = writeln!(
+            s,
+            "Compared with (Debian packages): xdp-tools {}, iptables {} (iptables-legacy), nftables {}, iperf3 {}.\n",
+            pk["xdp-tools"].as_str().unwrap_or("?"),
+            pk["iptables"].as_str().unwrap_or("?"),
+            pk["nftables"].as_str().unwrap_or("?"),
+            pk["iperf3"].as_str().unwrap_or("?"),
+        );
+    }
     let _ = writeln!(
         s,
         "Raw numbers (every round): [bench/results.json](bench/results.json). Rerun: `cargo xtask bench` \
@@ -562,10 +621,17 @@ fn markdown(r: &Value, plots: &[(String, String)]) -> String {
              BPF_PROG_TEST_RUN and `BPF_F_TEST_XDP_LIVE_FRAMES` that redirects each frame into its \
              veth (batches of {}, no skb at the sender); the receiver has GRO on, so veth uses its \
              NAPI path, and the filter under test. 60-byte frames from 16 source ports with valid \
-             checksums. Both ends run on the same CPU (the receiver's NAPI poll runs in the \
-             sender's softirq), so *ns/packet* is generator + receiver, and *ns above XDP_DROP* \
-             is what the filter costs more than the fastest possible drop. Packets per second \
-             counted by the receiving veth over {:.1} s, median of {} interleaved rounds. \
+             checksums. The receiver's NAPI poll runs in the sender's softirq, on the same CPU, so \
+             one CPU does all the work and nothing queues up or is lost between them \
+             (the receiver's counters saw every frame). Each measurement lasts {:.1} s; {} \
+             interleaved rounds, medians.\n\n\
+             Two clocks: *packets/s (wall clock)* is what the receiving veth counted per second; \
+             on this shared 2-vCPU machine it moves by ±15 % from round to round as other work \
+             takes the CPU. *ns/packet* is the kernel's own timing of the test run (generation, \
+             redirect and the receiver's processing; it pauses while the task is preempted), \
+             steady to ~2 % across rounds; *packets/s (CPU time)* is its inverse, and the ratios \
+             and targets use it. Every packet pays a fixed ~155 ns (generator, veth, NAPI) that \
+             the XDP_DROP row shows, so *ns above XDP_DROP* is what each filter itself costs. \
              iptables and nftables rules live inside the receiver's namespace only.\n",
             r["e2e"]["batch"],
             r["e2e"]["seconds_per_measurement"].as_f64().unwrap_or(0.0),

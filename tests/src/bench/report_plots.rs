@@ -55,6 +55,7 @@ pub fn all(r: &Value, dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
             &labels,
             &series,
             Some(30.0),
+            SeriesLabelPosition::LowerRight,
         )?;
         out.push(("cost".to_string(), f.to_string()));
     }
@@ -77,7 +78,7 @@ pub fn all(r: &Value, dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
                         .as_array()
                         .map(|a| {
                             a.iter()
-                                .map(|x| x["pps"].as_f64().unwrap_or(0.0) / 1e6)
+                                .map(|x| 1e3 / x["ns_per_packet"].as_f64().unwrap_or(f64::INFINITY))
                                 .collect()
                         })
                         .unwrap_or_default(),
@@ -87,10 +88,11 @@ pub fn all(r: &Value, dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
         let f = "drop_rate.svg";
         hbars(
             &dir.join(f),
-            "Drop rate, 60-byte floods over veth (million packets/s, one CPU)",
+            "Drop rate, 60-byte floods over veth (million packets/s per CPU, CPU-timed)",
             &setups,
             &series,
             None,
+            SeriesLabelPosition::UpperRight,
         )?;
         out.push(("e2e".to_string(), f.to_string()));
     }
@@ -116,7 +118,14 @@ pub fn all(r: &Value, dir: &Path) -> anyhow::Result<Vec<(String, String)>> {
                     (
                         c.replace('_', " "),
                         rows.iter()
-                            .filter_map(|r| Some((r["x"].as_f64()?, r[c.as_str()].as_f64()?)))
+                            .filter_map(|r| {
+                                let x = r["x"].as_f64()?;
+                                let ns = r[format!("{c}_ns_per_packet")].as_f64();
+                                match ns {
+                                    Some(ns) if ns > 0.0 => Some((x, 1e9 / ns)),
+                                    _ => Some((x, r[c.as_str()].as_f64()?)),
+                                }
+                            })
                             .collect(),
                     )
                 })
@@ -149,6 +158,7 @@ fn hbars(
     labels: &[String],
     series: &[(String, Vec<f64>)],
     target: Option<f64>,
+    legend: SeriesLabelPosition,
 ) -> anyhow::Result<()> {
     let n = labels.len().max(1);
     let max = series
@@ -209,7 +219,7 @@ fn hbars(
     }
     chart
         .configure_series_labels()
-        .position(SeriesLabelPosition::LowerRight)
+        .position(legend)
         .border_style(BLACK)
         .background_style(WHITE.mix(0.85))
         .draw()

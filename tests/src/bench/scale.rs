@@ -255,7 +255,7 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<(Value, Option<Value
         let mut first: Option<Vec<f64>> = None;
         let mut last = Vec::new();
         for (i, pt) in points.iter().enumerate().filter(|(_, p)| p.what == what) {
-            let mut row = json!({"x": pt.x, "apply_ms": pt.apply_ms});
+            let mut row = json!({"x": pt.x, "load_ms": pt.apply_ms});
             let mut vals = Vec::new();
             for (j, c) in cols.iter().enumerate() {
                 let v = median(&samples[i][j]) - floor_med;
@@ -281,7 +281,7 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<(Value, Option<Value
             }
         }
         let mut columns: Vec<String> = cols.iter().map(|c| c.to_string()).collect();
-        columns.push("apply_ms".into());
+        columns.push("load_ms".into());
         cost_tables.push(json!({
             "title": title,
             "x_label": x_label,
@@ -317,7 +317,7 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<(Value, Option<Value
                        range rule 1-N (fw stores ports in a 65,536-entry array, so N does not matter by design). \
                        Source CIDRs: non-overlapping prefixes (/24, /28, /32) spread over the whole IPv4 space plus the \
                        sender's /32, all on port 22; one packet from an allowed source, one from a source in no entry. \
-                       apply_ms is the time to write the policy into the maps. Drop rate: one namespace pair each for fw, \
+                       load_ms is the time to load fw and write that policy into its maps (what `fw up` does). Drop rate: one namespace pair each for fw, \
                        iptables-legacy (one rule per port or per CIDR after the seed's rules) and nftables (a set), \
                        flooded with SYNs to port 0 (closed at every point) or to port 22 from a source in no entry.",
             "cost": cost_tables,
@@ -452,7 +452,7 @@ fn e2e_scale(
             }));
         }
         tables.push(json!({
-            "title": format!("Drop rate (packets/s) with N {}", if what == "ports" { "allowed ports (SYN flood to a closed port)" } else { "source CIDRs on port 22 (SYN flood from a source in no entry)" }),
+            "title": format!("Drop rate (packets/s per CPU, CPU-timed) with N {}", if what == "ports" { "allowed ports (SYN flood to a closed port)" } else { "source CIDRs on port 22 (SYN flood from a source in no entry)" }),
             "x_label": if what == "ports" { "allowed ports" } else { "source CIDRs" },
             "unit": "pps",
             "columns": names,

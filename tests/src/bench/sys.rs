@@ -324,7 +324,6 @@ pub fn sleep(d: Duration) -> anyhow::Result<()> {
 /// Output of a finished command.
 pub struct Output {
     pub stdout: String,
-    pub stderr: String,
 }
 
 /// Run a command with a time limit; fail with its stderr when it fails.
@@ -390,7 +389,7 @@ pub fn run_stdin(
     if !status.success() {
         bail!("{shown}: {status}: {}", stderr.trim());
     }
-    Ok(Output { stdout, stderr })
+    Ok(Output { stdout })
 }
 
 /// A background child process killed (and reaped) on drop.
