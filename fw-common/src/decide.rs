@@ -11,7 +11,7 @@ use crate::{
     flow::{FlowKey, FlowState, FlowTable, REFRESH_NS, state, tcp_next},
     maps::{Config, PORT_HAS_SOURCES, PORT_SLOT_MASK, PortProto},
     packet::{Family, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, L4, PacketView, Parsed, parse},
-    tcp::{ACK, FlagClass, SYN, classify},
+    tcp::{ACK, FlagClass, RST, SYN, classify},
 };
 
 /// What the policy and the connection state say, however they are stored.
@@ -194,12 +194,24 @@ fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: 
     }
     // The client's handshake ACK: promote the embryo if it acknowledges our SYN+ACK. Embryos
     // exist only for ports the policy admits SYNs to, so other ports skip the lookup.
-    if inbound_first
-        && flags & (SYN | ACK) == ACK
-        && let Some(e) = t.flow(FlowTable::Embryo, key)
-        && e.expect_ack == ack
-        && e.alive(key.proto, t.now(), &t.config())
-    {
+    let handshake_ack = flags & (SYN | ACK) == ACK;
+    // A client that did not ask for our SYN+ACK answers it with a bare RST; let it through so
+    // the host drops the half-open connection at once (and forget the embryo).
+    let refusal = flags & (SYN | ACK | RST) == RST;
+    if !inbound_first || !(handshake_ack || refusal) {
+        return false;
+    }
+    let Some(e) = t.flow(FlowTable::Embryo, key) else {
+        return false;
+    };
+    if !e.alive(key.proto, t.now(), &t.config()) {
+        return false;
+    }
+    if refusal {
+        t.flow_remove(FlowTable::Embryo, key);
+        return true;
+    }
+    if e.expect_ack == ack {
         let now = t.now();
         let st = FlowState {
             last_seen: now,

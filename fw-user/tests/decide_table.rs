@@ -617,3 +617,27 @@ fn without_strict_flags_invalid_combinations_are_judged_by_ports_like_conntrack_
     assert_eq!(reason(d(80, ACK)), Some(Reason::TcpNotSyn));
     assert_eq!(reason(d(80, 0)), Some(Reason::TcpNull));
 }
+
+#[test]
+fn a_client_refusing_our_syn_ack_with_rst_gets_through_and_ends_the_embryo() {
+    let m = mirror();
+    let rst = || {
+        PacketSpec::tcp(PEER4, HOST4, 40000, 80, RST)
+            .seq_ack(2, 0)
+            .build()
+    };
+    assert_eq!(
+        reason(inn(&m, rst())),
+        Some(Reason::TcpNotSyn),
+        "no embryo yet"
+    );
+    out(
+        &m,
+        PacketSpec::tcp(HOST4, PEER4, 80, 40000, SYN | ACK)
+            .seq_ack(5000, 2)
+            .build(),
+    );
+    assert_eq!(reason(inn(&m, rst())), Some(Reason::Established));
+    assert!(m.flows.borrow().is_empty(), "the embryo is gone");
+    assert_eq!(reason(inn(&m, rst())), Some(Reason::TcpNotSyn));
+}
