@@ -73,7 +73,7 @@ pub fn sweep_stale() {
             };
             let pid: String = rest.chars().take_while(|c| c.is_ascii_digit()).collect();
             if !pid.is_empty() && !alive(&pid) {
-                let _ = run("ip", &["netns", "del", &name], SHORT);
+                let _ = sys::run_cleanup("ip", &["netns", "del", &name], SHORT);
             }
         }
     }
@@ -130,7 +130,7 @@ impl Netns {
 
 impl Drop for Netns {
     fn drop(&mut self) {
-        if let Err(e) = run("ip", &["netns", "del", &self.name], SHORT) {
+        if let Err(e) = sys::run_cleanup("ip", &["netns", "del", &self.name], SHORT) {
             eprintln!("warning: could not delete namespace {}: {e}", self.name);
         }
     }

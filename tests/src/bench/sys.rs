@@ -326,9 +326,14 @@ pub struct Output {
     pub stdout: String,
 }
 
-/// Run a command with a time limit; fail with its stderr when it fails.
+/// Run a command with a time limit; fail with its stderr when it fails. Ctrl-C stops it.
 pub fn run(program: &str, args: &[&str], limit: Duration) -> anyhow::Result<Output> {
-    run_stdin(program, args, None, limit)
+    run_inner(program, args, None, limit, true)
+}
+
+/// A cleanup command: runs to its end (or its time limit) even after Ctrl-C.
+pub fn run_cleanup(program: &str, args: &[&str], limit: Duration) -> anyhow::Result<Output> {
+    run_inner(program, args, None, limit, false)
 }
 
 /// As [`run`], feeding `stdin`.
@@ -337,6 +342,16 @@ pub fn run_stdin(
     args: &[&str],
     stdin: Option<&str>,
     limit: Duration,
+) -> anyhow::Result<Output> {
+    run_inner(program, args, stdin, limit, true)
+}
+
+fn run_inner(
+    program: &str,
+    args: &[&str],
+    stdin: Option<&str>,
+    limit: Duration,
+    interruptible: bool,
 ) -> anyhow::Result<Output> {
     use std::io::Write as _;
     let shown = format!("{program} {}", args.join(" "));
@@ -377,7 +392,7 @@ pub fn run_stdin(
         if let Some(st) = child.try_wait()? {
             break st;
         }
-        if Instant::now() > end || interrupted() {
+        if Instant::now() > end || (interruptible && interrupted()) {
             let _ = child.kill();
             let _ = child.wait();
             bail!("{shown}: killed after {limit:?} (or interrupted)");
