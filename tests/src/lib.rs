@@ -2,5 +2,6 @@
 //! bpffs directories, attached filters) is owned by a guard whose Drop removes it, so a failing
 //! test leaves nothing behind.
 
+pub mod differential;
 pub mod netns;
 pub mod testrun;

@@ -1,9 +1,10 @@
-//! `cargo xtask <task>`: fw's setup, build, run, test, demo and bench, so a newcomer needs two
+//! `cargo xtask <task>`: fw's setup, build, run, test, demo, diff and bench, so a newcomer needs two
 //! commands (`cargo xtask demo`, `cargo xtask test`) and CI runs exactly what the README says.
 
 mod bench;
 mod build_run;
 mod demo;
+mod diff;
 mod lab;
 mod proc;
 mod setup;
@@ -55,6 +56,20 @@ enum Task {
     },
     /// Show fw at work between two throwaway network namespaces (root); also a smoke test.
     Demo,
+    /// Differential test against iptables (root): the same packets to fw and to iptables with the
+    /// same policy; writes docs/differential.md.
+    Diff {
+        /// Packets per policy (default 100,000).
+        #[arg(long)]
+        packets: Option<usize>,
+        /// Compare these instead of the built-in set: FILE.toml (fw policy, against its export),
+        /// an iptables-save file (against its import), or IPT=FW.toml.
+        #[arg(long, num_args = 1..)]
+        policy: Vec<String>,
+        /// Passed on to fw-diff (after `--`), e.g. `--case seed` or `--show tcp-flags`.
+        #[arg(last = true)]
+        extra: Vec<String>,
+    },
     /// Benchmarks against iptables, nftables and xdp-filter (root); writes docs/benchmarks.md.
     Bench {
         /// Fewer rounds and scale points (under two minutes); results go to target/bench-quick/.
@@ -86,6 +101,15 @@ fn main() -> ExitCode {
         Task::Run { release, args } => build_run::run(release, args).map(|()| true),
         Task::Test { unit, extra } => test::run(test::Args { unit, extra }),
         Task::Demo => demo::run(),
+        Task::Diff {
+            packets,
+            policy,
+            extra,
+        } => diff::run(diff::Args {
+            packets,
+            policies: policy,
+            extra,
+        }),
         Task::Bench { quick, extra } => bench::run(bench::Args { quick, extra }),
     };
     match result {
