@@ -288,12 +288,12 @@ fn run() -> anyhow::Result<bool> {
     let secs = start.elapsed().as_secs_f64();
     println!("== summary");
     println!(
-        "{:<18} {:>8} {:>12} {:>11} {:>12}",
+        "{:<26} {:>8} {:>12} {:>11} {:>12}",
         "policy", "packets", "differences", "documented", "unexplained"
     );
     for (r, s) in &results {
         println!(
-            "{:<18} {:>8} {:>12} {:>11} {:>12}{}",
+            "{:<26} {:>8} {:>12} {:>11} {:>12}{}",
             r.case.name,
             s.total.probes,
             s.total.differences,
