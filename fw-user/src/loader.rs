@@ -120,12 +120,29 @@ pub fn load_object_sized(paths: &IfacePaths, log: bool, max_flows: u32) -> Resul
         .load(PROGRAM)
         .map_err(|e| Error::bpf("loading the fw XDP object", e))?;
     let prog: &mut Xdp = program(&mut ebpf)?;
-    prog.load()
+    retry_eagain(|| prog.load())
         .map_err(|e| Error::bpf("the kernel verifier refused the fw XDP program", e))?;
-    egress_program(&mut ebpf)?
-        .load()
+    let tc = egress_program(&mut ebpf)?;
+    retry_eagain(|| tc.load())
         .map_err(|e| Error::bpf("the kernel verifier refused the fw egress program", e))?;
     Ok(ebpf)
+}
+
+/// BPF_PROG_LOAD gives up with EAGAIN when a signal arrives during verification (seen with
+/// several loads at once); libbpf retries, and so do we, a bounded number of times.
+fn retry_eagain(mut load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), ProgramError> {
+    let mut attempt = 0;
+    loop {
+        match load() {
+            Err(ProgramError::LoadError { io_error, .. })
+                if io_error.raw_os_error() == Some(libc::EAGAIN) && attempt < 5 =>
+            {
+                attempt += 1;
+                std::thread::sleep(std::time::Duration::from_millis(20 * attempt));
+            }
+            other => return other,
+        }
+    }
 }
 
 /// The TC egress program of a loaded object.
