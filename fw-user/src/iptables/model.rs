@@ -238,10 +238,18 @@ impl Pkt {
                 (L4::Tcp { .. }, Ct::InvalidTracked) => Some(
                     "TCP packets with invalid flag combinations on connections it tracks (conntrack calls them INVALID; strict_tcp_flags = true drops them)",
                 ),
+                (L4::Tcp { flags, .. }, Ct::Invalid) if classify(flags) == FlagClass::Other => {
+                    Some(
+                        "TCP RST, FIN or SYN+ACK that belongs to no connection (conntrack calls them INVALID; the host's TCP stack ignores them; new_requires_syn = true drops them)",
+                    )
+                }
                 _ => None,
             };
         }
         match (self.l4, self.ct) {
+            (L4::Tcp { flags, .. }, Ct::Invalid) if classify(flags) == FlagClass::Other => Some(
+                "TCP RST, FIN or SYN+ACK that belongs to no connection (conntrack calls them INVALID, not NEW)",
+            ),
             (L4::Tcp { .. }, Ct::Invalid | Ct::InvalidTracked) => Some(
                 "TCP packets with flag combinations no real stack sends (SYN+FIN, FIN alone, ...)",
             ),
@@ -619,6 +627,8 @@ pub(crate) fn skeletons(family: Family, rules: &[&Spec], policy: &Policy) -> Vec
             classify(f) == FlagClass::Invalid,
             classify(f) == FlagClass::Syn,
             f & SYN_MASK == tcp::SYN,
+            // Untracked, conntrack picks up a plain ACK but calls RST/FIN/SYN+ACK INVALID.
+            f & (tcp::RST | tcp::FIN | tcp::SYN) != 0,
         ];
         sig.extend(conds.iter().map(|(_, m, c)| f & m == *c));
         sig
@@ -634,6 +644,11 @@ pub(crate) fn skeletons(family: Family, rules: &[&Spec], policy: &Policy) -> Vec
                             &[Ct::Invalid, Ct::InvalidTracked]
                         }
                         FlagClass::Syn => &[Ct::New],
+                        // Conntrack picks up a plain ACK mid-stream (NEW), but calls an RST,
+                        // FIN or SYN+ACK that belongs to no connection INVALID.
+                        FlagClass::Other if f & (tcp::RST | tcp::FIN | tcp::SYN) != 0 => {
+                            &[Ct::Invalid, Ct::Established]
+                        }
                         FlagClass::Other => &[Ct::New, Ct::Established],
                     };
                     for &c in states {
