@@ -99,11 +99,12 @@ impl Known {
                  stack discards it (answering with an ACK or a RST at most)."
             }
             Known::Handshake => {
-                "A client's packet during the handshake other than the ACK that completes it: a \
-                 RST aborting it, a SYN+ACK, or an ACK that acknowledges the wrong number. fw \
-                 admits an inbound connection only with the ACK that acknowledges the host's \
-                 SYN+ACK (a blind attacker cannot guess it); before that, with new_requires_syn, \
-                 a non-SYN packet is dropped. conntrack accepts a RST in the window as \
+                "A client's packet during the handshake other than the ACK that completes it or \
+                 a bare RST refusing it: a RST+ACK or SYN+ACK, or an ACK that acknowledges the \
+                 wrong number. fw admits an inbound connection only with the ACK that \
+                 acknowledges the host's SYN+ACK (a blind attacker cannot guess it); before \
+                 that, with new_requires_syn, other non-SYN packets are dropped (a bare RST \
+                 passes and ends the handshake). conntrack accepts a RST in the window as \
                  ESTABLISHED, and under rules without an INVALID drop the port's ACCEPT takes \
                  the others. Effect: the host keeps the half-open connection until its SYN+ACK \
                  retries run out, as for a lost packet."
