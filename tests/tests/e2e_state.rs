@@ -932,7 +932,7 @@ fn pmtu_errors_about_tracked_flows_reach_the_host_and_others_do_not() {
 /// not change.
 #[test]
 fn handshakes_promote_embryos_and_floods_do_not_evict_sessions() {
-    preflight(&["hping3"]);
+    preflight(&["hping3", "iptables-legacy"]);
     const WEB: u16 = 80;
     const FLOOD: u32 = 3000;
     const FLOOD_BASE: u16 = 20_000;
@@ -1005,7 +1005,37 @@ fn handshakes_promote_embryos_and_floods_do_not_evict_sessions() {
         "a blind ACK changed the in table"
     );
 
-    // The flood: SYNs from source ports FLOOD_BASE, FLOOD_BASE + 1, ..., 100 µs apart.
+    // The flood: SYNs from source ports FLOOD_BASE, FLOOD_BASE + 1, ..., 100 µs apart. Like a
+    // spoofed flood, nothing answers the host's SYN+ACKs: the client's own stack would refuse
+    // each with an RST (which fw lets through, ending that embryo), so its RSTs are dropped
+    // inside the client namespace for the flood.
+    let rst_drop = [
+        "OUTPUT",
+        "-p",
+        "tcp",
+        "--tcp-flags",
+        "RST",
+        "RST",
+        "-d",
+        "SERVER",
+        "-j",
+        "DROP",
+    ];
+    let server_s = server4.to_string();
+    let rule: Vec<&str> = rst_drop
+        .iter()
+        .map(|a| {
+            if *a == "SERVER" {
+                server_s.as_str()
+            } else {
+                *a
+            }
+        })
+        .collect();
+    let add: Vec<&str> = std::iter::once("-A").chain(rule.iter().copied()).collect();
+    pair.client
+        .run("iptables-legacy", &add, Duration::from_secs(10))
+        .check();
     let (sent, _) = hping(
         &pair.client,
         &[
@@ -1038,6 +1068,10 @@ fn handshakes_promote_embryos_and_floods_do_not_evict_sessions() {
         s3.0
     );
     assert!(s3.table("embryo").entries > s2.table("embryo").entries);
+    let del: Vec<&str> = std::iter::once("-D").chain(rule.iter().copied()).collect();
+    pair.client
+        .run("iptables-legacy", &del, Duration::from_secs(10))
+        .check();
     for round in 1..=3 {
         assert!(
             echoes(&mut session, &msg("inbound after flood", round), CONNECT_OK),
