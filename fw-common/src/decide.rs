@@ -62,16 +62,11 @@ impl Decision {
 /// Parse `pkt` and decide.
 #[inline(always)]
 pub fn decide<P: PacketView + ?Sized, T: Tables>(pkt: &P, t: &T) -> Decision {
-    decide_parsed(pkt, &parse(pkt), t)
+    decide_parsed(&parse(pkt), t)
 }
 
-/// Decide on `pkt`, already parsed (`fw explain` shows the parse too).
 #[inline(always)]
-pub fn decide_parsed<P: PacketView + ?Sized, T: Tables>(
-    pkt: &P,
-    parsed: &Result<Parsed, Reason>,
-    t: &T,
-) -> Decision {
+pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decision {
     let cfg = t.config();
     if cfg.has(Config::PASS_ALL) {
         return Decision::reason(Reason::Flushed);
@@ -132,7 +127,7 @@ pub fn decide_parsed<P: PacketView + ?Sized, T: Tables>(
             }
             d
         }
-        L4::Icmp { ty, id, .. } => icmp_policy(pkt, t, &cfg, ip, ty, id),
+        L4::Icmp { ty, id, quoted, .. } => icmp_policy(t, &cfg, ip, ty, id, quoted),
         L4::None => Decision::reason(Reason::DefaultDrop),
     }
 }
@@ -281,13 +276,13 @@ pub const fn is_icmpv6_link_essential(ty: u8) -> bool {
 }
 
 #[inline(always)]
-fn icmp_policy<P: PacketView + ?Sized, T: Tables>(
-    pkt: &P,
+fn icmp_policy<T: Tables>(
     t: &T,
     cfg: &Config,
     ip: &Ip,
     ty: u8,
     id: u16,
+    quoted: Option<crate::packet::Quoted>,
 ) -> Decision {
     let v6 = ip.family == Family::V6;
     if v6 && is_icmpv6_link_essential(ty) {
@@ -305,12 +300,6 @@ fn icmp_policy<P: PacketView + ?Sized, T: Tables>(
             Reason::DefaultDrop
         });
     }
-    // A malformed quoted header is a malformed packet, whatever the policy.
-    let quoted = match crate::packet::quoted(pkt, ip) {
-        Some(Err(r)) => return Decision::reason(r),
-        Some(Ok(q)) => Some(q),
-        None => None,
-    };
     if !cfg.has(Config::ESTABLISHED) {
         return Decision::reason(Reason::DefaultDrop);
     }

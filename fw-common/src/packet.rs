@@ -85,16 +85,13 @@ pub enum L4 {
         sport: u16,
         dport: u16,
     },
-    /// ICMP or ICMPv6. `id` is the echo identifier (meaningful for echo request/reply). An
-    /// error message's quoted header is parsed only when a decision needs it
-    /// ([`quoted`]), from `body` (the offset after the 8-byte ICMP header) up to `end` (the end
-    /// of the IP datagram): keeping it out of this struct keeps every packet's parse small.
+    /// ICMP or ICMPv6. `id` is the echo identifier (meaningful for echo request/reply);
+    /// `quoted` the header an error message quotes.
     Icmp {
         ty: u8,
         code: u8,
         id: u16,
-        body: u16,
-        end: u16,
+        quoted: Option<Quoted>,
     },
     /// A non-first fragment, or a protocol without ports that `fw` does not parse.
     None,
@@ -375,39 +372,31 @@ fn parse_l4<P: PacketView + ?Sized>(
             return Err(short);
         }
         let i: &[u8; 8] = p.bytes(off).ok_or(Reason::Truncated)?;
+        let ty = i[0];
+        let error = if icmp_proto == IPPROTO_ICMP {
+            is_icmp_error(ty)
+        } else {
+            is_icmpv6_error(ty)
+        };
+        // Errors in a fragment would quote data the first fragment does not hold whole.
+        let quoted = if error && frag == Fragment::No {
+            Some(parse_quoted(p, off + 8, end, icmp_proto)?)
+        } else {
+            None
+        };
         Ok(L4::Icmp {
-            ty: i[0],
+            ty,
             code: i[1],
             id: be16([i[4], i[5]]),
-            // Offsets stay below MAX_L4_OFFSET + 8 and the IP end below 64 KiB + headers.
-            body: (off + 8) as u16,
-            end: end as u16,
+            quoted,
         })
     } else {
         Ok(L4::None)
     }
 }
 
-/// The packet an ICMP error of `ip` quotes: its IP header and first 8 transport bytes
-/// (RFC 792 / RFC 4443). `None` for anything but an unfragmented ICMP error; `Err` when the
-/// quoted header is cut short or impossible. Quoted IPv6 packets must carry their transport
-/// header right after the fixed header.
-#[inline(always)]
-pub fn quoted<P: PacketView + ?Sized>(p: &P, ip: &Ip) -> Option<Result<Quoted, Reason>> {
-    let L4::Icmp { ty, body, end, .. } = ip.l4 else {
-        return None;
-    };
-    let (error, icmp_proto) = match ip.family {
-        Family::V4 => (is_icmp_error(ty), IPPROTO_ICMP),
-        Family::V6 => (is_icmpv6_error(ty), IPPROTO_ICMPV6),
-    };
-    // Errors in a fragment would quote data the first fragment does not hold whole.
-    if !error || ip.frag != Fragment::No {
-        return None;
-    }
-    Some(parse_quoted(p, body as usize, end as usize, icmp_proto))
-}
-
+/// Parse the IP header + first 8 transport bytes an ICMP error quotes (RFC 792 / RFC 4443).
+/// Quoted IPv6 packets must carry their transport header right after the fixed header.
 #[inline(always)]
 fn parse_quoted<P: PacketView + ?Sized>(
     p: &P,

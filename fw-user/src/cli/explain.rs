@@ -105,12 +105,12 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
         let maps = PinnedMaps::open(&paths)?;
         let t = LiveTables::new(&maps)?;
         println!("judged by: the running filter on {iface}");
-        report(&decide_parsed(bytes.as_slice(), &parsed, &t), &state.policy);
+        report(&decide_parsed(&parsed, &t), &state.policy);
     } else {
         let (policy, source) = super::load_policy(a.policy.as_ref())?;
         let t = Compiled::new(&policy, 0);
         println!("judged by: {source}");
-        report(&decide_parsed(bytes.as_slice(), &parsed, &t), &policy);
+        report(&decide_parsed(&parsed, &t), &policy);
         let _ = t.config();
     }
     Ok(())
