@@ -21,7 +21,13 @@ use crate::{Error, compiled::Compiled, pins::IfacePaths};
 /// (name, type, key size, value size, max entries): what this build's program expects.
 pub const LAYOUT: [(&str, MapType, u32, u32, u32); 9] = [
     (MAP_ACTIVE, MapType::Array, 4, 4, 1),
-    (MAP_CONFIG, MapType::Array, 4, size_of::<Config>() as u32, GENERATIONS),
+    (
+        MAP_CONFIG,
+        MapType::Array,
+        4,
+        size_of::<Config>() as u32,
+        GENERATIONS,
+    ),
     (MAP_PORTS, MapType::Array, 4, 4, PORT_ENTRIES),
     (MAP_SRC_V4, MapType::LpmTrie, 12, 4, SRC_V4_MAX),
     (MAP_SRC_V6, MapType::LpmTrie, 24, 4, SRC_V6_MAX),
