@@ -225,7 +225,12 @@ impl Pkt {
                     dport: 546,
                 },
             ) => true,
-            (Family::V6, L4::Icmp { ty, .. }) => fw_common::decide::is_icmpv6_link_essential(ty),
+            // fw always passes neighbour discovery; only the redirect, which conntrack calls
+            // INVALID, is compared (and noted where rules drop it).
+            (Family::V6, L4::Icmp { ty, .. }) => {
+                fw_common::decide::is_icmpv6_link_essential(ty)
+                    && !(ty == 137 && self.ct == Ct::Invalid)
+            }
             _ => false,
         }
     }
@@ -237,6 +242,9 @@ impl Pkt {
             return match (self.l4, self.ct) {
                 (L4::Tcp { .. }, Ct::InvalidTracked) => Some(
                     "TCP packets with invalid flag combinations on connections it tracks (conntrack calls them INVALID; strict_tcp_flags = true drops them)",
+                ),
+                (L4::Icmp { ty: 137, .. }, Ct::Invalid) if self.family == Family::V6 => Some(
+                    "ICMPv6 redirects (conntrack calls them INVALID; fw always passes neighbour discovery, which redirects are part of)",
                 ),
                 (L4::Tcp { flags, .. }, Ct::Invalid) if classify(flags) == FlagClass::Other => {
                     Some(
@@ -501,6 +509,9 @@ pub(crate) fn fw_verdict(policy: &Policy, p: &Pkt) -> (bool, FwWhy) {
             (true, FwWhy::Established)
         }
         L4::Icmp { ty, .. } => {
+            if p.family == Family::V6 && fw_common::decide::is_icmpv6_link_essential(ty) {
+                return (true, FwWhy::Fixed);
+            }
             let (req, rep) = echo_types(p.family);
             if ty == req {
                 return if o.icmp_echo {
@@ -678,18 +689,20 @@ pub(crate) fn skeletons(family: Family, rules: &[&Spec], policy: &Policy) -> Vec
     let src = example_addr(family);
     {
         for &(ty, code) in &icmp {
-            let states: &[Ct] =
-                if family == Family::V6 && fw_common::decide::is_icmpv6_link_essential(ty) {
-                    &[Ct::Untracked]
-                } else if is_icmp_error(family, ty) {
-                    &[Ct::Related, Ct::Invalid]
-                } else if is_icmp_request(family, ty) {
-                    &[Ct::New]
-                } else if ty == echo_types(family).1 {
-                    &[Ct::Established, Ct::Invalid]
-                } else {
-                    &[Ct::New, Ct::Invalid]
-                };
+            let states: &[Ct] = if family == Family::V6 && ty == 137 {
+                // conntrack calls an ICMPv6 redirect INVALID (nf_conntrack_proto_icmpv6).
+                &[Ct::Invalid]
+            } else if family == Family::V6 && fw_common::decide::is_icmpv6_link_essential(ty) {
+                &[Ct::Untracked]
+            } else if is_icmp_error(family, ty) {
+                &[Ct::Related, Ct::Invalid]
+            } else if is_icmp_request(family, ty) {
+                &[Ct::New]
+            } else if ty == echo_types(family).1 {
+                &[Ct::Established, Ct::Invalid]
+            } else {
+                &[Ct::New, Ct::Invalid]
+            };
             for &c in states {
                 out.push(Pkt {
                     family,
