@@ -31,6 +31,14 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
+    // aya-build runs `cargo build` for the BPF target, and cargo's rustc probes (`rustc -`)
+    // read their stdin. Give them /dev/null whatever stdin this build script got: one CI run
+    // fed such a probe another build script's compiler output, and the build failed.
+    if let Ok(null) = fs::File::open("/dev/null") {
+        use std::os::fd::AsRawFd as _;
+        // SAFETY: dup2 onto fd 0 of this single-threaded build script.
+        unsafe { libc::dup2(null.as_raw_fd(), 0) };
+    }
     aya_build::build_ebpf(
         [aya_build::Package {
             name: "fw-ebpf",
