@@ -31,11 +31,14 @@ fn main() -> anyhow::Result<()> {
         }
         return Ok(());
     }
-    // One fresh-clone CI run saw the inner `cargo build` for the BPF target fail at once with
-    // cargo's "failed to run `rustc` to learn about target-specific information" (its `rustc -`
-    // probe read another build's compiler output as source) while the outer build compiled
-    // other crates. The cause is outside fw; a second attempt, after that moment, is cheap.
+    // Two fresh-clone CI runs saw the inner `cargo build` for the BPF target fail at once with
+    // cargo's "failed to run `rustc` to learn about target-specific information": its `rustc -`
+    // probe had read another build's compiler output as source, and cargo keeps probe results
+    // in the target directory's .rustc_info.json, so a retry met the same failure. Start each
+    // attempt without that cache (the probe takes a fraction of a second) and try twice.
+    let probe_cache = out.join("aya-build/target/fw-ebpf/.rustc_info.json");
     let build = || {
+        let _ = fs::remove_file(&probe_cache);
         aya_build::build_ebpf(
             [aya_build::Package {
                 name: "fw-ebpf",

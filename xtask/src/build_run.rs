@@ -34,14 +34,24 @@ pub fn cargo_build(release: bool) -> anyhow::Result<PathBuf> {
         "[build] cargo build -p fw-user ({profile}; the XDP program is compiled by fw-user's build.rs)"
     );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Cmd::new(cargo).args(["build", "-p", "fw-user"]);
-    if release {
-        cmd = cmd.arg("--release");
+    let attempt = || {
+        let mut cmd = Cmd::new(&cargo).args(["build", "-p", "fw-user"]);
+        if release {
+            cmd = cmd.arg("--release");
+        }
+        cmd.current_dir(repo_root())
+            .inherit()
+            .timeout(Duration::from_secs(60 * 60))
+            .ok()
+    };
+    // On fresh clones the nested BPF build (fw-user's build.rs) has failed at cargo's rustc
+    // probe while the outer build compiled other crates at the same time; once those are
+    // built, it goes through.
+    if let Err(e) = attempt() {
+        println!("[build] the build failed ({e:#})");
+        println!("[build] trying once more");
+        attempt()?;
     }
-    cmd.current_dir(repo_root())
-        .inherit()
-        .timeout(Duration::from_secs(60 * 60))
-        .ok()?;
     let bin = profile_dir(release).join("fw");
     if !bin.is_file() {
         bail!("cargo build succeeded but {} is missing", bin.display());
