@@ -27,31 +27,67 @@ pub fn build(release: bool) -> anyhow::Result<PathBuf> {
     cargo_build(release)
 }
 
+/// Build fw-ebpf's objects (the XDP/TC program and the benchmark's programs) here, as
+/// aya-build would inside fw-user's build.rs, and point every later cargo command of this
+/// process at them (FW_EBPF_OBJECTS). On fresh clones aya-build's nested cargo sometimes failed
+/// at its very first step, inside the build script only; run from here it never did.
+pub fn prebuild_ebpf() -> anyhow::Result<()> {
+    let root = repo_root();
+    let target = root.join("target").join("ebpf");
+    println!("[build] the XDP programs: fw-ebpf for bpfel-unknown-none (nightly, build-std)");
+    let arch = std::env::consts::ARCH;
+    Cmd::new("rustup")
+        .args([
+            "run",
+            "nightly",
+            "cargo",
+            "build",
+            "--package",
+            "fw-ebpf",
+            "--bins",
+        ])
+        .args([
+            "--release",
+            "--target",
+            "bpfel-unknown-none",
+            "-Z",
+            "build-std=core",
+        ])
+        .arg("--target-dir")
+        .arg(&target)
+        .env(
+            "CARGO_ENCODED_RUSTFLAGS",
+            format!("--cfg=bpf_target_arch=\"{arch}\"\x1f-Cdebuginfo=2\x1f-Clink-arg=--btf"),
+        )
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WORKSPACE_WRAPPER")
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .current_dir(&root)
+        .inherit()
+        .timeout(Duration::from_secs(60 * 60))
+        .ok()?;
+    let objects = target.join("bpfel-unknown-none").join("release");
+    // SAFETY: xtask is single-threaded here; the variable is read by the cargo children.
+    unsafe { std::env::set_var("FW_EBPF_OBJECTS", &objects) };
+    Ok(())
+}
+
 /// Just the cargo part, for callers that already ran setup.
 pub fn cargo_build(release: bool) -> anyhow::Result<PathBuf> {
     let profile = if release { "release" } else { "dev" };
     println!(
         "[build] cargo build -p fw-user ({profile}; the XDP program is compiled by fw-user's build.rs)"
     );
+    prebuild_ebpf()?;
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let attempt = || {
-        let mut cmd = Cmd::new(&cargo).args(["build", "-p", "fw-user"]);
-        if release {
-            cmd = cmd.arg("--release");
-        }
-        cmd.current_dir(repo_root())
-            .inherit()
-            .timeout(Duration::from_secs(60 * 60))
-            .ok()
-    };
-    // On fresh clones the nested BPF build (fw-user's build.rs) has failed at cargo's rustc
-    // probe while the outer build compiled other crates at the same time; once those are
-    // built, it goes through.
-    if let Err(e) = attempt() {
-        println!("[build] the build failed ({e:#})");
-        println!("[build] trying once more");
-        attempt()?;
+    let mut cmd = Cmd::new(cargo).args(["build", "-p", "fw-user"]);
+    if release {
+        cmd = cmd.arg("--release");
     }
+    cmd.current_dir(repo_root())
+        .inherit()
+        .timeout(Duration::from_secs(60 * 60))
+        .ok()?;
     let bin = profile_dir(release).join("fw");
     if !bin.is_file() {
         bail!("cargo build succeeded but {} is missing", bin.display());

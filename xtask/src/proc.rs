@@ -160,6 +160,11 @@ impl Cmd {
         self
     }
 
+    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Self {
+        self.cmd.env_remove(k);
+        self
+    }
+
     pub fn current_dir(mut self, d: impl AsRef<std::path::Path>) -> Self {
         self.cmd.current_dir(d);
         self
