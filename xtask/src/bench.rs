@@ -24,7 +24,6 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     }
     // iptables, nftables, xdp-tools and iperf3 are among setup's packages.
     setup::run(setup::Steps::ALL)?;
-    crate::build_run::prebuild_ebpf()?;
     println!("[bench] cargo build --release -p tests --bin fw-bench");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     Cmd::new(cargo)

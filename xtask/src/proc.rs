@@ -160,17 +160,6 @@ impl Cmd {
         self
     }
 
-    /// Start from an empty environment (then add what the command needs with `env`).
-    pub fn env_clear(mut self) -> Self {
-        self.cmd.env_clear();
-        self
-    }
-
-    pub fn env_remove(mut self, k: impl AsRef<OsStr>) -> Self {
-        self.cmd.env_remove(k);
-        self
-    }
-
     pub fn current_dir(mut self, d: impl AsRef<std::path::Path>) -> Self {
         self.cmd.current_dir(d);
         self
