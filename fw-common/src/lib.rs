@@ -3,9 +3,14 @@
 //! the kernel will do with them.
 #![no_std]
 
+#[cfg(feature = "builder")]
+extern crate std;
+
 pub mod decide;
 pub mod egress;
 pub mod flow;
+#[cfg(feature = "builder")]
+pub mod frame;
 pub mod maps;
 pub mod packet;
 pub mod reason;

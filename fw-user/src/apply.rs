@@ -6,13 +6,13 @@ use fw_common::maps::rule_slot;
 
 use crate::{
     Error,
-    compiled::Compiled,
     loader::seed_flows,
     pinned::PinnedMaps,
     pins::IfacePaths,
-    policy::Policy,
     state::{Lock, Pending, Previous, State},
 };
+use fw_policy::Compiled;
+use fw_policy::Policy;
 
 #[derive(Debug)]
 pub struct Applied {

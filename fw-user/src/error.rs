@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use crate::policy::PolicyError;
+use fw_policy::PolicyError;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {

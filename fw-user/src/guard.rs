@@ -6,7 +6,10 @@ use std::net::IpAddr;
 
 use fw_common::{decide, tcp};
 
-use crate::{compiled::Compiled, packet_builder::PacketSpec, policy::Policy, seed};
+use crate::seed;
+use fw_common::frame::PacketSpec;
+use fw_policy::Compiled;
+use fw_policy::Policy;
 
 /// An SSH session to this host: the client's address and port, ours.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -93,7 +96,7 @@ pub fn check(policy: &Policy, sessions: &[Session]) -> Result<(), String> {
     if sessions.is_empty() {
         let ports = ssh_ports();
         let open = policy.rules.iter().any(|r| {
-            r.proto == crate::policy::Proto::Tcp && ports.iter().any(|p| r.ports.contains(*p))
+            r.proto == fw_policy::Proto::Tcp && ports.iter().any(|p| r.ports.contains(*p))
         });
         if !open {
             return Err(format!(
@@ -145,7 +148,7 @@ pub fn check(policy: &Policy, sessions: &[Session]) -> Result<(), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{SEED_POLICY, parse_policy};
+    use fw_policy::{SEED_POLICY, parse_policy};
 
     fn sess(client: &str) -> Session {
         parse_ssh_connection(&format!("{client} 50000 192.0.2.1 22")).unwrap()

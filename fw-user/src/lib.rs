@@ -4,19 +4,15 @@
 pub mod apply;
 pub mod bench_programs;
 pub mod cli;
-pub mod compiled;
 mod error;
 pub mod guard;
 pub mod iptables;
 pub mod live;
 pub mod loader;
-pub mod mirror;
-pub mod packet_builder;
 pub mod pinned;
 pub mod pins;
-pub mod policy;
 pub mod seed;
 pub mod state;
-mod sys;
+pub mod sys;
 
 pub use error::Error;

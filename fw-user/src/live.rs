@@ -56,7 +56,7 @@ impl Tables for LiveTables<'_> {
     }
 
     fn now(&self) -> u64 {
-        crate::mirror::monotonic_coarse_ns()
+        crate::sys::monotonic_coarse_ns()
     }
 
     fn flow(&self, table: FlowTable, key: &FlowKey) -> Option<FlowState> {

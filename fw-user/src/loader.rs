@@ -21,12 +21,12 @@ use fw_common::maps::{
 
 use crate::{
     Error,
-    compiled::Compiled,
     pinned::{PinnedMaps, check_layout},
     pins::{IfacePaths, ensure_bpffs},
-    policy::Policy,
     state::{Lock, State},
 };
+use fw_policy::Compiled;
+use fw_policy::Policy;
 
 /// The compiled XDP object, embedded at build time by build.rs.
 pub static PROGRAM: &[u8] = aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/fw-xdp"));
@@ -205,7 +205,7 @@ fn replace_egress(ebpf: &mut Ebpf, paths: &IfacePaths) -> Result<(), Error> {
 /// Enter the sockets that exist now into the flow tables (entries already there are kept), so
 /// loading the filter does not cut them. Returns how many were added.
 pub fn seed_flows(maps: &mut PinnedMaps) -> Result<usize, Error> {
-    let now = crate::mirror::monotonic_coarse_ns();
+    let now = crate::sys::monotonic_coarse_ns();
     let mut n = 0;
     for (table, key, st) in crate::seed::entries(&crate::seed::current_sockets(), now) {
         if maps.flow(table, &key)?.is_none() {

@@ -16,7 +16,8 @@ use fw_common::{
     },
 };
 
-use crate::{Error, compiled::Compiled, pins::IfacePaths};
+use crate::{Error, pins::IfacePaths};
+use fw_policy::Compiled;
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
 pub const LAYOUT: [(&str, MapType, u32, u32, u32); 9] = [

@@ -10,7 +10,8 @@ use std::{
 
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, pins::IfacePaths, policy::Policy};
+use crate::{Error, pins::IfacePaths};
+use fw_policy::Policy;
 
 #[derive(Clone, Debug, Serialize, Deserialize)]
 pub struct State {

@@ -112,3 +112,15 @@ pub fn detach_pinned_link(path: &std::path::Path) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+/// CLOCK_MONOTONIC_COARSE now, in nanoseconds: the clock the kernel programs stamp flows with
+/// (`bpf_ktime_get_coarse_ns`).
+pub fn monotonic_coarse_ns() -> u64 {
+    let mut ts = libc::timespec {
+        tv_sec: 0,
+        tv_nsec: 0,
+    };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
+    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -3,7 +3,7 @@
 //! [`KernelFilter::load`] loads the compiled object (the `fw_xdp` filter and the `fw_egress`
 //! recorder) with its maps pinned in a private bpffs directory
 //! (`/sys/fs/bpf/fw-testrun-<pid>-<n>`, state in `/run/fw-testrun-<pid>-<n>`), writes a policy
-//! generation exactly as `fw up` does, and keeps the userspace mirror ([`fw::mirror::Mirror`]:
+//! generation exactly as `fw up` does, and keeps the userspace mirror ([`fw_policy::mirror::Mirror`]:
 //! the compiled policy plus in-memory flow tables). [`KernelFilter::check`] runs one arriving
 //! frame through the kernel and `decide()` and reports where they disagree: return value,
 //! counter slot, or XDP_ABORTED. [`KernelFilter::egress`] does the same for a leaving frame
@@ -31,18 +31,19 @@ use aya::{
     Ebpf, TestRunOptions,
     programs::{SchedClassifier, TestRun as _, Xdp},
 };
+use fw::sys::monotonic_coarse_ns;
 use fw::{
-    compiled::Compiled,
     loader::load_object,
-    mirror::{Mirror, monotonic_coarse_ns},
     pinned::PinnedMaps,
     pins::{BPFFS, IfacePaths, ensure_bpffs},
-    policy::Policy,
 };
 use fw_common::{
     Config, Counter, Decision, FlowKey, FlowState, FlowTable, Reason, decide, egress,
     maps::{GENERATIONS, PROG_EGRESS, PROG_XDP, rule_slot},
 };
+use fw_policy::Compiled;
+use fw_policy::Policy;
+use fw_policy::mirror::Mirror;
 
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;

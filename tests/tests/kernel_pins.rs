@@ -92,8 +92,8 @@ fn a_pinned_map_of_the_right_layout_is_reused_with_its_contents() {
     let id = aya::maps::MapInfo::from_pin(d.paths.map(MAP_PORTS))
         .unwrap()
         .id();
-    let c = fw::compiled::Compiled::new(
-        &fw::policy::parse_policy("p", "[[allow]]\nports = [4242]\n").unwrap(),
+    let c = fw_policy::Compiled::new(
+        &fw_policy::parse_policy("p", "[[allow]]\nports = [4242]\n").unwrap(),
         1,
     );
     PinnedMaps::open(&d.paths)

@@ -8,17 +8,15 @@
 
 use std::net::IpAddr;
 
-use fw::{
-    mirror::monotonic_coarse_ns,
-    packet_builder::{L4Spec, PacketSpec},
-    policy::{Policy, SEED_POLICY, parse_policy},
-};
+use fw::sys::monotonic_coarse_ns;
+use fw_common::frame::{L4Spec, PacketSpec};
 use fw_common::{
     FlowKey, FlowState, FlowTable, Reason,
     flow::state,
     maps::EVENT_FLOW_REMOVED,
     tcp::{ACK, FIN, PSH, RST, SYN},
 };
+use fw_policy::{Policy, SEED_POLICY, parse_policy};
 use tests::testrun::{Expect, KernelFilter, MIN_FRAME, Rng, Tally, require_root};
 
 use Expect::{Is, Rule};

@@ -10,11 +10,9 @@
 
 use std::net::IpAddr;
 
-use fw::{
-    packet_builder::{FragSpec, L4Spec, PacketSpec, arp_frame},
-    policy::{Policy, SEED_POLICY, parse_policy},
-};
+use fw_common::frame::{FragSpec, L4Spec, PacketSpec, arp_frame};
 use fw_common::{Config, Reason, packet as pkt, tcp};
+use fw_policy::{Policy, SEED_POLICY, parse_policy};
 use tests::testrun::{Expect, KernelFilter, MIN_FRAME, Rng, Tally, require_root};
 
 use Expect::{Is, Rule};
@@ -114,7 +112,7 @@ struct Env {
 impl Env {
     fn of(p: &Policy) -> Self {
         let c = p.options.config();
-        let open = |proto: fw::policy::Proto| {
+        let open = |proto: fw_policy::Proto| {
             p.rules
                 .iter()
                 .find(|r| r.proto == proto && r.from.is_empty())
@@ -128,8 +126,8 @@ impl Env {
             stateful: c.has(Config::ESTABLISHED),
             syn_only: c.has(Config::ESTABLISHED | Config::NEW_REQUIRES_SYN)
                 && c.has(Config::NEW_REQUIRES_SYN),
-            tcp: open(fw::policy::Proto::Tcp),
-            udp: open(fw::policy::Proto::Udp),
+            tcp: open(fw_policy::Proto::Tcp),
+            udp: open(fw_policy::Proto::Udp),
             closed: (9..)
                 .find(|n| !p.rules.iter().any(|r| r.ports.contains(*n)))
                 .expect("a port no rule mentions"),

@@ -4,14 +4,14 @@
 use anyhow::{Context as _, bail};
 
 use crate::{
-    compiled::Compiled,
     pinned::PinnedMaps,
     pins::IfacePaths,
-    policy::{
-        Cidr,
-        edit::{self, Edit},
-    },
     state::{Lock, State},
+};
+use fw_policy::Compiled;
+use fw_policy::{
+    Cidr,
+    edit::{self, Edit},
 };
 
 use super::spec::PortSpec;

@@ -52,7 +52,7 @@ pub struct TimerArgs {
 }
 
 /// Refuse, unless `force`, a policy that would lock the admin out.
-pub fn guard_or_refuse(policy: &crate::policy::Policy, force: bool) -> anyhow::Result<()> {
+pub fn guard_or_refuse(policy: &fw_policy::Policy, force: bool) -> anyhow::Result<()> {
     if force {
         return Ok(());
     }

@@ -5,7 +5,7 @@ use std::net::IpAddr;
 use fw_common::{FlowKey, FlowState, flow::state};
 use serde::Serialize;
 
-use crate::{mirror::monotonic_coarse_ns, pinned::PinnedMaps, pins::IfacePaths};
+use crate::{pinned::PinnedMaps, pins::IfacePaths, sys::monotonic_coarse_ns};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -7,14 +7,14 @@ use anyhow::bail;
 use fw_common::{Decision, Parsed, Tables, decide_parsed, maps::slot_rule, parse};
 
 use crate::{
-    compiled::Compiled,
     live::LiveTables,
-    packet_builder::{L4Spec, PacketSpec, parse_hex},
     pinned::PinnedMaps,
     pins::{IfacePaths, attached_ifaces},
-    policy::Policy,
     state::State,
 };
+use fw_common::frame::{L4Spec, PacketSpec, parse_hex};
+use fw_policy::Compiled;
+use fw_policy::Policy;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -131,7 +131,7 @@ mod tests {
         assert!(run(false).is_err(), "overwrote without --force");
         let text = std::fs::read_to_string(&out).unwrap();
         let back = iptables::import("rules", &text, &Default::default()).unwrap();
-        let seed = crate::policy::parse_policy("seed", crate::policy::SEED_POLICY).unwrap();
+        let seed = fw_policy::parse_policy("seed", fw_policy::SEED_POLICY).unwrap();
         assert_eq!(back.policy, seed);
         std::fs::remove_dir_all(&d).unwrap();
     }

@@ -9,10 +9,8 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use crate::{
-    iptables::{self, Family, ImportOptions},
-    policy::parse_policy,
-};
+use crate::iptables::{self, Family, ImportOptions};
+use fw_policy::parse_policy;
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCmd {
@@ -215,7 +213,7 @@ mod tests {
             })
         };
         run(false).unwrap();
-        let p = crate::policy::parse_policy_file(&out).unwrap();
+        let p = fw_policy::parse_policy_file(&out).unwrap();
         assert_eq!(p.rules.len(), 1);
         let e = run(false).unwrap_err().to_string();
         assert!(e.contains("exists") && e.contains("--force"), "{e}");

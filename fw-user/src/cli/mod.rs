@@ -18,10 +18,8 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::{
-    Error,
-    policy::{Policy, SEED_POLICY, parse_policy, parse_policy_file},
-};
+use crate::Error;
+use fw_policy::{Policy, SEED_POLICY, parse_policy, parse_policy_file};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -139,7 +137,8 @@ mod tests {
     use clap::Parser as _;
 
     use super::{Cli, Command};
-    use crate::{loader::Mode, policy::Proto};
+    use crate::loader::Mode;
+    use fw_policy::Proto;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
         Cli::try_parse_from(std::iter::once("fw").chain(args.iter().copied()))

@@ -13,11 +13,11 @@ use anyhow::{Context as _, bail};
 use crate::{
     loader::{self, Mode, Up},
     pins::IfacePaths,
-    policy::{
-        Policy, parse_policy_file,
-        toml_out::{Annotations, to_toml},
-    },
     state::State,
+};
+use fw_policy::{
+    Policy, parse_policy_file,
+    toml_out::{Annotations, to_toml},
 };
 
 pub const DEFAULT_FILE: &str = "/etc/fw/fw.toml";
@@ -100,7 +100,7 @@ pub fn execute_save(a: SaveArgs) -> anyhow::Result<()> {
     policy.interfaces = ifaces.clone();
     let text = saved_text(&policy, &ifaces, &first.source);
     // Never save something restore could not read back.
-    crate::policy::parse_policy(&file.display().to_string(), &text)
+    fw_policy::parse_policy(&file.display().to_string(), &text)
         .context("internal error: the saved policy does not parse back")?;
     if let Some(dir) = file.parent() {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -274,7 +274,7 @@ pub fn execute_uninstall() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{SEED_POLICY, parse_policy};
+    use fw_policy::{SEED_POLICY, parse_policy};
 
     #[test]
     fn saved_text_parses_back_to_the_same_policy_and_interfaces() {

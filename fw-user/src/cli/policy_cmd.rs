@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use crate::policy::{SEED_POLICY, parse_policy_file};
+use fw_policy::{SEED_POLICY, parse_policy_file};
 
 #[derive(Debug, Subcommand)]
 pub enum PolicyCmd {

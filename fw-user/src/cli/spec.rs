@@ -2,7 +2,7 @@
 
 use fw_common::tcp;
 
-use crate::policy::{PortRange, Proto};
+use fw_policy::{PortRange, Proto};
 
 /// `8080`, `8080/tcp`, `6000-6010/udp` (protocol defaults to tcp, as in ufw).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

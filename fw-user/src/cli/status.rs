@@ -12,9 +12,9 @@ use crate::{
     Error,
     pinned::PinnedMaps,
     pins::{IfacePaths, attached_ifaces},
-    policy::{Options, Rule},
     state::State,
 };
+use fw_policy::{Options, Rule};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {

@@ -8,7 +8,7 @@ use std::{
 };
 
 use super::Family;
-use crate::policy::Cidr;
+use fw_policy::Cidr;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct AddrSet(BTreeMap<u128, u128>);

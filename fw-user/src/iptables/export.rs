@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 
 use super::{Family, rule::tcp_flag_names};
-use crate::policy::{Cidr, FragmentPolicy, Policy, Rule};
+use fw_policy::{Cidr, FragmentPolicy, Policy, Rule};
 
 /// ICMPv6 types fw always passes (neighbour discovery, MLD); ip6tables needs rules for them.
 const NDP_TYPES: [u8; 9] = [130, 131, 132, 133, 134, 135, 136, 137, 143];

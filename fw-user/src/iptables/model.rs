@@ -22,7 +22,7 @@ use super::{
         proto_name,
     },
 };
-use crate::policy::{Policy, Proto};
+use fw_policy::{Policy, Proto};
 
 /// Conntrack's view of a packet.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -729,11 +729,9 @@ pub(crate) fn skeletons(family: Family, rules: &[&Spec], policy: &Policy) -> Vec
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::{
-        compiled::Compiled,
-        packet_builder::{L4Spec, PacketSpec},
-        policy::{SEED_POLICY, parse_policy},
-    };
+    use fw_common::frame::{L4Spec, PacketSpec};
+    use fw_policy::Compiled;
+    use fw_policy::{SEED_POLICY, parse_policy};
 
     /// The model agrees with the real `decide()` wherever no connection state is involved
     /// (new packets: every flow lookup misses).

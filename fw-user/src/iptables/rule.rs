@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 use fw_common::tcp;
 
 use super::Family;
-use crate::policy::Cidr;
+use fw_policy::Cidr;
 
 /// Conntrack states (`--state` / `--ctstate`), as bits.
 pub(crate) mod ct {

@@ -2,7 +2,7 @@
 //! form, every refusal (with its line and the part refused), and export → import round trips.
 
 use super::*;
-use crate::policy::{
+use fw_policy::{
     Cidr, FragmentPolicy, Options, Policy, PortRange, Proto, Rule, SEED_POLICY, parse_policy,
 };
 

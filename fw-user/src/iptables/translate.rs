@@ -11,7 +11,7 @@ use super::{
     model::{self, FwWhy, L4, Pkt},
     rule::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP, SYN_MASK, Spec, Target, ct},
 };
-use crate::policy::{
+use fw_policy::{
     Cidr, FragmentPolicy, Options, Policy, PortRange, Proto, Rule,
     toml_out::{Annotations, to_toml},
 };

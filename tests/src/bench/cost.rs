@@ -40,7 +40,7 @@ pub fn insert_established_flow(fw: &mut FwInstance) -> anyhow::Result<()> {
         _pad: [0; 2],
     };
     let st = FlowState {
-        last_seen: fw::mirror::monotonic_coarse_ns(),
+        last_seen: fw::sys::monotonic_coarse_ns(),
         state: state::ESTABLISHED,
         ..Default::default()
     };

@@ -2,7 +2,7 @@
 //! and the 60-byte flood templates (real MACs of the pair, valid checksums, so the kernel's stack
 //! treats them as it would real traffic when no filter drops them first).
 
-use fw::packet_builder::{L4Spec, PacketSpec, arp_frame};
+use fw_common::frame::{L4Spec, PacketSpec, arp_frame};
 use fw_common::tcp::{ACK, ALL, SYN};
 
 use super::lab::{RECV_V4, RECV_V6, SEND_V4, SEND_V6};

@@ -18,13 +18,13 @@ use aya::{
 };
 use fw::{
     bench_programs as bp,
-    compiled::Compiled,
     loader::{egress_program, load_object_sized, program},
     pinned::PinnedMaps,
     pins::{BPFFS, IfacePaths},
-    policy::Policy,
 };
 use fw_common::maps::{ALL_MAPS, rule_slot};
+use fw_policy::Compiled;
+use fw_policy::Policy;
 
 use super::sys::{self, NetDev, in_netns, run, run_stdin};
 
@@ -192,9 +192,9 @@ pub const SEED_PORTS: [u16; 10] = [22, 25, 80, 110, 143, 443, 465, 993, 995, 520
 pub fn fw_seed_policy() -> anyhow::Result<Policy> {
     let text = format!(
         "{}\n[[allow]]\nports = [5201]\ncomment = \"iperf3 (benchmark)\"\n",
-        fw::policy::SEED_POLICY
+        fw_policy::SEED_POLICY
     );
-    fw::policy::parse_policy("seed+5201", &text).map_err(|e| anyhow::anyhow!("{e}"))
+    fw_policy::parse_policy("seed+5201", &text).map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn port_list() -> String {

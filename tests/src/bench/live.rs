@@ -9,10 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use fw::policy::{Cidr, Policy, PortRange, Proto, Rule};
 use fw_common::{
     FlowKey, FlowState, FlowTable, Reason, flow::state, maps::rule_slot, packet::IPPROTO_UDP,
 };
+use fw_policy::{Cidr, Policy, PortRange, Proto, Rule};
 use serde_json::{Value, json};
 
 use super::{
@@ -67,8 +67,7 @@ fn templates(pair: &Pair) -> Vec<Vec<u8>> {
     let (d, s) = (pair.r_mac, pair.s_mac);
     let mut out = Vec::new();
     for i in 0..16u16 {
-        let k =
-            fw::packet_builder::PacketSpec::udp(SEND_V4, RECV_V4, K_REMOTE, K_LOCAL).payload(18);
+        let k = fw_common::frame::PacketSpec::udp(SEND_V4, RECV_V4, K_REMOTE, K_LOCAL).payload(18);
         out.push(finish(k.build(), &d, &s));
         out.push(syn_template(SEND_V4, 20000 + i, 80, 0, &d, &s));
         out.push(syn_template(
@@ -139,7 +138,7 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
             _pad: [0; 2],
         };
         let st = FlowState {
-            last_seen: fw::mirror::monotonic_coarse_ns(),
+            last_seen: fw::sys::monotonic_coarse_ns(),
             state: state::REPLIED,
             ..Default::default()
         };

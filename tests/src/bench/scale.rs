@@ -3,8 +3,8 @@
 
 use std::time::{Duration, Instant};
 
-use fw::policy::{Cidr, Options, Policy, PortRange, Proto, Rule};
 use fw_common::tcp::SYN;
+use fw_policy::{Cidr, Options, Policy, PortRange, Proto, Rule};
 use serde_json::{Value, json};
 
 use super::{

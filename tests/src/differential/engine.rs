@@ -8,7 +8,7 @@ use std::{
 };
 
 use anyhow::Context as _;
-use fw::policy::{Policy, parse_policy_file};
+use fw_policy::{Policy, parse_policy_file};
 
 use super::{
     flows::{FlowRt, FlowSpec, listen},

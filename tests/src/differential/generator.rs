@@ -7,8 +7,8 @@
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use fw::policy::{Cidr, Policy, Proto};
 use fw_common::tcp::{self, ACK, FIN, FlagClass, PSH, RST, SYN, URG, classify};
+use fw_policy::{Cidr, Policy, Proto};
 
 use super::{
     flows::{AckRef, FlowKind, FlowSpec, SeqRef, Step, Tweak},

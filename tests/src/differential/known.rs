@@ -3,7 +3,7 @@
 //! policy options it depends on and a direction. A difference that matches none of them fails
 //! the test. The README section "Differential test against iptables" explains each one.
 
-use fw::policy::Policy;
+use fw_policy::Policy;
 
 use super::probes::{Outcome, Probe, traits as tr};
 

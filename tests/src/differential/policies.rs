@@ -192,7 +192,7 @@ fn file(p: &Path) -> String {
 /// and the tutorial's rules against the (strict) seed policy, which shows what
 /// `strict_tcp_flags = true` changes.
 pub fn builtin(dir: &TempDir, only: &[&str]) -> anyhow::Result<Vec<Case>> {
-    let seed = dir.write("seed.toml", fw::policy::SEED_POLICY);
+    let seed = dir.write("seed.toml", fw_policy::SEED_POLICY);
     let office = dir.write("seed-office.toml", SEED_OFFICE);
     let tutorial = dir.write("tutorial.rules", TUTORIAL);
     let web = dir.write("webserver.rules", WEBSERVER);

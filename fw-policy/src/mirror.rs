@@ -9,7 +9,7 @@ use std::{
 
 use fw_common::{Config, FlowKey, FlowState, FlowTable, PortProto, Tables};
 
-use crate::compiled::Compiled;
+use crate::Compiled;
 
 pub struct Mirror {
     pub policy: Compiled,
@@ -60,16 +60,4 @@ impl Tables for Mirror {
     fn flow_remove(&self, table: FlowTable, key: &FlowKey) {
         self.flows.borrow_mut().remove(&(table, *key));
     }
-}
-
-/// CLOCK_MONOTONIC_COARSE now, in nanoseconds: the clock the kernel programs stamp flows with
-/// (`bpf_ktime_get_coarse_ns`).
-pub fn monotonic_coarse_ns() -> u64 {
-    let mut ts = libc::timespec {
-        tv_sec: 0,
-        tv_nsec: 0,
-    };
-    // SAFETY: valid out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC_COARSE, &mut ts) };
-    ts.tv_sec as u64 * 1_000_000_000 + ts.tv_nsec as u64
 }

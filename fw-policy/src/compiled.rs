@@ -12,7 +12,7 @@ use fw_common::{
     },
 };
 
-use crate::policy::{Cidr, Policy};
+use crate::{Cidr, Policy};
 
 /// An LPM trie entry: prefix length over the whole key, key data, rule slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -162,7 +162,7 @@ impl Tables for Compiled {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{SEED_POLICY, parse_policy};
+    use crate::{SEED_POLICY, parse_policy};
 
     #[test]
     fn seed_opens_exactly_the_seed_ports() {

@@ -6,7 +6,7 @@ use std::{fmt, ops::Range, path::Path};
 use serde::Deserialize;
 use toml::Spanned;
 
-use super::{Cidr, Options, Policy, PortRange, Proto, Rule};
+use crate::{Cidr, Options, Policy, PortRange, Proto, Rule};
 
 #[derive(Debug, thiserror::Error)]
 pub struct PolicyError {
@@ -188,7 +188,7 @@ mod tests {
 
     #[test]
     fn seed_policy_parses_to_the_seed_ports() {
-        let p = parse_policy("seed", super::super::SEED_POLICY).unwrap();
+        let p = parse_policy("seed", crate::SEED_POLICY).unwrap();
         let tcp: Vec<u16> = p.rules.iter().map(|r| r.ports.lo).collect();
         assert_eq!(tcp, [80, 443, 25, 465, 110, 995, 143, 993, 22]);
         assert!(
@@ -225,7 +225,7 @@ comment = "dns"
         assert_eq!(p.rules[1].ports, PortRange { lo: 6000, hi: 6010 });
         assert_eq!(p.rules[0].proto, Proto::Udp);
         assert_eq!(p.rules[0].from.len(), 2);
-        assert_eq!(p.options.fragments, super::super::FragmentPolicy::Drop);
+        assert_eq!(p.options.fragments, crate::FragmentPolicy::Drop);
         assert!(!p.options.strict_tcp_flags && p.options.icmp_echo && !p.options.dhcp_client);
     }
 

@@ -1,9 +1,10 @@
-//! Frames built from a description: for `fw explain` and for the tests, which feed the same
-//! bytes to the kernel (BPF_PROG_TEST_RUN) and to the userspace `decide()`.
+//! Frames built from a description (feature `builder`, std): for `fw explain` and the lockout
+//! guard, which judge packets with `decide()`, and for the tests, which feed the same bytes to
+//! the kernel (BPF_PROG_TEST_RUN) and to the userspace `decide()`.
 
-use std::net::IpAddr;
+use std::{format, net::IpAddr, string::String, vec, vec::Vec};
 
-use fw_common::{packet as p, tcp};
+use crate::{packet as p, tcp};
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum L4Spec {
@@ -300,7 +301,7 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fw_common::{Fragment, L4, Parsed, parse};
+    use crate::{Fragment, L4, Parsed, parse};
 
     #[test]
     fn built_frames_parse_back() {

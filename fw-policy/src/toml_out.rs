@@ -1,10 +1,10 @@
 //! Writing a policy back as a commented TOML policy file (what `fw import` produces). The text
-//! parses back with [`super::parse_policy`] to the same policy; rule ids come back numbered in
+//! parses back with [`crate::parse_policy`] to the same policy; rule ids come back numbered in
 //! order, as the parser assigns them.
 
 use std::{collections::BTreeMap, fmt::Write as _};
 
-use super::{Policy, Rule};
+use crate::{Policy, Rule};
 
 /// Comments to put into the file, besides the standard explanation of each option.
 #[derive(Clone, Debug, Default)]
@@ -168,7 +168,7 @@ fn comment(out: &mut String, line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{FragmentPolicy, PortRange, Proto, SEED_POLICY, parse_policy};
+    use crate::{FragmentPolicy, PortRange, Proto, SEED_POLICY, parse_policy};
 
     fn round_trip(p: &Policy, notes: &Annotations) -> Policy {
         let text = to_toml(p, notes);

@@ -1,18 +1,15 @@
-//! Unit tier: `decide()` on a table of packets, and stateful sequences through the userspace
+//! Unit tier (a test module of fw-policy): `decide()` on a table of packets, and stateful sequences through the userspace
 //! mirror (egress recording + ingress decisions), with the verdict and reason each must get.
 
-use fw::{
-    compiled::Compiled,
-    mirror::Mirror,
-    packet_builder::{FragSpec, L4Spec, PacketSpec, arp_frame},
-    policy::{SEED_POLICY, parse_policy},
-};
 use fw_common::{
     Decision, Reason, Tables, decide, egress,
     flow::state,
+    frame::{FragSpec, L4Spec, PacketSpec, arp_frame},
     maps::rule_slot,
     tcp::{ACK, FIN, PSH, RST, SYN, URG},
 };
+
+use crate::{Compiled, SEED_POLICY, mirror::Mirror, parse_policy};
 
 const HOST4: &str = "192.0.2.1";
 const PEER4: &str = "198.51.100.7";

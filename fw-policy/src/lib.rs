@@ -1,11 +1,22 @@
-//! The policy: what a user writes (TOML), checked whole before anything is applied.
+//! The fw policy: what a user writes (TOML), checked whole before anything is applied; live
+//! edits of it; and [`Compiled`], exactly the map entries the XDP program reads for it. The
+//! loader writes the kernel maps from a `Compiled`, and `fw explain`, the lockout guard and the
+//! importers run `fw_common::decide()` over the same `Compiled`: one decision engine.
 
 mod cidr;
+pub mod compiled;
 pub mod edit;
 mod file;
+#[cfg(any(test, feature = "test-util"))]
+pub mod mirror;
 mod ports;
 mod seed;
 pub mod toml_out;
+
+#[cfg(test)]
+mod decide_table;
+
+pub use compiled::Compiled;
 
 pub use cidr::Cidr;
 pub use file::{PolicyError, parse_policy, parse_policy_file};

@@ -1,7 +1,7 @@
 //! Live edits of a policy (`fw allow`, `fw deny`), as pure functions on the policy model.
 //! Surviving rules keep their ids, so their counters keep counting.
 
-use super::{Cidr, Policy, PortRange, Proto, Rule};
+use crate::{Cidr, Policy, PortRange, Proto, Rule};
 
 #[derive(Debug, PartialEq, Eq)]
 pub enum Edit {
@@ -172,7 +172,7 @@ pub fn deny(p: &mut Policy, proto: Proto, ports: PortRange, from: &[Cidr]) -> Re
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::policy::{SEED_POLICY, parse_policy};
+    use crate::{SEED_POLICY, parse_policy};
 
     fn seed() -> Policy {
         parse_policy("seed", SEED_POLICY).unwrap()
