@@ -1,4 +1,9 @@
-//! Source addresses and CIDRs, IPv4 or IPv6, normalized (host bits cleared, as iptables does).
+//! Source addresses and CIDRs, IPv4 or IPv6.
+//!
+//! What a user writes is parsed strictly ([`FromStr`]): host bits set (`203.0.113.7/0`) and
+//! IPv4-mapped IPv6 addresses (`::ffff:203.0.113.7`, which never appear as the source of an IPv6
+//! packet) are errors, as with `ip` and nft — a policy must mean what it says. Importers of
+//! other firewalls' rules, which accept host bits, use [`Cidr::masked`].
 
 use std::{
     fmt,
@@ -40,31 +45,82 @@ fn masked<const N: usize>(addr: &[u8; N], len: u8) -> [u8; N] {
     out
 }
 
+impl Cidr {
+    /// `addr/len` with the host bits cleared (iptables' reading of `10.1.2.3/8`).
+    pub fn masked(addr: IpAddr, len: u8) -> Result<Cidr, String> {
+        let max = if addr.is_ipv4() { 32 } else { 128 };
+        if len > max {
+            return Err(format!("{addr}/{len}: prefix length must be 0..={max}"));
+        }
+        Ok(match addr {
+            IpAddr::V4(a) => Cidr::V4(masked(&a.octets(), len), len),
+            IpAddr::V6(a) => Cidr::V6(masked(&a.octets(), len), len),
+        })
+    }
+
+    /// Parse like [`FromStr`] but clear host bits instead of refusing them.
+    pub fn parse_masked(s: &str) -> Result<Cidr, String> {
+        let (addr, len) = split(s.trim())?;
+        Cidr::masked(addr, len)
+    }
+}
+
+/// `ADDR[/LEN]` → address and prefix length (the full length without `/`).
+fn split(s: &str) -> Result<(IpAddr, u8), String> {
+    let (addr, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let addr: IpAddr = addr
+        .parse()
+        .map_err(|_| format!("{s:?} is not an IPv4/IPv6 address or CIDR"))?;
+    let max = if addr.is_ipv4() { 32 } else { 128 };
+    let len = match len {
+        None => max,
+        Some(l) => l
+            .parse::<u8>()
+            .ok()
+            .filter(|l| *l <= max)
+            .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
+    };
+    Ok((addr, len))
+}
+
 impl FromStr for Cidr {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
         let s = s.trim();
-        let (addr, len) = match s.split_once('/') {
-            Some((a, l)) => (a, Some(l)),
-            None => (s, None),
-        };
-        let addr: IpAddr = addr
-            .parse()
-            .map_err(|_| format!("{s:?} is not an IPv4/IPv6 address or CIDR"))?;
-        let max = if addr.is_ipv4() { 32 } else { 128 };
-        let len = match len {
-            None => max,
-            Some(l) => l
-                .parse::<u8>()
-                .ok()
-                .filter(|l| *l <= max)
-                .ok_or_else(|| format!("{s:?}: prefix length must be 0..={max}"))?,
-        };
-        Ok(match addr {
-            IpAddr::V4(a) => Cidr::V4(masked(&a.octets(), len), len),
-            IpAddr::V6(a) => Cidr::V6(masked(&a.octets(), len), len),
-        })
+        let (addr, len) = split(s)?;
+        if let IpAddr::V6(a) = addr
+            && let Some(v4) = a.to_ipv4_mapped()
+        {
+            return Err(format!(
+                "{s:?} is an IPv4-mapped IPv6 address: IPv4 packets carry the IPv4 address, write {v4}{}",
+                if len == 128 {
+                    String::new()
+                } else {
+                    format!("/{}", len.saturating_sub(96))
+                }
+            ));
+        }
+        let c = Cidr::masked(addr, len)?;
+        if c.addr() != addr {
+            return Err(format!(
+                "{s:?} has host bits set (the network is {c}): write {c}, or {addr} alone for the one address"
+            ));
+        }
+        Ok(c)
+    }
+}
+
+impl Cidr {
+    /// The network address.
+    pub fn addr(&self) -> IpAddr {
+        match self {
+            Cidr::V4(a, _) => IpAddr::from(*a),
+            Cidr::V6(a, _) => IpAddr::from(*a),
+        }
     }
 }
 
@@ -103,11 +159,15 @@ mod tests {
             Cidr::V4([203, 0, 113, 7], 32)
         );
         assert_eq!(
-            "10.1.2.3/8".parse::<Cidr>().unwrap(),
+            "10.0.0.0/8".parse::<Cidr>().unwrap(),
             Cidr::V4([10, 0, 0, 0], 8)
         );
         assert_eq!(
-            "2001:db8::1/32".parse::<Cidr>().unwrap().to_string(),
+            Cidr::parse_masked("10.1.2.3/8").unwrap(),
+            Cidr::V4([10, 0, 0, 0], 8)
+        );
+        assert_eq!(
+            "2001:db8::/32".parse::<Cidr>().unwrap().to_string(),
             "2001:db8::/32"
         );
         assert_eq!("0.0.0.0/0".parse::<Cidr>().unwrap(), Cidr::V4([0; 4], 0));
@@ -121,6 +181,29 @@ mod tests {
         assert!(e.contains("example.com"), "{e}");
         assert!("10.0.0.1/x".parse::<Cidr>().is_err());
         assert!("::1/129".parse::<Cidr>().is_err());
+    }
+
+    #[test]
+    fn host_bits_are_refused_not_silently_dropped() {
+        // `203.0.113.7/0` used to become 0.0.0.0/0: everyone.
+        let e = "203.0.113.7/0".parse::<Cidr>().unwrap_err();
+        assert!(e.contains("host bits") && e.contains("0.0.0.0/0"), "{e}");
+        let e = "2001:db8::1/32".parse::<Cidr>().unwrap_err();
+        assert!(
+            e.contains("host bits") && e.contains("2001:db8::/32"),
+            "{e}"
+        );
+    }
+
+    #[test]
+    fn ipv4_mapped_ipv6_is_refused_with_the_ipv4_form() {
+        let e = "::ffff:203.0.113.7".parse::<Cidr>().unwrap_err();
+        assert!(
+            e.contains("IPv4-mapped") && e.contains("203.0.113.7"),
+            "{e}"
+        );
+        let e = "::ffff:203.0.113.0/120".parse::<Cidr>().unwrap_err();
+        assert!(e.contains("203.0.113.0/24"), "{e}");
     }
 
     #[test]

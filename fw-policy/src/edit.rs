@@ -40,6 +40,9 @@ pub fn allow(
             proto.name()
         )));
     }
+    if let Some(c) = &comment {
+        crate::check_comment(c)?;
+    }
     let id = p.next_id();
     if id >= fw_common::maps::MAX_RULES {
         return Err(format!(
@@ -56,6 +59,10 @@ pub fn allow(
     };
     let msg = format!("allowed {}", rule.describe());
     p.rules.push(rule);
+    if let Err(e) = p.check_capacity() {
+        p.rules.pop();
+        return Err(e);
+    }
     Ok(Edit::Changed(msg))
 }
 
@@ -206,6 +213,39 @@ mod tests {
             deny(&mut p, Proto::Tcp, PortRange::single(25), &[]).unwrap(),
             Edit::Unchanged(_)
         ));
+    }
+
+    #[test]
+    fn allow_refuses_what_the_tries_cannot_hold_and_leaves_the_policy_alone() {
+        let mut p = seed();
+        let before = p.clone();
+        let many: Vec<Cidr> = (0..40u8)
+            .map(|i| format!("10.{i}.0.0/16").parse().unwrap())
+            .collect();
+        let e = allow(
+            &mut p,
+            Proto::Tcp,
+            PortRange { lo: 1, hi: 65535 },
+            &many,
+            None,
+        )
+        .unwrap_err();
+        assert!(e.contains("IPv4 entries"), "{e}");
+        assert_eq!(p, before);
+    }
+
+    #[test]
+    fn allow_refuses_a_comment_with_escape_sequences() {
+        let mut p = seed();
+        let e = allow(
+            &mut p,
+            Proto::Tcp,
+            PortRange::single(8080),
+            &[],
+            Some("\u{1b}[2Jowned".into()),
+        )
+        .unwrap_err();
+        assert!(e.contains("U+001B"), "{e}");
     }
 
     #[test]

@@ -68,9 +68,9 @@ struct RawRule {
     proto: Option<Proto>,
     ports: Spanned<Vec<PortRange>>,
     #[serde(default)]
-    from: Vec<Cidr>,
+    from: Option<Spanned<Vec<Cidr>>>,
     #[serde(default)]
-    comment: Option<String>,
+    comment: Option<Spanned<String>>,
 }
 
 impl<'de> Deserialize<'de> for Proto {
@@ -96,6 +96,26 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
                 "an [[allow]] rule needs at least one port".into(),
             ));
         }
+        let from = match &r.from {
+            None => Vec::new(),
+            Some(f) if f.get_ref().is_empty() => {
+                return Err(PolicyError::at(
+                    file,
+                    text,
+                    Some(f.span()),
+                    "`from = []` admits nobody (it does not mean \"from anywhere\"): list the sources, or leave `from` out to allow every source".into(),
+                ));
+            }
+            Some(f) => f.get_ref().clone(),
+        };
+        let comment = match &r.comment {
+            None => None,
+            Some(c) => {
+                check_comment(c.get_ref())
+                    .map_err(|m| PolicyError::at(file, text, Some(c.span()), m))?;
+                Some(c.get_ref().clone())
+            }
+        };
         for ports in r.ports.get_ref() {
             let id = u32::try_from(rules.len()).unwrap_or(u32::MAX);
             if id >= fw_common::maps::MAX_RULES {
@@ -113,8 +133,8 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
                 id,
                 proto: r.proto.unwrap_or(Proto::Tcp),
                 ports: *ports,
-                from: r.from.clone(),
-                comment: r.comment.clone(),
+                from: from.clone(),
+                comment: comment.clone(),
             });
         }
     }
@@ -158,11 +178,27 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             "new_requires_syn = true needs established = true: without connection state every TCP packet after the SYN would be dropped".into(),
         ));
     }
-    Ok(Policy {
+    let policy = Policy {
         options: raw.options,
         rules,
         interfaces: raw.interfaces,
-    })
+    };
+    policy
+        .check_capacity()
+        .map_err(|m| PolicyError::at(file, text, None, m))?;
+    Ok(policy)
+}
+
+/// Comments are printed on terminals (`fw status`, `fw policy show`): no control characters.
+pub fn check_comment(c: &str) -> Result<(), String> {
+    match c.chars().find(|ch| ch.is_control()) {
+        Some(ch) => Err(format!(
+            "comment {:?} contains the control character U+{:04X}: comments are shown on terminals, so they may not carry escape sequences or line breaks",
+            crate::display_safe(c),
+            ch as u32
+        )),
+        None => Ok(()),
+    }
 }
 
 /// Read and parse a policy file.
@@ -184,6 +220,40 @@ mod tests {
 
     fn err(text: &str) -> PolicyError {
         parse_policy("p.toml", text).expect_err("accepted a bad policy")
+    }
+
+    #[test]
+    fn empty_from_is_an_error_not_everyone() {
+        let e = err("[[allow]]\nports = [22]\nfrom = []\n");
+        assert_eq!((e.line, e.column), (3, 8), "{e}");
+        assert!(e.message.contains("admits nobody"), "{e}");
+    }
+
+    #[test]
+    fn ambiguous_sources_are_errors_naming_the_line() {
+        let e = err("[[allow]]\nports = [22]\nfrom = [\"203.0.113.7/0\"]\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("host bits"), "{e}");
+        let e = err("[[allow]]\nports = [22]\nfrom = [\"::ffff:203.0.113.7\"]\n");
+        assert!(e.message.contains("IPv4-mapped"), "{e}");
+    }
+
+    #[test]
+    fn comments_with_control_characters_are_refused() {
+        let e = err("[[allow]]\nports = [22]\ncomment = \"a\\u001b[31mred\"\n");
+        assert_eq!(e.line, 3, "{e}");
+        assert!(e.message.contains("U+001B"), "{e}");
+    }
+
+    #[test]
+    fn a_policy_the_source_tries_cannot_hold_fails_the_check() {
+        let from: Vec<String> = (0..40).map(|i| format!("\"10.{i}.0.0/16\"")).collect();
+        let text = format!(
+            "[[allow]]\nports = [\"1-65535\"]\nfrom = [{}]\n",
+            from.join(", ")
+        );
+        let e = err(&text);
+        assert!(e.message.contains("2621400 IPv4 entries"), "{e}");
     }
 
     #[test]

@@ -19,7 +19,7 @@ mod decide_table;
 pub use compiled::Compiled;
 
 pub use cidr::Cidr;
-pub use file::{PolicyError, parse_policy, parse_policy_file};
+pub use file::{PolicyError, check_comment, parse_policy, parse_policy_file};
 pub use ports::PortRange;
 pub use seed::SEED_POLICY;
 
@@ -216,6 +216,72 @@ impl Policy {
     }
 }
 
+/// `text` with control characters escaped (`\u{1b}`), safe to print on a terminal. Comments
+/// are checked when a policy is read, but state written by older versions or other tools is
+/// printed through this too.
+pub fn display_safe(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    std::borrow::Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_unicode().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+impl Policy {
+    /// LPM entries this policy needs at most, per family: every port of a source-restricted
+    /// rule times its sources, and for an open rule on such a port the two /0 entries. Counted
+    /// without compiling (a policy of 1,000 CIDRs on every port would otherwise take minutes and
+    /// gigabytes before failing).
+    pub fn source_entries(&self) -> (u64, u64) {
+        let mut v4 = 0u64;
+        let mut v6 = 0u64;
+        let restricted: Vec<&Rule> = self.rules.iter().filter(|r| !r.from.is_empty()).collect();
+        for r in &self.rules {
+            let ports = u64::from(r.ports.hi - r.ports.lo) + 1;
+            if r.from.is_empty() {
+                let overlap: u64 = restricted
+                    .iter()
+                    .filter(|s| s.proto == r.proto)
+                    .map(|s| r.ports.overlap(&s.ports))
+                    .sum::<u64>()
+                    .min(ports);
+                v4 += overlap;
+                v6 += overlap;
+                continue;
+            }
+            let n4 = r.from.iter().filter(|c| matches!(c, Cidr::V4(..))).count() as u64;
+            let n6 = r.from.len() as u64 - n4;
+            v4 += ports * n4;
+            v6 += ports * n6;
+        }
+        (v4, v6)
+    }
+
+    /// Refuse a policy whose source entries do not fit one generation of the tries (the other
+    /// generation holds the policy in force while this one is written).
+    pub fn check_capacity(&self) -> Result<(), String> {
+        let (v4, v6) = self.source_entries();
+        let max = u64::from(fw_common::maps::SRC_V4_MAX / fw_common::maps::GENERATIONS);
+        for (fam, n) in [("IPv4", v4), ("IPv6", v6)] {
+            if n > max {
+                return Err(format!(
+                    "the source-restricted rules need up to {n} {fam} entries (each port of a rule times each of its sources), more than the {max} fw holds per policy: restrict fewer ports, or fewer sources per port"
+                ));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Rule {
     pub fn describe(&self) -> String {
         let from = if self.from.is_empty() {
@@ -227,7 +293,7 @@ impl Rule {
         let comment = self
             .comment
             .as_deref()
-            .map(|c| format!("  ({c})"))
+            .map(|c| format!("  ({})", display_safe(c)))
             .unwrap_or_default();
         format!("{}/{} {from}{comment}", self.ports, self.proto.name())
     }

@@ -19,6 +19,13 @@ impl PortRange {
         self.lo <= p && p <= self.hi
     }
 
+    /// How many ports the two ranges share.
+    pub fn overlap(&self, other: &PortRange) -> u64 {
+        let lo = self.lo.max(other.lo);
+        let hi = self.hi.min(other.hi);
+        if lo > hi { 0 } else { u64::from(hi - lo) + 1 }
+    }
+
     pub fn iter(&self) -> impl Iterator<Item = u16> {
         self.lo..=self.hi
     }

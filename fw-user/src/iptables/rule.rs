@@ -689,9 +689,9 @@ fn parse_addr(s: &str, fam: Family) -> Result<Cidr, Bad> {
             if bits.checked_shl(len).unwrap_or(0) != 0 {
                 return Err(Bad::syntax(s, format!("{m:?} is not a contiguous netmask")));
             }
-            format!("{a}/{len}").parse::<Cidr>()
+            Cidr::parse_masked(&format!("{a}/{len}"))
         }
-        _ => s.parse::<Cidr>(),
+        _ => Cidr::parse_masked(s),
     };
     let cidr = cidr.map_err(|e| {
         if s.chars().any(|c| c.is_ascii_alphabetic()) && !s.contains(':') {
