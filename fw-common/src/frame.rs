@@ -286,6 +286,10 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
         };
         digits.extend(body.chars().filter(|c| !c.is_whitespace() && *c != ':'));
     }
+    // Work on characters, not bytes: `aé0` must be an error, not a slice inside a character.
+    if let Some(c) = digits.chars().find(|c| !c.is_ascii_hexdigit()) {
+        return Err(format!("{c:?} is not a hex digit"));
+    }
     if !digits.len().is_multiple_of(2) {
         return Err("odd number of hex digits".into());
     }
@@ -298,10 +302,86 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
         .collect()
 }
 
+/// A parsed packet in words, as people write it: `TCP 198.51.100.7:40000 → 192.0.2.1:22
+/// flags SYN`.
+pub fn describe(parsed: &Result<crate::Parsed, crate::Reason>) -> String {
+    use crate::{Family, Fragment, L4, Parsed};
+    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+    let ip = match parsed {
+        Err(r) => return format!("unparseable: {}", r.describe()),
+        Ok(Parsed::NonIp { ethertype }) => return format!("not IP (ethertype {ethertype:#06x})"),
+        Ok(Parsed::Ip(ip)) => ip,
+    };
+    let addr = |a: &[u8; 16]| -> IpAddr {
+        match ip.family {
+            Family::V4 => IpAddr::V4(Ipv4Addr::new(a[0], a[1], a[2], a[3])),
+            Family::V6 => IpAddr::V6(Ipv6Addr::from(*a)),
+        }
+    };
+    let end = |a: &[u8; 16], port: u16| match addr(a) {
+        IpAddr::V6(v6) => format!("[{v6}]:{port}"),
+        v4 => format!("{v4}:{port}"),
+    };
+    let (src, dst) = (addr(&ip.src), addr(&ip.dst));
+    let frag = match ip.frag {
+        Fragment::No => "",
+        Fragment::First => " (first fragment)",
+        Fragment::Later => " (later fragment)",
+    };
+    let body = match ip.l4 {
+        L4::Tcp {
+            sport,
+            dport,
+            flags,
+            ..
+        } => format!(
+            "TCP {} → {} flags {}",
+            end(&ip.src, sport),
+            end(&ip.dst, dport),
+            crate::tcp::names(flags)
+        ),
+        L4::Udp { sport, dport } => {
+            format!("UDP {} → {}", end(&ip.src, sport), end(&ip.dst, dport))
+        }
+        L4::Icmp { ty, code, .. } => {
+            let name = if ip.family == Family::V6 {
+                "ICMPv6"
+            } else {
+                "ICMP"
+            };
+            format!("{name} type {ty} code {code} {src} → {dst}")
+        }
+        L4::None => format!("IP protocol {} {src} → {dst}", ip.proto),
+    };
+    format!("{body}{frag}")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::{Fragment, L4, Parsed, parse};
+
+    #[test]
+    fn hex_with_a_multibyte_character_is_an_error_not_a_panic() {
+        let e = parse_hex("aé0").unwrap_err();
+        assert!(e.contains("'é'"), "{e}");
+        assert_eq!(parse_hex("0a ff").unwrap(), [0x0a, 0xff]);
+    }
+
+    #[test]
+    fn packets_are_described_as_people_write_them() {
+        let f =
+            PacketSpec::tcp("198.51.100.7", "192.0.2.1", 40000, 22, tcp::SYN | tcp::ACK).build();
+        assert_eq!(
+            describe(&crate::parse(f.as_slice())),
+            "TCP 198.51.100.7:40000 → 192.0.2.1:22 flags SYN,ACK"
+        );
+        let f = PacketSpec::tcp("2001:db8::7", "2001:db8::1", 1, 2, 0).build();
+        assert_eq!(
+            describe(&crate::parse(f.as_slice())),
+            "TCP [2001:db8::7]:1 → [2001:db8::1]:2 flags none"
+        );
+    }
 
     #[test]
     fn built_frames_parse_back() {

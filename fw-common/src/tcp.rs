@@ -9,6 +9,27 @@ pub const URG: u8 = 0x20;
 pub const ECE: u8 = 0x40;
 pub const CWR: u8 = 0x80;
 
+/// Every flag with its name as iptables, tcpdump and the RFCs spell it, lowest bit first: the
+/// one table of flag names (parsers and printers use it).
+pub const NAMES: [(u8, &str, char); 8] = [
+    (FIN, "FIN", 'F'),
+    (SYN, "SYN", 'S'),
+    (RST, "RST", 'R'),
+    (PSH, "PSH", 'P'),
+    (ACK, "ACK", 'A'),
+    (URG, "URG", 'U'),
+    (ECE, "ECE", 'E'),
+    (CWR, "CWR", 'C'),
+];
+
+/// The flag bit of a name (`SYN`, case-insensitive), as iptables' `--tcp-flags` lists them.
+pub fn flag_by_name(name: &str) -> Option<u8> {
+    NAMES
+        .iter()
+        .find(|(_, n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(f, _, _)| *f)
+}
+
 /// The six classic flags (what iptables' `--tcp-flags ALL` means).
 pub const ALL: u8 = FIN | SYN | RST | PSH | ACK | URG;
 
@@ -60,9 +81,34 @@ pub fn classify(flags: u8) -> FlagClass {
     }
 }
 
+/// `flags` as a comma-separated list of names (`SYN,ACK`), `none` for no flag.
+#[cfg(feature = "builder")]
+pub fn names(flags: u8) -> std::string::String {
+    use std::string::ToString as _;
+    let list: std::vec::Vec<&str> = NAMES
+        .iter()
+        .filter(|(f, _, _)| flags & f != 0)
+        .map(|(_, n, _)| *n)
+        .collect();
+    if list.is_empty() {
+        "none".to_string()
+    } else {
+        list.join(",")
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flag_names_round_trip() {
+        for (f, n, _) in NAMES {
+            assert_eq!(flag_by_name(n), Some(f));
+            assert_eq!(flag_by_name(&n.to_ascii_lowercase()), Some(f));
+        }
+        assert_eq!(flag_by_name("ALL"), None);
+    }
 
     #[test]
     fn seed_scans_are_classified() {

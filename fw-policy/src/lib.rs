@@ -5,6 +5,7 @@
 
 mod cidr;
 pub mod compiled;
+pub mod diff;
 pub mod edit;
 mod file;
 #[cfg(any(test, feature = "test-util"))]

@@ -1,4 +1,5 @@
-//! Errors with the context a user needs: which interface, which file, which map.
+//! Errors with the context a user needs: which interface, which file, which map — and typed
+//! variants for what callers act on (a severed link, a lockout, a refused edit).
 
 use std::path::{Path, PathBuf};
 
@@ -8,15 +9,26 @@ use fw_policy::PolicyError;
 pub enum Error {
     #[error(transparent)]
     Policy(#[from] PolicyError),
-    #[error("{path}: {source}")]
+    /// An OS error on a file. Displayed without the OS error itself, which is the source: the
+    /// CLI prints the chain once (`{path}: {source}`).
+    #[error("{path}")]
     Io {
         path: PathBuf,
+        #[source]
         source: std::io::Error,
     },
     #[error(
-        "bpffs is not mounted on /sys/fs/bpf and mounting it failed ({0}); mount it with: mount -t bpf bpf /sys/fs/bpf"
+        "bpffs is not mounted on /sys/fs/bpf and mounting it failed; mount it with: mount -t bpf bpf /sys/fs/bpf"
     )]
-    Bpffs(std::io::Error),
+    Bpffs(#[source] std::io::Error),
+    #[error(
+        "this fw runs in a mount namespace of its own where /sys/fs/bpf is not the host's bpffs (`ip netns exec` remounts /sys): pins made here would vanish with this process, and the host's filters are invisible. Run fw in the network namespace with `nsenter --net=/var/run/netns/NAME fw …` instead"
+    )]
+    HiddenBpffs,
+    #[error("{path}: {why}; fw will not use it. Inspect it, and remove it if nobody should own it")]
+    UnsafePath { path: PathBuf, why: String },
+    #[error("{0:?} is not an interface name: {1}")]
+    BadIfaceName(String, &'static str),
     #[error("no network interface named {0:?} in this network namespace (see `ip -br link`)")]
     NoSuchInterface(String),
     #[error(
@@ -24,13 +36,26 @@ pub enum Error {
     )]
     Loopback,
     #[error(
-        "fw is not attached to {0} in this network namespace (nothing to do; `fw status` lists what is)"
+        "fw is not attached to {0} in this network namespace (`fw status` lists what is; `fw up --iface {0}` attaches)"
     )]
     NotAttached(String),
     #[error(
-        "another XDP program is already attached to {iface} ({detail}); fw will not replace a program it does not own. Remove it first (e.g. `ip link set dev {iface} xdp off`, or `bpftool net` to see who owns it)"
+        "{iface}: the interface this filter was attached to is gone ({detail}); nothing filters {iface} now. Run `fw up --iface {iface}` to attach the running policy again"
+    )]
+    LinkSevered { iface: String, detail: String },
+    #[error(
+        "another XDP program is already attached to {iface} ({detail}); fw will not replace a program it does not own. Remove it first (`bpftool net show dev {iface}` shows who owns it)"
     )]
     Busy { iface: String, detail: String },
+    #[error(
+        "{iface}: an fw of another version (map layout {found}) is attached here; this fw uses layout v{ours}. Remove it with that fw's `fw down`, or with `rm -r {dir}` (its pins), then `fw up` again"
+    )]
+    OtherLayout {
+        iface: String,
+        found: String,
+        ours: u32,
+        dir: PathBuf,
+    },
     #[error(
         "{iface}: attached with netlink instead of a bpf_link (old kernel or driver); fw cannot pin or replace it safely, so it was removed again"
     )]
@@ -47,7 +72,33 @@ pub enum Error {
         "this fw binary was built without its XDP program (AYA_BUILD_SKIP was set); rebuild with `cargo xtask build`"
     )]
     NoProgram,
-    #[error("{context}: {source}")]
+    /// The lockout guard refused a policy change.
+    #[error(
+        "refusing: {why}.\nAdd a rule that admits your address to SSH (see `fw policy show`), or pass --force if you have console access"
+    )]
+    Lockout { why: String },
+    /// A live edit that cannot be made (the policy is unchanged).
+    #[error("{0}")]
+    Edit(String),
+    /// The operation conflicts with the filter's current state (e.g. flushed).
+    #[error("{0}")]
+    Refused(String),
+    #[error(
+        "{iface}: another fw command holds the lock {path} (pid {holder}) and did not release it within {secs} s"
+    )]
+    LockTimeout {
+        iface: String,
+        path: PathBuf,
+        holder: String,
+        secs: u64,
+    },
+    #[error("{path}: corrupt state ({detail}); `fw down --iface {iface}` and `fw up` start afresh")]
+    CorruptState {
+        iface: String,
+        path: PathBuf,
+        detail: String,
+    },
+    #[error("{context}")]
     Bpf {
         context: String,
         #[source]
@@ -73,5 +124,19 @@ impl Error {
             context: context.into(),
             source: Box::new(e),
         }
+    }
+
+    /// The OS error at the root of this error, if any (for "run as root" hints and tests).
+    pub fn os_error(&self) -> Option<i32> {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(self);
+        while let Some(e) = cur {
+            if let Some(io) = e.downcast_ref::<std::io::Error>()
+                && let Some(code) = io.raw_os_error()
+            {
+                return Some(code);
+            }
+            cur = e.source();
+        }
+        None
     }
 }

@@ -1,18 +1,27 @@
-//! `fw`: an XDP host firewall. This library holds the policy model, the loader, the pinned-map
-//! sync and the userspace mirror of the kernel's decision; `src/bin/fw.rs` is a thin CLI on top.
+//! `fw`: an XDP host firewall. This library owns everything about a running filter — loading
+//! and attaching the programs, the pins, the state and its history, live edits, health — behind
+//! one handle, [`filter::Filter`]; `src/bin/fw.rs` and `cli/` are a thin front-end that parses,
+//! calls it and prints. The policy model is the `fw-policy` crate; the decision is
+//! `fw_common::decide()`.
 
-pub mod apply;
+pub mod attach;
 pub mod bench_programs;
 pub mod cli;
 mod error;
+pub mod filter;
 pub mod guard;
+pub mod health;
 pub mod iptables;
-pub mod live;
+pub mod live_tables;
 pub mod loader;
-pub mod pinned;
-pub mod pins;
-pub mod seed;
+pub mod lock;
+pub mod maps;
+pub mod paths;
+pub mod persist;
+pub mod sockets;
 pub mod state;
+pub mod status;
 pub mod sys;
+pub mod timer;
 
 pub use error::Error;

@@ -1,90 +1,399 @@
-//! What the maps cannot hold: the policy with its comments and rule ids, the mode, the
-//! generation in force. Kept in /run (gone at reboot, like the pins). Writers hold a lock so
-//! two `fw` commands on one interface never interleave.
+//! What the maps cannot hold: the policy with its comments, where it came from, the policy
+//! history (in force, last confirmed, a pending confirmation), how the filter is attached.
+//! Kept in /run (gone at reboot, like the pins), mode 0600 in a 0700 directory.
+//!
+//! **History, not toggles.** `current` is the policy in force (possibly flushed); `confirmed`
+//! is the last policy an operator confirmed: the one a filter was attached with, or one made
+//! so by `fw confirm` (which works also when no timer is pending). Every rollback, by command
+//! or by the timer, returns to `confirmed`, whatever happened since, and is idempotent.
+//! `fw apply` (with or without `--confirm`) and a flush put an entry in force without
+//! confirming it; a live edit of the confirmed policy keeps it confirmed.
+//!
+//! **Write-ahead.** A change the kernel will see is first written here as a [`Txn`] (the whole
+//! record as it will be afterwards, and for a generation flip the generation it flips to),
+//! then made in the maps, then committed. Whatever point a crash interrupts, the next fw
+//! command resolves the transaction from what the kernel shows: flipped → roll forward, not
+//! flipped → forget it; an in-place edit is rolled forward.
 
 use std::{
-    fs::{self, File},
+    fs::{self, OpenOptions},
     io::Write as _,
-    os::fd::AsRawFd as _,
+    os::unix::fs::OpenOptionsExt as _,
+    time::{SystemTime, UNIX_EPOCH},
 };
 
+use fw_policy::Policy;
 use serde::{Deserialize, Serialize};
 
-use crate::{Error, pins::IfacePaths};
-use fw_policy::Policy;
+use crate::{Error, paths::IfacePaths};
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct State {
-    pub iface: String,
-    /// XDP attach mode actually in use ("native" or "skb").
-    pub mode: String,
-    /// The generation in force (0 or 1).
-    pub generation: u32,
-    /// `fw flush` in force.
-    #[serde(default)]
-    pub flushed: bool,
+/// Bumped when the state file's shape changes incompatibly.
+pub const STATE_VERSION: u32 = 2;
+/// Operations kept in [`State::log`].
+const LOG_KEEP: usize = 32;
+
+/// How the XDP program is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AttachMode {
+    /// In the driver (native XDP): before the kernel allocates anything.
+    Native,
+    /// Generic XDP, after the kernel built an skb (slower; works everywhere).
+    Skb,
+}
+
+impl AttachMode {
+    pub fn name(self) -> &'static str {
+        match self {
+            AttachMode::Native => "native",
+            AttachMode::Skb => "skb",
+        }
+    }
+}
+
+/// How the TC egress recorder is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase", tag = "kind")]
+pub enum EgressAttach {
+    /// A TCX bpf_link (Linux ≥ 6.6), pinned as `tc_link`.
+    Tcx,
+    /// A cls_bpf filter on a clsact qdisc (older kernels): not a bpf_link, found again by its
+    /// priority and handle.
+    Clsact { priority: u16, handle: u32 },
+}
+
+/// A policy as it is (or was) in force.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Entry {
     pub policy: Policy,
     /// Where the policy came from ("embedded seed policy" or a file path).
     pub source: String,
-    /// The policy before the last `fw apply` / `fw flush` (what `fw rollback` restores).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub previous: Option<Previous>,
-    /// An `fw apply --confirm` waiting for `fw confirm`.
+    /// `fw flush`: everything passes (the policy is kept for the way back).
+    #[serde(default)]
+    pub flushed: bool,
+}
+
+/// An `fw apply --confirm` waiting for `fw confirm`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Pending {
+    /// Identifies the rollback timer that owns this confirmation.
+    pub token: u64,
+    /// Unix time (seconds) at which the confirmed policy comes back.
+    pub deadline: u64,
+    /// The timer process, to tell whether it still runs.
+    #[serde(default)]
+    pub timer_pid: Option<u32>,
+}
+
+/// The parts of the state that change together with the kernel.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Record {
+    /// The generation in force (0 or 1).
+    pub generation: u32,
+    pub current: Entry,
+    pub confirmed: Entry,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pending: Option<Pending>,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize)]
-pub struct Previous {
-    pub policy: Policy,
-    pub source: String,
-    pub flushed: bool,
+/// A change written ahead of the kernel seeing it.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct Txn {
+    /// The whole record once the change is made.
+    pub after: Record,
+    /// A flip to `after.generation`; `false`: an in-place edit of the active generation.
+    pub flip: bool,
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
-pub struct Pending {
-    /// Identifies the rollback timer that owns this confirmation.
-    pub token: u64,
-    /// Unix time (seconds) at which the previous policy comes back.
-    pub deadline: u64,
+/// One line of the operations log (`fw status` shows the last ones).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LogEntry {
+    /// Unix time, seconds.
+    pub at: u64,
+    pub what: String,
+}
+
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct State {
+    pub version: u32,
+    pub iface: String,
+    /// The interface index the filter was attached to (a recreated interface gets another).
+    pub ifindex: u32,
+    pub mode: AttachMode,
+    pub egress: EgressAttach,
+    #[serde(flatten)]
+    pub record: Record,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub txn: Option<Txn>,
+    #[serde(default)]
+    pub log: Vec<LogEntry>,
+}
+
+pub fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
 }
 
 impl State {
     pub fn load(paths: &IfacePaths) -> Result<Self, Error> {
         let f = paths.state_file();
         let text = fs::read_to_string(&f).map_err(|e| Error::io(&f, e))?;
-        serde_json::from_str(&text)
-            .map_err(|e| Error::Other(format!("{}: corrupt state ({e})", f.display())))
-    }
-
-    /// Write atomically (temp file + rename): a crash leaves the old or the new state.
-    pub fn save(&self, paths: &IfacePaths) -> Result<(), Error> {
-        fs::create_dir_all(&paths.state).map_err(|e| Error::io(&paths.state, e))?;
-        let f = paths.state_file();
-        let tmp = f.with_extension("json.tmp");
-        let text = serde_json::to_string_pretty(self).expect("state serializes");
-        let mut file = File::create(&tmp).map_err(|e| Error::io(&tmp, e))?;
-        file.write_all(text.as_bytes())
-            .and_then(|_| file.sync_all())
-            .map_err(|e| Error::io(&tmp, e))?;
-        fs::rename(&tmp, &f).map_err(|e| Error::io(&f, e))
-    }
-}
-
-/// An exclusive lock on one interface's fw state, released on drop.
-pub struct Lock {
-    _file: File,
-}
-
-impl Lock {
-    pub fn acquire(paths: &IfacePaths) -> Result<Self, Error> {
-        fs::create_dir_all(&paths.state).map_err(|e| Error::io(&paths.state, e))?;
-        let p = paths.state.join("lock");
-        let file = File::create(&p).map_err(|e| Error::io(&p, e))?;
-        // SAFETY: valid fd.
-        if unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_EX) } != 0 {
-            return Err(Error::io(&p, std::io::Error::last_os_error()));
+        let corrupt = |detail: String| Error::CorruptState {
+            iface: paths.iface.clone(),
+            path: f.clone(),
+            detail,
+        };
+        let st: State = serde_json::from_str(&text).map_err(|e| corrupt(e.to_string()))?;
+        if st.version != STATE_VERSION {
+            return Err(corrupt(format!(
+                "state version {} (this fw writes {STATE_VERSION})",
+                st.version
+            )));
         }
-        Ok(Lock { _file: file })
+        Ok(st)
+    }
+
+    /// Whether a state file exists (a filter fw attached, or one being attached).
+    pub fn exists(paths: &IfacePaths) -> bool {
+        paths.state_file().exists()
+    }
+
+    /// Write atomically: a new file (0600, never following a link) fsynced, then renamed over
+    /// the old one. A crash leaves the old or the new state, never a mix; a full /run fails
+    /// here, before anything changes in the kernel.
+    pub fn save(&self, paths: &IfacePaths) -> Result<(), Error> {
+        paths.prepare_state()?;
+        let f = paths.state_file();
+        let tmp = paths
+            .state
+            .join(format!(".state.json.{}", std::process::id()));
+        let _ = fs::remove_file(&tmp);
+        let text = serde_json::to_string_pretty(self).expect("state serializes");
+        let write = || -> std::io::Result<()> {
+            let mut file = OpenOptions::new()
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)?;
+            file.write_all(text.as_bytes())?;
+            file.sync_all()
+        };
+        if let Err(e) = write() {
+            let _ = fs::remove_file(&tmp);
+            return Err(Error::io(&tmp, e));
+        }
+        fs::rename(&tmp, &f).map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            Error::io(&f, e)
+        })
+    }
+
+    /// Append to the operations log (bounded).
+    pub fn note(&mut self, what: impl Into<String>) {
+        self.log.push(LogEntry {
+            at: unix_now(),
+            what: what.into(),
+        });
+        let n = self.log.len();
+        if n > LOG_KEEP {
+            self.log.drain(..n - LOG_KEEP);
+        }
+    }
+
+    /// The policy in force.
+    pub fn current(&self) -> &Entry {
+        &self.record.current
+    }
+}
+
+/// Record transitions: pure functions of the record, so every sequence of commands can be
+/// checked without a kernel.
+impl Record {
+    /// A freshly attached filter: `entry` in force and confirmed.
+    pub fn fresh(entry: Entry, generation: u32) -> Record {
+        Record {
+            generation,
+            current: entry.clone(),
+            confirmed: entry,
+            pending: None,
+        }
+    }
+
+    /// `fw apply` (or a policy given to `fw up`/`fw restore` on a running filter) into
+    /// `generation`. The last confirmed policy stays what a rollback returns to. A new
+    /// `pending` confirmation replaces one that was pending; without one, a pending
+    /// confirmation keeps its deadline (a plain apply does not remove the safety net).
+    pub fn applied(&self, entry: Entry, generation: u32, pending: Option<Pending>) -> Record {
+        Record {
+            generation,
+            current: entry,
+            confirmed: self.confirmed.clone(),
+            pending: pending.or_else(|| self.pending.clone()),
+        }
+    }
+
+    /// `fw flush`: the current policy flushed, in force; nothing is confirmed by it.
+    pub fn flushed(&self, generation: u32) -> Record {
+        Record {
+            generation,
+            current: Entry {
+                flushed: true,
+                ..self.current.clone()
+            },
+            confirmed: self.confirmed.clone(),
+            pending: self.pending.clone(),
+        }
+    }
+
+    /// `fw rollback` / the timer: the last confirmed policy, in force; nothing pending.
+    pub fn rolled_back(&self, generation: u32) -> Record {
+        Record {
+            generation,
+            current: self.confirmed.clone(),
+            confirmed: self.confirmed.clone(),
+            pending: None,
+        }
+    }
+
+    /// `fw confirm`: what is in force becomes the confirmed policy.
+    pub fn confirmed_now(&self) -> Record {
+        Record {
+            generation: self.generation,
+            current: self.current.clone(),
+            confirmed: self.current.clone(),
+            pending: None,
+        }
+    }
+
+    /// A live edit (`fw allow`/`fw deny`) of the policy in force, in place. An edit of the
+    /// confirmed policy (nothing pending, not flushed, nothing applied since) is confirmed with
+    /// it; otherwise it rides on the unconfirmed policy in force (a rollback drops both).
+    pub fn edited(&self, policy: Policy) -> Record {
+        let current = Entry {
+            policy,
+            ..self.current.clone()
+        };
+        let confirmed = if self.at_confirmed() {
+            current.clone()
+        } else {
+            self.confirmed.clone()
+        };
+        Record {
+            generation: self.generation,
+            current,
+            confirmed,
+            pending: self.pending.clone(),
+        }
+    }
+
+    /// Whether a rollback would change anything.
+    pub fn at_confirmed(&self) -> bool {
+        self.pending.is_none() && self.current == self.confirmed
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fw_policy::{SEED_POLICY, parse_policy};
+
+    fn entry(source: &str, port: u16) -> Entry {
+        let text = format!("[[allow]]\nports = [{port}]\n");
+        Entry {
+            policy: parse_policy(source, &text).unwrap(),
+            source: source.into(),
+            flushed: false,
+        }
+    }
+
+    fn pending(token: u64) -> Option<Pending> {
+        Some(Pending {
+            token,
+            deadline: 100,
+            timer_pid: None,
+        })
+    }
+
+    #[test]
+    fn two_confirm_applies_in_a_row_roll_back_to_the_last_confirmed_policy() {
+        let base = Record::fresh(entry("base", 22), 0);
+        let a = base.applied(entry("A", 1), 1, pending(1));
+        let b = a.applied(entry("B", 2), 0, pending(2));
+        assert_eq!(b.confirmed.source, "base");
+        let back = b.rolled_back(1);
+        assert_eq!(back.current.source, "base");
+        assert_eq!(back.pending, None);
+    }
+
+    #[test]
+    fn rollback_is_idempotent_and_flush_is_not_a_toggle() {
+        let base = Record::fresh(entry("base", 22), 0);
+        let f = base.flushed(1);
+        assert!(f.current.flushed && !f.confirmed.flushed);
+        let r1 = f.rolled_back(0);
+        let r2 = r1.rolled_back(1);
+        assert!(!r1.current.flushed && !r2.current.flushed);
+        assert_eq!(r2.current, base.current);
+        assert!(r2.at_confirmed());
+    }
+
+    #[test]
+    fn an_edit_of_the_confirmed_policy_stays_confirmed_and_others_ride_along() {
+        let base = Record::fresh(entry("base", 22), 0);
+        let mut p = base.current.policy.clone();
+        p.rules.clear();
+        let e = base.edited(p.clone());
+        assert_eq!(e.confirmed.policy, p);
+        assert!(e.at_confirmed());
+        let pend = base.applied(entry("A", 1), 1, pending(7));
+        let e = pend.edited(p.clone());
+        assert_eq!(e.current.policy, p);
+        assert_eq!(e.confirmed.source, "base");
+        assert_eq!(e.pending, pending(7));
+        let plain = base.applied(entry("A", 1), 1, None);
+        assert_eq!(plain.edited(p.clone()).confirmed.source, "base");
+    }
+
+    #[test]
+    fn a_plain_apply_is_undone_by_rollback_and_keeps_a_pending_deadline() {
+        let base = Record::fresh(entry("base", 22), 0);
+        let a = base.applied(entry("A", 1), 1, None);
+        assert!(!a.at_confirmed());
+        assert_eq!(a.rolled_back(0).current.source, "base");
+        let pend = base.applied(entry("A", 1), 1, pending(1));
+        let b = pend.applied(entry("B", 2), 0, None);
+        assert_eq!(b.pending, pending(1), "the safety net stays");
+        assert_eq!(b.rolled_back(1).current.source, "base");
+        let c = b.confirmed_now();
+        assert_eq!((c.confirmed.source.as_str(), c.pending), ("B", None));
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let st = State {
+            version: STATE_VERSION,
+            iface: "eth0".into(),
+            ifindex: 2,
+            mode: AttachMode::Native,
+            egress: EgressAttach::Clsact {
+                priority: 1,
+                handle: 7,
+            },
+            record: Record::fresh(
+                Entry {
+                    policy: parse_policy("seed", SEED_POLICY).unwrap(),
+                    source: "seed".into(),
+                    flushed: false,
+                },
+                0,
+            ),
+            txn: None,
+            log: Vec::new(),
+        };
+        let text = serde_json::to_string(&st).unwrap();
+        assert_eq!(serde_json::from_str::<State>(&text).unwrap(), st);
     }
 }

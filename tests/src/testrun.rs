@@ -34,8 +34,8 @@ use aya::{
 use fw::sys::monotonic_coarse_ns;
 use fw::{
     loader::load_object,
-    pinned::PinnedMaps,
-    pins::{BPFFS, IfacePaths, ensure_bpffs},
+    maps::PinnedMaps,
+    paths::{BPFFS, IfacePaths, ensure_bpffs},
 };
 use fw_common::{
     Config, Counter, Decision, FlowKey, FlowState, FlowTable, Reason, decide, egress,
@@ -288,7 +288,8 @@ impl KernelFilter {
         }
         let paths = IfacePaths::at("test", dirs.pins.clone(), dirs.state.clone());
         fs::create_dir_all(&paths.state).with_context(|| paths.state.display().to_string())?;
-        let ebpf = load_object(&paths, false).context("loading the fw XDP object")?;
+        let ebpf = load_object(&paths, false, fw_common::maps::FLOWS_OUT_MAX)
+            .context("loading the fw XDP object")?;
         let maps = PinnedMaps::open(&paths).context("opening the pinned maps")?;
         let mut f = KernelFilter {
             ebpf,

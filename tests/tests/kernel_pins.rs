@@ -11,8 +11,8 @@ use std::{
 use fw::{
     Error,
     loader::load_object,
-    pinned::PinnedMaps,
-    pins::{BPFFS, IfacePaths, ensure_bpffs},
+    maps::PinnedMaps,
+    paths::{BPFFS, IfacePaths, ensure_bpffs},
 };
 use fw_common::{
     PortProto,
@@ -73,7 +73,7 @@ fn a_pinned_map_of_another_layout_is_refused_and_left_alone() {
     let ports = d.paths.map(MAP_PORTS);
     bpftool_map_create(&ports, 8);
     let before = aya::maps::MapInfo::from_pin(&ports).unwrap().id();
-    match load_object(&d.paths, false) {
+    match load_object(&d.paths, false, fw_common::maps::FLOWS_OUT_MAX) {
         Err(Error::MapLayout { path, detail, .. }) => {
             assert_eq!(path, ports);
             assert!(detail.contains("value 8"), "{detail}");
@@ -88,7 +88,7 @@ fn a_pinned_map_of_another_layout_is_refused_and_left_alone() {
 #[test]
 fn a_pinned_map_of_the_right_layout_is_reused_with_its_contents() {
     let d = Dirs::new("good");
-    let first = load_object(&d.paths, false).expect("first load");
+    let first = load_object(&d.paths, false, fw_common::maps::FLOWS_OUT_MAX).expect("first load");
     let id = aya::maps::MapInfo::from_pin(d.paths.map(MAP_PORTS))
         .unwrap()
         .id();
@@ -102,7 +102,8 @@ fn a_pinned_map_of_the_right_layout_is_reused_with_its_contents() {
         .unwrap();
     drop(first);
     // A second load (what `fw up` on an attached interface does) finds the same map.
-    let _second = load_object(&d.paths, false).expect("second load");
+    let _second =
+        load_object(&d.paths, false, fw_common::maps::FLOWS_OUT_MAX).expect("second load");
     assert_eq!(
         aya::maps::MapInfo::from_pin(d.paths.map(MAP_PORTS))
             .unwrap()

@@ -1,4 +1,7 @@
 //! The `fw` command: a thin front-end over the `fw` library.
+//!
+//! Exit status: 0 done (or nothing to do), 1 error (nothing changed unless the message says
+//! so), 2 usage error, 3 `fw status` found a filter that does not work as its state says.
 
 use clap::Parser as _;
 
@@ -14,9 +17,9 @@ fn main() -> std::process::ExitCode {
     };
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or(default)).init();
     match fw::cli::Cli::parse().execute() {
-        Ok(()) => std::process::ExitCode::SUCCESS,
+        Ok(exit) => std::process::ExitCode::from(exit.code()),
         Err(e) => {
-            eprintln!("fw: error: {e:#}");
+            eprintln!("fw: error: {}", fw::cli::error_text(&e));
             std::process::ExitCode::FAILURE
         }
     }

@@ -1,21 +1,16 @@
 //! `fw allow` / `fw deny`: edit the running filter's policy through single map updates. The
 //! program is not reloaded (its id stays), and the next packet sees the change.
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::{
-    pinned::PinnedMaps,
-    pins::IfacePaths,
-    state::{Lock, State},
+    filter::{Edited, Filter},
+    guard::Guard,
+    paths::IfaceName,
 };
-use fw_policy::Compiled;
-use fw_policy::{
-    Cidr,
-    edit::{self, Edit},
-};
+use fw_policy::{Cidr, edit};
 
 use super::spec::PortSpec;
-use fw_common::maps::rule_slot;
 
 #[derive(Clone, Copy, Debug)]
 pub enum Verb {
@@ -32,7 +27,7 @@ pub struct Args {
     pub from: Vec<Cidr>,
     /// Interface (default: every one fw is attached to).
     #[arg(long = "iface", short = 'i')]
-    pub ifaces: Vec<String>,
+    pub ifaces: Vec<IfaceName>,
     /// A note shown by `fw status` (allow only).
     #[arg(long)]
     pub comment: Option<String>,
@@ -42,54 +37,33 @@ pub struct Args {
 }
 
 pub fn execute(a: Args, verb: Verb) -> anyhow::Result<()> {
-    let ifaces = super::target_ifaces(&a.ifaces)?;
-    for iface in ifaces {
-        let msg = edit_iface(&iface, &a, verb).with_context(|| iface.to_string())?;
-        println!("{iface}: {msg}");
+    for iface in super::target_ifaces(&a.ifaces)? {
+        let mut f = Filter::open(&iface)
+            .with_context(|| format!("fw {verb:?} on {iface}").to_lowercase())?;
+        let (proto, ports) = (a.spec.proto, a.spec.ports);
+        let r = match verb {
+            // Allowing more cannot lock anyone out.
+            Verb::Allow => f.edit(
+                |p| edit::allow(p, proto, ports, &a.from, a.comment.clone()),
+                Guard::Force,
+            ),
+            Verb::Deny => f.edit(
+                |p| edit::deny(p, proto, ports, &a.from),
+                if a.force { Guard::Force } else { Guard::Check },
+            ),
+        };
+        match r.with_context(|| format!("fw {verb:?} on {iface}").to_lowercase())? {
+            Edited::Changed(m) => {
+                println!("{iface}: {m}");
+                if f.state().record.pending.is_some() {
+                    println!(
+                        "{iface}: note: an `fw apply --confirm` is pending; this edit is kept only if you `fw confirm`"
+                    );
+                }
+                super::note_saved(f.state());
+            }
+            Edited::Unchanged(m) => println!("{iface}: unchanged: {m}"),
+        }
     }
     Ok(())
-}
-
-fn edit_iface(iface: &str, a: &Args, verb: Verb) -> anyhow::Result<String> {
-    let paths = IfacePaths::new(iface)?;
-    if !paths.is_attached() {
-        bail!(crate::Error::NotAttached(iface.to_string()));
-    }
-    let _lock = Lock::acquire(&paths)?;
-    let mut state = State::load(&paths)?;
-    let mut maps = PinnedMaps::open(&paths)?;
-    let generation = maps.active_generation()?;
-    let mut policy = state.policy.clone();
-    let outcome = match verb {
-        Verb::Allow => edit::allow(
-            &mut policy,
-            a.spec.proto,
-            a.spec.ports,
-            &a.from,
-            a.comment.clone(),
-        ),
-        Verb::Deny => edit::deny(&mut policy, a.spec.proto, a.spec.ports, &a.from),
-    }
-    .map_err(anyhow::Error::msg)?;
-    let msg = match outcome {
-        Edit::Unchanged(m) => return Ok(format!("unchanged: {m}")),
-        Edit::Changed(m) => m,
-    };
-    if matches!(verb, Verb::Deny) {
-        super::apply::guard_or_refuse(&policy, a.force)?;
-    }
-    let old = Compiled::new(&state.policy, generation);
-    let new = Compiled::new(&policy, generation);
-    let old_ids: Vec<u32> = state.policy.rules.iter().map(|r| r.id).collect();
-    let new_slots: Vec<u32> = policy
-        .rules
-        .iter()
-        .filter(|r| !old_ids.contains(&r.id))
-        .map(|r| rule_slot(generation, r.id))
-        .collect();
-    maps.apply_diff(&old, &new, &new_slots)?;
-    state.policy = policy;
-    state.generation = generation;
-    state.save(&paths)?;
-    Ok(msg)
 }

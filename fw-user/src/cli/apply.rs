@@ -1,20 +1,17 @@
 //! `fw apply`, `fw confirm`, `fw rollback`, `fw flush`: replace the whole running policy
-//! atomically, with a way back that does not depend on the caller staying alive.
+//! atomically, with a way back to the last confirmed policy that does not depend on the caller
+//! staying alive.
 
-use std::{
-    os::unix::process::CommandExt as _,
-    path::PathBuf,
-    process::{Command, Stdio},
-    time::{Duration, SystemTime, UNIX_EPOCH},
-};
+use std::path::PathBuf;
 
-use anyhow::{Context as _, bail};
+use anyhow::Context as _;
 
 use crate::{
-    apply::{self, apply_policy},
-    guard,
-    pins::IfacePaths,
-    state::{Lock, Pending, State},
+    filter::{Confirm, Filter, RolledBack},
+    guard::Guard,
+    paths::IfaceName,
+    state::Entry,
+    timer,
 };
 
 #[derive(Debug, clap::Args)]
@@ -23,10 +20,10 @@ pub struct ApplyArgs {
     pub file: PathBuf,
     /// Interface (default: every one fw is attached to).
     #[arg(long = "iface", short = 'i')]
-    pub ifaces: Vec<String>,
-    /// Bring the previous policy back after SECS seconds unless `fw confirm` runs first — also
-    /// if this process or your SSH session dies.
-    #[arg(long, value_name = "SECS")]
+    pub ifaces: Vec<IfaceName>,
+    /// Bring the last confirmed policy back after SECS seconds unless `fw confirm` runs first —
+    /// also if this process or your SSH session dies.
+    #[arg(long, value_name = "SECS", value_parser = clap::value_parser!(u64).range(1..=86400))]
     pub confirm: Option<u64>,
     /// Apply even if the lockout guard objects.
     #[arg(long)]
@@ -37,142 +34,79 @@ pub struct ApplyArgs {
 pub struct IfaceArgs {
     /// Interface (default: every one fw is attached to).
     #[arg(long = "iface", short = 'i')]
-    pub ifaces: Vec<String>,
+    pub ifaces: Vec<IfaceName>,
 }
 
 /// The detached rollback timer (started by `fw apply --confirm`).
 #[derive(Debug, clap::Args)]
 pub struct TimerArgs {
     #[arg(long)]
-    pub iface: String,
+    pub iface: IfaceName,
     #[arg(long)]
     pub token: u64,
+    /// Unix time at which to roll back.
     #[arg(long)]
-    pub seconds: u64,
-}
-
-/// Refuse, unless `force`, a policy that would lock the admin out.
-pub fn guard_or_refuse(policy: &fw_policy::Policy, force: bool) -> anyhow::Result<()> {
-    if force {
-        return Ok(());
-    }
-    if let Err(why) = guard::check(policy, &guard::current_sessions()) {
-        bail!(
-            "refusing: {why}.\nAdd a rule that admits your address to SSH (see `fw policy show`), or pass --force if you have console access."
-        );
-    }
-    Ok(())
+    pub deadline: u64,
 }
 
 pub fn execute_apply(a: ApplyArgs) -> anyhow::Result<()> {
     let (policy, source) = super::load_policy(Some(&a.file))?;
-    guard_or_refuse(&policy, a.force)?;
-    let ifaces = super::target_ifaces(&a.ifaces)?;
-    let now = SystemTime::now().duration_since(UNIX_EPOCH)?.as_secs();
-    for iface in &ifaces {
-        let pending = a.confirm.map(|secs| Pending {
-            token: token(),
-            deadline: now + secs,
+    let guard = if a.force { Guard::Force } else { Guard::Check };
+    // Refuse before touching any interface.
+    guard.check(&policy)?;
+    for iface in &super::target_ifaces(&a.ifaces)? {
+        let mut f = Filter::open(iface).with_context(|| format!("fw apply on {iface}"))?;
+        let was_pending = f.state().record.pending.is_some();
+        let entry = Entry {
+            policy: policy.clone(),
+            source: source.clone(),
+            flushed: false,
+        };
+        let confirm = a.confirm.map(|secs| Confirm {
+            secs,
+            spawn: &timer::spawn,
         });
-        let r = (|| -> anyhow::Result<_> {
-            let paths = apply::attached(iface)?;
-            let lock = Lock::acquire(&paths)?;
-            // The timer starts before the new policy is in force, and acts only once it gets
-            // this lock: whenever this process dies (killed, or its SSH session gone), the
-            // policy it put in force still has a timer that takes it back.
-            if let (Some(p), Some(secs)) = (&pending, a.confirm) {
-                spawn_timer(iface, p.token, secs)?;
-            }
-            Ok(apply::apply_locked(
-                &paths,
-                &lock,
-                &policy,
-                &source,
-                false,
-                pending.clone(),
-            )?)
-        })()
-        .with_context(|| format!("fw apply on {iface}"))?;
+        let changes = f
+            .apply(entry, confirm, Guard::Force)
+            .with_context(|| format!("fw apply on {iface}"))?;
         println!(
             "{iface}: policy from {source} in force (generation {}), {} rules",
-            r.generation,
+            f.state().record.generation,
             policy.rules.len()
         );
-        if let Some(secs) = a.confirm {
-            println!(
-                "{iface}: the previous policy comes back in {secs} s unless you run `fw confirm`"
-            );
+        super::print_changes(iface, &changes);
+        let back = f.state().record.confirmed.source.clone();
+        match (a.confirm, was_pending) {
+            (Some(secs), _) => println!(
+                "{iface}: the last confirmed policy ({back}) comes back in {secs} s unless you run `fw confirm`"
+            ),
+            (None, true) => println!(
+                "{iface}: note: an earlier `--confirm` is still pending: unless you run `fw confirm` before its deadline, {back} comes back"
+            ),
+            (None, false) => println!(
+                "{iface}: `fw rollback` returns to the last confirmed policy ({back}); `fw confirm` makes this one it"
+            ),
         }
+        super::note_saved(f.state());
     }
-    Ok(())
-}
-
-fn token() -> u64 {
-    let mut b = [0u8; 8];
-    if std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| std::io::Read::read_exact(&mut f, &mut b))
-        .is_err()
-    {
-        let n = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_nanos() as u64;
-        b = (n ^ u64::from(std::process::id())).to_le_bytes();
-    }
-    u64::from_le_bytes(b)
-}
-
-/// Start the rollback timer as its own process, in its own session, detached from this
-/// terminal: it outlives `fw apply`, a killed shell and a dropped SSH connection.
-fn spawn_timer(iface: &str, token: u64, secs: u64) -> anyhow::Result<()> {
-    let exe = std::env::current_exe().context("locating the fw binary")?;
-    let paths = IfacePaths::new(iface)?;
-    let log = std::fs::File::create(paths.state.join("rollback.log"))
-        .context("creating the rollback log")?;
-    let mut cmd = Command::new(exe);
-    cmd.args([
-        "rollback-timer",
-        "--iface",
-        iface,
-        "--token",
-        &token.to_string(),
-        "--seconds",
-        &secs.to_string(),
-    ])
-    .stdin(Stdio::null())
-    .stdout(log.try_clone()?)
-    .stderr(log);
-    // SAFETY: setsid is async-signal-safe.
-    unsafe {
-        cmd.pre_exec(|| {
-            if libc::setsid() < 0 {
-                return Err(std::io::Error::last_os_error());
-            }
-            Ok(())
-        });
-    }
-    cmd.spawn().context("starting the rollback timer")?;
     Ok(())
 }
 
 pub fn execute_timer(a: TimerArgs) -> anyhow::Result<()> {
-    // A hang-up of the terminal we came from must not end the timer.
-    // SAFETY: setting a signal disposition.
-    unsafe { libc::signal(libc::SIGHUP, libc::SIG_IGN) };
-    std::thread::sleep(Duration::from_secs(a.seconds));
-    if apply::rollback(&a.iface, Some(a.token))? {
-        println!(
-            "{}: not confirmed within {} s: previous policy restored",
-            a.iface, a.seconds
-        );
-    }
+    let msg = timer::run(&a.iface, a.token, a.deadline)?;
+    println!("{msg}");
     Ok(())
 }
 
 pub fn execute_confirm(a: IfaceArgs) -> anyhow::Result<()> {
     for iface in super::target_ifaces(&a.ifaces)? {
-        if apply::confirm(&iface)? {
-            println!("{iface}: confirmed; the new policy stays");
+        let mut f = Filter::open(&iface).with_context(|| format!("fw confirm on {iface}"))?;
+        if f.confirm()? {
+            println!(
+                "{iface}: confirmed; the policy in force ({}) stays, and `fw rollback` returns to it",
+                f.state().current().source
+            );
+            super::note_saved(f.state());
         } else {
             println!("{iface}: nothing to confirm");
         }
@@ -182,26 +116,37 @@ pub fn execute_confirm(a: IfaceArgs) -> anyhow::Result<()> {
 
 pub fn execute_rollback(a: IfaceArgs) -> anyhow::Result<()> {
     for iface in super::target_ifaces(&a.ifaces)? {
-        apply::rollback(&iface, None).with_context(|| format!("fw rollback on {iface}"))?;
-        let s = State::load(&IfacePaths::new(&iface)?)?;
-        println!(
-            "{iface}: previous policy restored ({}{})",
-            s.source,
-            if s.flushed { ", flushed" } else { "" }
-        );
+        let mut f = Filter::open(&iface).with_context(|| format!("fw rollback on {iface}"))?;
+        match f
+            .rollback(None)
+            .with_context(|| format!("fw rollback on {iface}"))?
+        {
+            RolledBack::Restored(changes) => {
+                println!(
+                    "{iface}: the last confirmed policy is back ({})",
+                    f.state().current().source
+                );
+                super::print_changes(&iface, &changes);
+            }
+            RolledBack::AlreadyConfirmed | RolledBack::NotPending => println!(
+                "{iface}: the last confirmed policy ({}) is already in force: nothing to roll back",
+                f.state().current().source
+            ),
+        }
     }
     Ok(())
 }
 
 pub fn execute_flush(a: IfaceArgs) -> anyhow::Result<()> {
     for iface in super::target_ifaces(&a.ifaces)? {
-        let paths = IfacePaths::new(&iface)?;
-        let s = State::load(&paths)?;
-        apply_policy(&iface, &s.policy, &s.source, true, None)
-            .with_context(|| format!("fw flush on {iface}"))?;
-        println!(
-            "{iface}: FLUSHED — all incoming traffic passes; the program stays attached. `fw rollback` puts the policy back."
-        );
+        let mut f = Filter::open(&iface).with_context(|| format!("fw flush on {iface}"))?;
+        if f.flush().with_context(|| format!("fw flush on {iface}"))? {
+            println!(
+                "{iface}: FLUSHED — all incoming traffic passes; the program stays attached. `fw rollback` puts the last confirmed policy back."
+            );
+        } else {
+            println!("{iface}: already flushed: nothing to do");
+        }
     }
     Ok(())
 }

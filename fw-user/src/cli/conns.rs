@@ -5,13 +5,17 @@ use std::net::IpAddr;
 use fw_common::{FlowKey, FlowState, flow::state};
 use serde::Serialize;
 
-use crate::{pinned::PinnedMaps, pins::IfacePaths, sys::monotonic_coarse_ns};
+use crate::{
+    maps::PinnedMaps,
+    paths::{IfaceName, IfacePaths},
+    sys::monotonic_coarse_ns,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Interface (default: every one fw is attached to).
     #[arg(long = "iface", short = 'i')]
-    pub ifaces: Vec<String>,
+    pub ifaces: Vec<IfaceName>,
     #[arg(long)]
     pub json: bool,
 }
@@ -71,17 +75,17 @@ fn proto_name(p: u8) -> &'static str {
     }
 }
 
-pub fn list(iface: &str) -> anyhow::Result<Vec<Conn>> {
+pub fn list(iface: &IfaceName) -> anyhow::Result<Vec<Conn>> {
     let paths = IfacePaths::new(iface)?;
-    if !paths.is_attached() {
+    if !paths.is_attached()? {
         anyhow::bail!(crate::Error::NotAttached(iface.to_string()));
     }
     let maps = PinnedMaps::open(&paths)?;
     let now = monotonic_coarse_ns();
     let mut out = Vec::new();
-    for (table, name, _, _) in super::status::TABLES {
+    for (table, name, _, _) in crate::status::TABLES {
         for (k, v) in maps.flows(table)? {
-            out.push(conn(iface, name, &k, &v, now));
+            out.push(conn(iface.as_str(), name, &k, &v, now));
         }
     }
     Ok(out)

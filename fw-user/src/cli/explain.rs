@@ -4,17 +4,20 @@
 use std::{net::IpAddr, path::PathBuf};
 
 use anyhow::bail;
-use fw_common::{Decision, Parsed, Tables, decide_parsed, maps::slot_rule, parse};
+use fw_common::{
+    Decision, decide_parsed,
+    frame::{L4Spec, PacketSpec, describe, parse_hex},
+    maps::slot_rule,
+    parse,
+};
+use fw_policy::{Compiled, Policy};
 
 use crate::{
-    live::LiveTables,
-    pinned::PinnedMaps,
-    pins::{IfacePaths, attached_ifaces},
+    live_tables::LiveTables,
+    maps::PinnedMaps,
+    paths::{IfaceName, IfacePaths, attached_ifaces},
     state::State,
 };
-use fw_common::frame::{L4Spec, PacketSpec, parse_hex};
-use fw_policy::Compiled;
-use fw_policy::Policy;
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -44,7 +47,7 @@ pub struct Args {
     /// Judge by the running filter on this interface (default: the only one attached, else
     /// the embedded seed policy).
     #[arg(long, short = 'i')]
-    pub iface: Option<String>,
+    pub iface: Option<IfaceName>,
 }
 
 fn frame(a: &Args) -> anyhow::Result<Vec<u8>> {
@@ -86,32 +89,34 @@ fn frame(a: &Args) -> anyhow::Result<Vec<u8>> {
 pub fn execute(a: Args) -> anyhow::Result<()> {
     let bytes = frame(&a)?;
     let parsed = parse(bytes.as_slice());
-    match &parsed {
-        Ok(Parsed::Ip(ip)) => println!("packet: {ip:?}"),
-        Ok(Parsed::NonIp { ethertype }) => println!("packet: ethertype {ethertype:#06x} (not IP)"),
-        Err(r) => println!("packet: unparseable ({})", r.describe()),
-    }
+    println!("packet: {}", describe(&parsed));
     let iface = match (&a.iface, &a.policy) {
         (Some(i), _) => Some(i.clone()),
         (None, Some(_)) => None,
         (None, None) => {
-            let all = attached_ifaces()?;
+            let all = if crate::paths::ensure_bpffs().is_ok() {
+                attached_ifaces()?
+            } else {
+                Vec::new()
+            };
             (all.len() == 1).then(|| all[0].clone())
         }
     };
     if let Some(iface) = iface {
         let paths = IfacePaths::new(&iface)?;
+        if !paths.is_attached()? {
+            bail!(crate::Error::NotAttached(iface.to_string()));
+        }
         let state = State::load(&paths)?;
         let maps = PinnedMaps::open(&paths)?;
         let t = LiveTables::new(&maps)?;
         println!("judged by: the running filter on {iface}");
-        report(&decide_parsed(&parsed, &t), &state.policy);
+        report(&decide_parsed(&parsed, &t), &state.current().policy);
     } else {
         let (policy, source) = super::load_policy(a.policy.as_ref())?;
         let t = Compiled::new(&policy, 0);
         println!("judged by: {source}");
         report(&decide_parsed(&parsed, &t), &policy);
-        let _ = t.config();
     }
     Ok(())
 }

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 
 use clap::{Parser, Subcommand};
 
-use crate::Error;
+use crate::{Error, paths::IfaceName};
 use fw_policy::{Policy, SEED_POLICY, parse_policy, parse_policy_file};
 
 #[derive(Debug, Parser)]
@@ -80,50 +80,105 @@ pub enum Command {
     Run(run::Args),
 }
 
-impl Cli {
-    pub fn execute(self) -> anyhow::Result<()> {
-        match self.command {
-            Command::Up(a) => up::execute(a),
-            Command::Down(a) => down::execute(a),
-            Command::Status(a) => status::execute(a),
-            Command::Allow(a) => allow::execute(a, allow::Verb::Allow),
-            Command::Deny(a) => allow::execute(a, allow::Verb::Deny),
-            Command::Conns(a) => conns::execute(a),
-            Command::Save(a) => persist::execute_save(a),
-            Command::Restore(a) => persist::execute_restore(a),
-            Command::Install(a) => persist::execute_install(a),
-            Command::Uninstall => persist::execute_uninstall(),
-            Command::Apply(a) => apply::execute_apply(a),
-            Command::Confirm(a) => apply::execute_confirm(a),
-            Command::Rollback(a) => apply::execute_rollback(a),
-            Command::Flush(a) => apply::execute_flush(a),
-            Command::RollbackTimer(a) => apply::execute_timer(a),
-            Command::Explain(a) => explain::execute(a),
-            Command::Policy(c) => policy_cmd::execute(c),
-            Command::Import(c) => import::execute(c),
-            Command::Export(c) => export::execute(c),
-            Command::Run(a) => run::execute(a),
+/// How a command ended, beyond success and error.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Exit {
+    /// 0: done, or nothing to do.
+    Ok,
+    /// 3: `fw status` found a filter that does not work as its state says (see README).
+    Degraded,
+}
+
+impl Exit {
+    pub fn code(self) -> u8 {
+        match self {
+            Exit::Ok => 0,
+            Exit::Degraded => 3,
         }
     }
+}
+
+impl Cli {
+    pub fn execute(self) -> anyhow::Result<Exit> {
+        let ok = |r: anyhow::Result<()>| r.map(|()| Exit::Ok);
+        match self.command {
+            Command::Up(a) => ok(up::execute(a)),
+            Command::Down(a) => ok(down::execute(a)),
+            Command::Status(a) => status::execute(a),
+            Command::Allow(a) => ok(allow::execute(a, allow::Verb::Allow)),
+            Command::Deny(a) => ok(allow::execute(a, allow::Verb::Deny)),
+            Command::Conns(a) => ok(conns::execute(a)),
+            Command::Save(a) => ok(persist::execute_save(a)),
+            Command::Restore(a) => ok(persist::execute_restore(a)),
+            Command::Install(a) => ok(persist::execute_install(a)),
+            Command::Uninstall => ok(persist::execute_uninstall()),
+            Command::Apply(a) => ok(apply::execute_apply(a)),
+            Command::Confirm(a) => ok(apply::execute_confirm(a)),
+            Command::Rollback(a) => ok(apply::execute_rollback(a)),
+            Command::Flush(a) => ok(apply::execute_flush(a)),
+            Command::RollbackTimer(a) => ok(apply::execute_timer(a)),
+            Command::Explain(a) => ok(explain::execute(a)),
+            Command::Policy(c) => ok(policy_cmd::execute(c)),
+            Command::Import(c) => ok(import::execute(c)),
+            Command::Export(c) => ok(export::execute(c)),
+            Command::Run(a) => ok(run::execute(a)),
+        }
+    }
+}
+
+/// An error as one line per cause, each said once (an OS error that a message already quotes
+/// is not repeated), with a hint when the cause is a missing privilege.
+pub fn error_text(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    let mut denied = false;
+    for cause in e.chain() {
+        let s = cause.to_string();
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            denied |= matches!(io.raw_os_error(), Some(libc::EPERM | libc::EACCES));
+        }
+        if let Some(fw) = cause.downcast_ref::<Error>() {
+            denied |= matches!(fw.os_error(), Some(libc::EPERM | libc::EACCES));
+        }
+        if s.is_empty() || out.contains(&s) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&s);
+    }
+    // SAFETY: geteuid has no preconditions.
+    if denied && unsafe { libc::geteuid() } != 0 {
+        out.push_str(
+            "\nfw changes and reads kernel objects: run it as root (it needs CAP_BPF and CAP_NET_ADMIN, and CAP_SYS_ADMIN to mount bpffs)",
+        );
+    }
+    out
+}
+
+/// The embedded default policy and its source name.
+pub fn seed_policy() -> Result<(Policy, String), Error> {
+    Ok((
+        parse_policy("<embedded seed policy>", SEED_POLICY)?,
+        "embedded seed policy".to_string(),
+    ))
 }
 
 /// A policy from `--policy FILE`, or the embedded seed policy. Returns it and its source name.
 pub fn load_policy(file: Option<&PathBuf>) -> Result<(Policy, String), Error> {
     match file {
         Some(f) => Ok((parse_policy_file(f)?, f.display().to_string())),
-        None => Ok((
-            parse_policy("<embedded seed policy>", SEED_POLICY)?,
-            "embedded seed policy".to_string(),
-        )),
+        None => seed_policy(),
     }
 }
 
 /// `--iface` values, or every interface fw is attached to in this namespace.
-pub fn target_ifaces(given: &[String]) -> Result<Vec<String>, Error> {
+pub fn target_ifaces(given: &[IfaceName]) -> Result<Vec<IfaceName>, Error> {
     if !given.is_empty() {
         return Ok(given.to_vec());
     }
-    let all = crate::pins::attached_ifaces()?;
+    crate::paths::ensure_bpffs()?;
+    let all = crate::paths::attached_ifaces()?;
     if all.is_empty() {
         return Err(Error::Other(
             "fw is not attached to any interface in this network namespace (start it with `fw up --iface IF`)".into(),
@@ -132,12 +187,34 @@ pub fn target_ifaces(given: &[String]) -> Result<Vec<String>, Error> {
     Ok(all)
 }
 
+/// Print what a policy replacement changes.
+pub fn print_changes(iface: &IfaceName, changes: &[String]) {
+    if changes.is_empty() {
+        println!("{iface}: what is let in does not change");
+        return;
+    }
+    println!("{iface}: changes:");
+    for c in changes {
+        println!("  {c}");
+    }
+}
+
+/// After a live change: say when the saved policy (what comes back at boot) now differs.
+pub fn note_saved(st: &crate::state::State) {
+    if crate::status::saved_differs(st) == crate::status::Saved::Differs {
+        println!(
+            "note: {} (restored at boot) differs from the running policy now; `fw save` keeps this change after a reboot",
+            crate::persist::saved_file().display()
+        );
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use clap::Parser as _;
 
     use super::{Cli, Command};
-    use crate::loader::Mode;
+    use crate::attach::Mode;
     use fw_policy::Proto;
 
     fn parse(args: &[&str]) -> Result<Cli, clap::Error> {
@@ -151,7 +228,8 @@ mod tests {
         ])
         .unwrap();
         let Command::Up(a) = c.command else { panic!() };
-        assert_eq!(a.ifaces, ["eth0", "eth1"]);
+        let names: Vec<&str> = a.ifaces.iter().map(|i| i.as_str()).collect();
+        assert_eq!(names, ["eth0", "eth1"]);
         assert_eq!(a.policy.unwrap().to_str(), Some("p.toml"));
         assert_eq!(a.mode, Mode::Skb);
         assert!(parse(&["up"]).is_err(), "--iface is required");
@@ -210,7 +288,34 @@ mod tests {
             panic!()
         };
         assert!(a.json);
-        assert_eq!(a.ifaces, ["eth0"]);
+        assert_eq!(a.ifaces[0].as_str(), "eth0");
+    }
+
+    #[test]
+    fn interface_names_are_validated_by_every_verb() {
+        for verb in [
+            &["down", "--iface"][..],
+            &["status", "-i"],
+            &["allow", "22", "-i"],
+            &["confirm", "-i"],
+            &["rollback", "-i"],
+            &["flush", "-i"],
+            &["conns", "-i"],
+            &["save", "--iface"],
+        ] {
+            for bad in ["..", "../../..", "a/b", "x234567890123456"] {
+                let mut args = verb.to_vec();
+                args.push(bad);
+                let e = parse(&args).unwrap_err().to_string();
+                assert!(e.contains("not an interface name"), "{args:?}: {e}");
+            }
+        }
+    }
+
+    #[test]
+    fn up_takes_a_policy_or_the_default_not_both() {
+        assert!(parse(&["up", "-i", "eth0", "--default"]).is_ok());
+        assert!(parse(&["up", "-i", "eth0", "--default", "--policy", "p.toml"]).is_err());
     }
 
     #[test]

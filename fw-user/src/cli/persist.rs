@@ -11,40 +11,45 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    loader::{self, Mode, Up},
-    pins::IfacePaths,
+    attach::{EgressMode, Mode},
+    filter::{Filter, UpKind, UpOptions},
+    guard::Guard,
+    paths::{IfaceName, IfacePaths},
+    persist::{DEFAULT_FILE, saved_file, saved_text, write_file},
     state::State,
 };
-use fw_policy::{
-    Policy, parse_policy_file,
-    toml_out::{Annotations, to_toml},
-};
+use fw_policy::parse_policy_file;
 
-pub const DEFAULT_FILE: &str = "/etc/fw/fw.toml";
 pub const UNIT_PATH: &str = "/etc/systemd/system/fw.service";
 pub const INSTALLED_BIN: &str = "/usr/local/sbin/fw";
 
 #[derive(Debug, clap::Args)]
 pub struct SaveArgs {
-    /// Where to write (default /etc/fw/fw.toml, which `fw restore` reads at boot).
+    /// Where to write (default /etc/fw/fw.toml or $FW_POLICY_FILE, which `fw restore` reads at
+    /// boot); `-` prints it (like iptables-save).
     pub file: Option<PathBuf>,
     /// Interface(s) to save (default: every one fw is attached to; they must run one policy).
     #[arg(long = "iface", short = 'i')]
-    pub ifaces: Vec<String>,
+    pub ifaces: Vec<IfaceName>,
 }
 
 #[derive(Debug, clap::Args)]
 pub struct RestoreArgs {
-    /// The saved policy (default /etc/fw/fw.toml).
+    /// The saved policy (default /etc/fw/fw.toml or $FW_POLICY_FILE).
     pub file: Option<PathBuf>,
     /// Interfaces (default: the file's `interfaces`).
     #[arg(long = "iface", short = 'i')]
-    pub ifaces: Vec<String>,
+    pub ifaces: Vec<IfaceName>,
     /// Wait up to SECS seconds for each interface to appear (at boot, drivers may be late).
     #[arg(long, default_value_t = 0, value_name = "SECS")]
     pub wait: u64,
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
+    #[arg(long, value_enum, default_value_t = EgressMode::Auto)]
+    pub egress: EgressMode,
+    /// Restore even if the policy would cut a live SSH session.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Debug, clap::Args)]
@@ -54,24 +59,6 @@ pub struct InstallArgs {
     pub print: bool,
 }
 
-/// The text `fw save` writes for `policy` attached to `ifaces`.
-pub fn saved_text(policy: &Policy, ifaces: &[String], source: &str) -> String {
-    let notes = Annotations {
-        header: vec![
-            "fw policy saved by `fw save`; `fw restore` (run at boot by fw.service) loads it."
-                .to_string(),
-            format!("Saved from the running filter (its policy came from: {source})."),
-            "`interfaces`: what fw restore attaches to.".to_string(),
-        ],
-        ..Default::default()
-    };
-    // to_toml writes `interfaces` itself (before the first table, where TOML wants it); adding
-    // a line here as well would make the file unreadable (duplicate key).
-    let mut policy = policy.clone();
-    policy.interfaces = ifaces.to_vec();
-    to_toml(&policy, &notes)
-}
-
 pub fn execute_save(a: SaveArgs) -> anyhow::Result<()> {
     let ifaces = super::target_ifaces(&a.ifaces)?;
     let mut states = Vec::new();
@@ -79,65 +66,74 @@ pub fn execute_save(a: SaveArgs) -> anyhow::Result<()> {
         states.push(State::load(&IfacePaths::new(iface)?)?);
     }
     let first = &states[0];
-    if let Some(other) = states
-        .iter()
-        .find(|s| s.policy.rules != first.policy.rules || s.policy.options != first.policy.options)
-    {
+    let same = |s: &State| {
+        s.current().policy.rules == first.current().policy.rules
+            && s.current().policy.options == first.current().policy.options
+    };
+    if let Some(other) = states.iter().find(|s| !same(s)) {
         bail!(
             "{} and {} run different policies; save each with `fw save FILE --iface IF`",
             first.iface,
             other.iface
         );
     }
-    if let Some(s) = states.iter().find(|s| s.pending.is_some()) {
+    if let Some(s) = states.iter().find(|s| s.record.pending.is_some()) {
         bail!(
             "{}: an `fw apply --confirm` is still waiting for `fw confirm`; confirm (or roll back) before saving",
             s.iface
         );
     }
-    let file = a.file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
-    let mut policy = first.policy.clone();
-    policy.interfaces = ifaces.clone();
-    let text = saved_text(&policy, &ifaces, &first.source);
+    let names: Vec<String> = ifaces.iter().map(|i| i.to_string()).collect();
+    let policy = &first.current().policy;
+    let text = saved_text(policy, &names, &first.current().source);
+    let to_stdout = a.file.as_deref() == Some(Path::new("-"));
+    let file = a.file.unwrap_or_else(saved_file);
     // Never save something restore could not read back.
     fw_policy::parse_policy(&file.display().to_string(), &text)
         .context("internal error: the saved policy does not parse back")?;
-    if let Some(dir) = file.parent() {
+    if to_stdout {
+        print!("{text}");
+        return Ok(());
+    }
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
         fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     }
-    let tmp = file.with_extension("toml.tmp");
-    fs::write(&tmp, &text).with_context(|| format!("writing {}", tmp.display()))?;
-    fs::rename(&tmp, &file).with_context(|| format!("writing {}", file.display()))?;
-    if states.iter().any(|s| s.flushed) {
+    write_file(&file, &text)?;
+    if states.iter().any(|s| s.current().flushed) {
         println!(
             "note: the filter is flushed right now; the saved file holds the policy itself, not the flush"
         );
     }
     println!(
         "saved the policy of {} to {} ({} rules)",
-        ifaces.join(", "),
+        names.join(", "),
         file.display(),
         policy.rules.len()
     );
     Ok(())
 }
 
-fn wait_for(iface: &str, secs: u64) -> anyhow::Result<()> {
+fn wait_for(iface: &IfaceName, secs: u64) -> anyhow::Result<()> {
     let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        match loader::check_iface(iface) {
-            Ok(_) => return Ok(()),
-            Err(e) if Instant::now() >= deadline => return Err(e.into()),
-            Err(_) => std::thread::sleep(Duration::from_millis(200)),
+    while iface.index().is_none() {
+        if Instant::now() >= deadline {
+            bail!(crate::Error::NoSuchInterface(iface.to_string()));
         }
+        std::thread::sleep(Duration::from_millis(200));
     }
+    Ok(())
 }
 
 pub fn execute_restore(a: RestoreArgs) -> anyhow::Result<()> {
-    let file = a.file.unwrap_or_else(|| PathBuf::from(DEFAULT_FILE));
+    let file = a.file.unwrap_or_else(saved_file);
     let policy = parse_policy_file(&file)?;
     let ifaces = if a.ifaces.is_empty() {
-        policy.interfaces.clone()
+        policy
+            .interfaces
+            .iter()
+            .map(|i| IfaceName::new(i))
+            .collect::<Result<Vec<_>, _>>()
+            .with_context(|| format!("{}: interfaces", file.display()))?
     } else {
         a.ifaces.clone()
     };
@@ -148,24 +144,45 @@ pub fn execute_restore(a: RestoreArgs) -> anyhow::Result<()> {
         );
     }
     let source = file.display().to_string();
+    let guard = if a.force {
+        Guard::Force
+    } else {
+        Guard::Restore
+    };
     let mut failed = Vec::new();
     // Each interface on its own: one late or missing NIC must not leave the others unprotected.
     for iface in &ifaces {
-        let r = wait_for(iface, a.wait).and_then(|_| {
-            loader::up(&Up {
-                iface,
-                mode: a.mode,
-                policy: &policy,
-                source: &source,
-                log: false,
-            })
-            .map_err(anyhow::Error::from)
-        });
+        let opts = UpOptions {
+            mode: a.mode,
+            egress: a.egress,
+            policy: Some((&policy, &source)),
+            guard,
+            log: false,
+        };
+        let r = wait_for(iface, a.wait)
+            .and_then(|_| Filter::up(iface, &opts).map_err(anyhow::Error::from));
         match r {
-            Ok((rep, _)) => println!("{iface}: restored {} (xdp {})", file.display(), rep.mode),
+            Ok((_, rep, _)) => {
+                let how = match rep.kind {
+                    UpKind::Attached => "attached",
+                    UpKind::Upgraded => "replaced the running policy",
+                    UpKind::Healed(_) => "attached again",
+                };
+                println!(
+                    "{iface}: restored {} ({how}, xdp {})",
+                    file.display(),
+                    rep.mode.name()
+                );
+                if let Some(c) = &rep.changes {
+                    super::print_changes(iface, c);
+                }
+                for n in &rep.notes {
+                    println!("{iface}: note: {n}");
+                }
+            }
             Err(e) => {
-                eprintln!("fw: {iface}: {e:#}");
-                failed.push(iface.clone());
+                eprintln!("fw: {iface}: {}", super::error_text(&e));
+                failed.push(iface.to_string());
             }
         }
     }
@@ -274,7 +291,7 @@ pub fn execute_uninstall() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use fw_policy::{SEED_POLICY, parse_policy};
+    use fw_policy::{Policy, SEED_POLICY, parse_policy};
 
     #[test]
     fn saved_text_parses_back_to_the_same_policy_and_interfaces() {

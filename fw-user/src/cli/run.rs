@@ -7,14 +7,16 @@ use anyhow::{Context as _, bail};
 use tokio::signal::unix::{SignalKind, signal};
 
 use crate::{
-    loader::{self, Mode, Up},
-    pins::IfacePaths,
+    attach::{EgressMode, Mode},
+    filter::{self, Filter, UpOptions},
+    guard::Guard,
+    paths::{IfaceName, IfacePaths},
 };
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[arg(long = "iface", short = 'i', required = true)]
-    pub ifaces: Vec<String>,
+    pub ifaces: Vec<IfaceName>,
     #[arg(long, short = 'p')]
     pub policy: Option<PathBuf>,
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
@@ -37,8 +39,7 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
 async fn run(a: Args) -> anyhow::Result<()> {
     let (policy, source) = super::load_policy(a.policy.as_ref())?;
     for iface in &a.ifaces {
-        loader::check_iface(iface)?;
-        if IfacePaths::new(iface)?.is_attached() {
+        if IfacePaths::new(iface)?.is_attached()? {
             bail!(
                 "fw is already attached to {iface} (see `fw status`); `fw run` loads its own filter and removes it on exit, so stop the other one first with `fw down --iface {iface}`"
             );
@@ -47,22 +48,25 @@ async fn run(a: Args) -> anyhow::Result<()> {
     let mut objects = Vec::new();
     let mut attached = Vec::new();
     for iface in &a.ifaces {
-        let r = loader::up(&Up {
-            iface,
+        let opts = UpOptions {
             mode: a.mode,
-            policy: &policy,
-            source: &source,
+            egress: EgressMode::Auto,
+            policy: Some((&policy, &source)),
+            guard: Guard::Check,
             log: a.log,
-        });
-        match r {
-            Ok((report, ebpf)) => {
-                println!("{iface}: attached (xdp {}), policy: {source}", report.mode);
+        };
+        match Filter::up(iface, &opts) {
+            Ok((_, report, ebpf)) => {
+                println!(
+                    "{iface}: attached (xdp {}), policy: {source}",
+                    report.mode.name()
+                );
                 attached.push(iface.clone());
                 objects.push(ebpf);
             }
             Err(e) => {
                 for i in &attached {
-                    let _ = loader::down(i);
+                    let _ = filter::down(i);
                 }
                 return Err(e).with_context(|| format!("fw run on {iface}"));
             }
@@ -106,15 +110,15 @@ async fn run(a: Args) -> anyhow::Result<()> {
         }
     };
     for iface in &attached {
-        loader::down(iface).with_context(|| format!("detaching from {iface}"))?;
+        filter::down(iface).with_context(|| format!("detaching from {iface}"))?;
         println!("{iface}: detached");
     }
     result
 }
 
-fn report(ifaces: &[String], last: &mut BTreeMap<(String, String), u64>) -> anyhow::Result<()> {
+fn report(ifaces: &[IfaceName], last: &mut BTreeMap<(String, String), u64>) -> anyhow::Result<()> {
     for iface in ifaces {
-        let s = super::status::read(iface)?;
+        let s = crate::status::read(iface)?;
         let mut parts = Vec::new();
         let rules = s.rules.iter().map(|r| {
             (
@@ -129,7 +133,7 @@ fn report(ifaces: &[String], last: &mut BTreeMap<(String, String), u64>) -> anyh
             .map(|r| (r.reason.to_string(), r.verdict, r.packets));
         for (name, verdict, packets) in rules.chain(reasons) {
             let prev = last
-                .insert((iface.clone(), name.clone()), packets)
+                .insert((iface.to_string(), name.clone()), packets)
                 .unwrap_or(0);
             if packets > prev {
                 parts.push(format!("{verdict} {name} +{}", packets - prev));

@@ -46,23 +46,28 @@ pub fn parse_tcp_flags(s: &str) -> Result<u8, String> {
     if let Ok(n) = s.parse::<u8>() {
         return Ok(n);
     }
+    // Comma-separated names (`SYN,ACK`, as `fw explain` prints them), or letters (`SA`).
+    if s.contains(',') || tcp::flag_by_name(s).is_some() {
+        return s.split(',').try_fold(0u8, |f, n| {
+            tcp::flag_by_name(n.trim())
+                .map(|b| f | b)
+                .ok_or_else(|| format!("bad TCP flag {n:?} in {s:?}"))
+        });
+    }
     let mut f = 0;
     for c in s.chars() {
-        f |= match c.to_ascii_uppercase() {
-            'F' => tcp::FIN,
-            'S' => tcp::SYN,
-            'R' => tcp::RST,
-            'P' => tcp::PSH,
-            'A' | '.' => tcp::ACK,
-            'U' => tcp::URG,
-            'E' => tcp::ECE,
-            'C' | 'W' => tcp::CWR,
-            _ => {
-                return Err(format!(
-                    "bad TCP flag {c:?} in {s:?} (letters F S R P A U E C, or none/all)"
-                ));
-            }
+        let up = match c.to_ascii_uppercase() {
+            '.' => 'A', // tcpdump's ACK
+            'W' => 'C', // hping3's CWR
+            u => u,
         };
+        f |= tcp::NAMES
+            .iter()
+            .find(|(_, _, l)| *l == up)
+            .map(|(b, _, _)| *b)
+            .ok_or_else(|| {
+                format!("bad TCP flag {c:?} in {s:?} (letters F S R P A U E C, or none/all)")
+            })?;
     }
     Ok(f)
 }

@@ -1,21 +1,35 @@
-//! `fw up`: attach, or replace the running filter without a gap.
+//! `fw up`: attach; on an attached interface, upgrade the programs and keep the running policy
+//! (replacing it takes `--policy FILE` or `--default`); on one whose interface was recreated,
+//! attach the running policy again.
 
 use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::loader::{self, Mode, Up};
+use crate::{
+    attach::{EgressMode, Mode},
+    filter::{Filter, UpKind, UpOptions},
+    guard::Guard,
+    paths::IfaceName,
+};
 
 #[derive(Debug, clap::Args)]
 pub struct Args {
     /// Interface to filter (repeat for several).
     #[arg(long = "iface", short = 'i', required = true)]
-    pub ifaces: Vec<String>,
-    /// Policy file (TOML); default: the embedded seed policy (`fw policy default` prints it).
+    pub ifaces: Vec<IfaceName>,
+    /// Put this policy (TOML) in force. Without it, a running filter keeps its policy, and a
+    /// new one starts with the embedded seed policy (`fw policy default` prints it).
     #[arg(long, short = 'p')]
     pub policy: Option<PathBuf>,
+    /// Put the embedded seed policy in force, also on a running filter.
+    #[arg(long, conflicts_with = "policy")]
+    pub default: bool,
     #[arg(long, value_enum, default_value_t = Mode::Auto)]
     pub mode: Mode,
+    /// How to attach the egress connection recorder: TCX (Linux ≥ 6.6) or a clsact qdisc.
+    #[arg(long, value_enum, default_value_t = EgressMode::Auto)]
+    pub egress: EgressMode,
     /// Load even if the lockout guard objects (the policy would cut your SSH access).
     #[arg(long)]
     pub force: bool,
@@ -23,38 +37,78 @@ pub struct Args {
 
 pub fn execute(a: Args) -> anyhow::Result<()> {
     // Everything is checked before anything changes: the policy, then every interface.
-    let (policy, source) = super::load_policy(a.policy.as_ref())?;
-    super::apply::guard_or_refuse(&policy, a.force)?;
+    let given = match (&a.policy, a.default) {
+        (Some(_), _) | (None, true) => Some(super::load_policy(a.policy.as_ref())?),
+        (None, false) => None,
+    };
+    let (seed, seed_source) = super::seed_policy()?;
     for iface in &a.ifaces {
-        loader::check_iface(iface)?;
-    }
-    for iface in &a.ifaces {
-        let (report, _ebpf) = loader::up(&Up {
-            iface,
-            mode: a.mode,
-            policy: &policy,
-            source: &source,
-            log: false,
-        })
-        .with_context(|| format!("fw up on {iface}"))?;
-        if report.replaced {
-            println!(
-                "{iface}: policy replaced atomically ({} rules, generation {}, xdp {})",
-                policy.rules.len(),
-                report.generation,
-                report.mode
-            );
-        } else {
-            println!(
-                "{iface}: filter attached (xdp {}), {} rules; incoming traffic not allowed below is dropped",
-                report.mode,
-                policy.rules.len()
-            );
+        if iface.index().is_none() && !crate::paths::IfacePaths::new(iface)?.is_attached()? {
+            anyhow::bail!(crate::Error::NoSuchInterface(iface.to_string()));
         }
     }
-    println!("Allowed in:");
-    for line in policy.describe() {
-        println!("  {line}");
+    for iface in &a.ifaces {
+        let attached = crate::paths::IfacePaths::new(iface)?.is_attached()?;
+        let policy = match (&given, attached) {
+            (Some((p, s)), _) => Some((p, s.as_str())),
+            (None, false) => Some((&seed, seed_source.as_str())),
+            (None, true) => None,
+        };
+        let opts = UpOptions {
+            mode: a.mode,
+            egress: a.egress,
+            policy,
+            guard: if a.force { Guard::Force } else { Guard::Check },
+            log: false,
+        };
+        let (f, report, _ebpf) =
+            Filter::up(iface, &opts).with_context(|| format!("fw up on {iface}"))?;
+        let rules = f.state().current().policy.rules.len();
+        match &report.kind {
+            UpKind::Attached => println!(
+                "{iface}: filter attached (xdp {}, egress {}), {rules} rules; incoming traffic not allowed below is dropped",
+                report.mode.name(),
+                egress_name(&report.egress)
+            ),
+            UpKind::Upgraded if report.changes.is_some() => println!(
+                "{iface}: policy replaced atomically by {} (programs replaced on the running links, no gap)",
+                f.state().current().source
+            ),
+            UpKind::Upgraded => println!(
+                "{iface}: programs replaced on the running links (no gap); counters and connections kept"
+            ),
+            UpKind::Healed(why) => println!(
+                "{iface}: attached again ({why}), with the policy that was in force: {}",
+                f.state().current().source
+            ),
+        }
+        if let Some(why) = &report.native_unavailable {
+            println!("{iface}: warning: generic (skb) mode: {why}");
+        }
+        match &report.changes {
+            Some(c) => super::print_changes(iface, c),
+            None if report.kind == UpKind::Upgraded => println!(
+                "{iface}: kept the running policy ({}); `fw up --policy FILE` or `fw apply FILE` replaces it",
+                f.state().current().source
+            ),
+            None => {}
+        }
+        for n in &report.notes {
+            println!("{iface}: note: {n}");
+        }
+        if report.kind == UpKind::Attached {
+            println!("Allowed in:");
+            for line in f.state().current().policy.describe() {
+                println!("  {line}");
+            }
+        }
     }
     Ok(())
+}
+
+pub fn egress_name(e: &crate::state::EgressAttach) -> &'static str {
+    match e {
+        crate::state::EgressAttach::Tcx => "tcx",
+        crate::state::EgressAttach::Clsact { .. } => "clsact",
+    }
 }

@@ -18,9 +18,9 @@ use aya::{
 };
 use fw::{
     bench_programs as bp,
-    loader::{egress_program, load_object_sized, program},
-    pinned::PinnedMaps,
-    pins::{BPFFS, IfacePaths},
+    loader::{egress_program, load_object, xdp_program},
+    maps::PinnedMaps,
+    paths::{BPFFS, IfacePaths},
 };
 use fw_common::maps::{ALL_MAPS, rule_slot};
 use fw_policy::Compiled;
@@ -282,7 +282,7 @@ impl FwInstance {
         max_flows: u32,
     ) -> anyhow::Result<Self> {
         let paths = IfacePaths::at(iface, pins_root().join(tag), state_root().join(tag));
-        let ebpf = load_object_sized(&paths, false, max_flows).context("loading fw")?;
+        let ebpf = load_object(&paths, false, max_flows).context("loading fw")?;
         let mut maps = PinnedMaps::open(&paths)?;
         write_policy(&mut maps, policy, 0)?;
         maps.set_active(0)?;
@@ -296,7 +296,7 @@ impl FwInstance {
     }
 
     pub fn prog_fd(&mut self) -> anyhow::Result<RawFd> {
-        Ok(program(&mut self.ebpf)?.fd()?.as_fd().as_raw_fd())
+        Ok(xdp_program(&mut self.ebpf)?.fd()?.as_fd().as_raw_fd())
     }
 
     /// What `fw apply` does to the maps: fill the inactive generation, flip.
@@ -586,7 +586,7 @@ impl Pair {
                 let iface = self.r_if.clone();
                 let inst = in_netns(&r.path(), move || {
                     let mut inst = inst;
-                    program(&mut inst.ebpf)?
+                    xdp_program(&mut inst.ebpf)?
                         .attach(&iface, XdpMode::Driver)
                         .context("attaching fw (native)")?;
                     egress_program(&mut inst.ebpf)?

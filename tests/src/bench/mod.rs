@@ -119,7 +119,7 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
     if unsafe { libc::geteuid() } != 0 {
         anyhow::bail!("fw-bench loads XDP programs and creates namespaces: run it as root");
     }
-    fw::pins::ensure_bpffs()?;
+    fw::paths::ensure_bpffs()?;
     for tool in [
         "ip",
         "nsenter",

@@ -57,6 +57,6 @@ pub fn preflight() -> anyhow::Result<()> {
         }
     }
     crate::netns::fw_bin();
-    fw::pins::ensure_bpffs().map_err(|e| anyhow::anyhow!("bpffs: {e}"))?;
+    fw::paths::ensure_bpffs().map_err(|e| anyhow::anyhow!("bpffs: {e}"))?;
     Ok(())
 }

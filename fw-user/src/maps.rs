@@ -1,5 +1,5 @@
-//! The pinned maps of one interface: layout checks before reuse, and every write `fw` makes —
-//! whole generations, live single-entry edits, the generation flip, counters.
+//! The pinned maps of one filter: layout checks before reuse, and every write `fw` makes —
+//! whole generations, live single-entry edits, the generation flip, counters, flow entries.
 
 use std::{os::fd::AsFd as _, path::Path};
 
@@ -16,7 +16,7 @@ use fw_common::{
     },
 };
 
-use crate::{Error, pins::IfacePaths};
+use crate::{Error, paths::IfacePaths};
 use fw_policy::Compiled;
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
@@ -67,6 +67,38 @@ pub fn check_layout(paths: &IfacePaths) -> Result<(), Error> {
         }
     }
     Ok(())
+}
+
+/// The keys of an LPM trie that belong to generation `g` (first key byte). An error while
+/// listing is an error: a half-listed generation would leave entries behind.
+fn keys_of_generation<K>(
+    keys: impl Iterator<Item = Result<Key<K>, aya::maps::MapError>>,
+    g: u32,
+    what: &'static str,
+) -> Result<Vec<Key<K>>, Error>
+where
+    K: aya::Pod + Copy + AsRef<[u8]>,
+{
+    let mut out = Vec::new();
+    for k in keys {
+        let k = k.map_err(ctx(what))?;
+        if u32::from(k.data().as_ref()[0]) == g {
+            out.push(k);
+        }
+    }
+    Ok(out)
+}
+
+fn remove_tolerant(r: Result<(), aya::maps::MapError>, what: &'static str) -> Result<(), Error> {
+    match r {
+        Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
+        Err(aya::maps::MapError::SyscallError(e))
+            if e.io_error.raw_os_error() == Some(libc::ENOENT) =>
+        {
+            Ok(())
+        }
+        Err(e) => Err(Error::bpf(what, e)),
+    }
 }
 
 pub struct PinnedMaps {
@@ -149,11 +181,20 @@ impl PinnedMaps {
         m.insert(key, st, 0).map_err(ctx("flow table insert"))
     }
 
-    /// Every entry of a flow table (a snapshot: the kernel keeps changing it).
+    /// Every entry of a flow table (a snapshot: the kernel keeps changing it, so an entry that
+    /// expires between listing its key and reading it is skipped).
     pub fn flows(&self, table: FlowTable) -> Result<Vec<(FlowKey, FlowState)>, Error> {
         let m: HashMap<_, FlowKey, FlowState> =
             HashMap::try_from(self.flow_map(table)).map_err(ctx("flow table"))?;
-        Ok(m.iter().filter_map(|r| r.ok()).collect())
+        let mut out = Vec::new();
+        for r in m.iter() {
+            match r {
+                Ok(kv) => out.push(kv),
+                Err(aya::maps::MapError::KeyNotFound) => {}
+                Err(e) => return Err(Error::bpf("reading a flow table", e)),
+            }
+        }
+        Ok(out)
     }
 
     pub fn active_generation(&self) -> Result<u32, Error> {
@@ -210,8 +251,23 @@ impl PinnedMaps {
 
     /// Write the whole of `c`'s generation, which must not be the active one: every port entry
     /// of that generation (one batched syscall), its LPM entries (old ones of that generation
-    /// removed first), its config, and zeroed counters for its rules.
+    /// removed first), its config, and zeroed counters for its rules. If a write fails, the
+    /// generation's source entries are removed again, so an abandoned attempt cannot fill the
+    /// tries for the next command.
     pub fn write_generation(&mut self, c: &Compiled, rule_slots: &[u32]) -> Result<(), Error> {
+        let r = self.write_generation_inner(c, rule_slots);
+        if r.is_err()
+            && let Err(e) = self.clear_sources(c.generation)
+        {
+            log::warn!(
+                "clearing generation {} after a failed write: {e}",
+                c.generation
+            );
+        }
+        r
+    }
+
+    fn write_generation_inner(&mut self, c: &Compiled, rule_slots: &[u32]) -> Result<(), Error> {
         let g = c.generation;
         let half = PORT_ENTRIES / GENERATIONS;
         let mut keys = Vec::with_capacity(half as usize);
@@ -258,21 +314,13 @@ impl PinnedMaps {
     fn clear_sources(&mut self, g: u32) -> Result<(), Error> {
         let mut t: LpmTrie<_, SrcKeyV4, u32> =
             LpmTrie::try_from(&mut self.src_v4).map_err(ctx("FW_SRC_V4"))?;
-        let old: Vec<_> = t
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| u32::from(k.data()[0]) == g)
-            .collect();
+        let old = keys_of_generation(t.keys(), g, "FW_SRC_V4")?;
         for k in old {
             t.remove(&k).map_err(ctx("FW_SRC_V4 remove"))?;
         }
         let mut t: LpmTrie<_, SrcKeyV6, u32> =
             LpmTrie::try_from(&mut self.src_v6).map_err(ctx("FW_SRC_V6"))?;
-        let old: Vec<_> = t
-            .keys()
-            .filter_map(|k| k.ok())
-            .filter(|k| u32::from(k.data()[0]) == g)
-            .collect();
+        let old = keys_of_generation(t.keys(), g, "FW_SRC_V6")?;
         for k in old {
             t.remove(&k).map_err(ctx("FW_SRC_V6 remove"))?;
         }
@@ -281,7 +329,8 @@ impl PinnedMaps {
 
     /// Change the active generation in place from `old` to `new` (same generation), one
     /// element at a time in an order where every intermediate state is a sound policy: new
-    /// source entries before the ports that point at them, ports, then removals.
+    /// source entries before the ports that point at them, ports, then removals. Running it
+    /// again after an interruption finishes the job (an entry already removed is not an error).
     pub fn apply_diff(
         &mut self,
         old: &Compiled,
@@ -330,16 +379,14 @@ impl PinnedMaps {
             let mut t: LpmTrie<_, SrcKeyV4, u32> =
                 LpmTrie::try_from(&mut self.src_v4).map_err(ctx("FW_SRC_V4"))?;
             for k in old.src_v4.keys().filter(|k| !new.src_v4.contains_key(k)) {
-                t.remove(&Key::new(k.0, k.1))
-                    .map_err(ctx("FW_SRC_V4 remove"))?;
+                remove_tolerant(t.remove(&Key::new(k.0, k.1)), "FW_SRC_V4 remove")?;
             }
         }
         {
             let mut t: LpmTrie<_, SrcKeyV6, u32> =
                 LpmTrie::try_from(&mut self.src_v6).map_err(ctx("FW_SRC_V6"))?;
             for k in old.src_v6.keys().filter(|k| !new.src_v6.contains_key(k)) {
-                t.remove(&Key::new(k.0, k.1))
-                    .map_err(ctx("FW_SRC_V6 remove"))?;
+                remove_tolerant(t.remove(&Key::new(k.0, k.1)), "FW_SRC_V6 remove")?;
             }
         }
         Ok(())

@@ -132,6 +132,20 @@ pub fn entries(sockets: &[Socket], now: u64) -> Vec<(FlowTable, FlowKey, FlowSta
     out
 }
 
+/// Enter the sockets that exist now into the flow tables (entries already there are kept), so
+/// loading the filter does not cut them. Returns how many were added.
+pub fn seed_flows(maps: &mut crate::maps::PinnedMaps) -> Result<usize, crate::Error> {
+    let now = crate::sys::monotonic_coarse_ns();
+    let mut n = 0;
+    for (table, key, st) in entries(&current_sockets(), now) {
+        if maps.flow(table, &key)?.is_none() {
+            maps.flow_insert(table, &key, &st)?;
+            n += 1;
+        }
+    }
+    Ok(n)
+}
+
 /// Every socket of this network namespace.
 pub fn current_sockets() -> Vec<Socket> {
     let mut all = Vec::new();

@@ -6,7 +6,7 @@ use fw_common::{
     maps::{SRC_KEY_PREFIX_BITS, port_index, src_key_v4, src_key_v6},
 };
 
-use crate::{Error, pinned::PinnedMaps};
+use crate::{Error, maps::PinnedMaps};
 
 pub struct LiveTables<'a> {
     maps: &'a PinnedMaps,
