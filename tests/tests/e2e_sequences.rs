@@ -371,13 +371,14 @@ fn a_missing_egress_recorder_and_a_dead_timer_are_reported_and_repaired() {
         "{}",
         status(&pair).0
     );
-    thread::sleep(Duration::from_secs(4));
-    let (out, v) = status(&pair);
-    assert_eq!(out.status.and_then(|s| s.code()), Some(3), "{out}");
     assert!(
-        problem_codes(&v).contains(&"confirm-overdue".to_string()),
-        "{v:#}"
+        wait_until(Duration::from_secs(15), || problem_codes(&status(&pair).1)
+            .contains(&"confirm-overdue".to_string())),
+        "{}",
+        status(&pair).0
     );
+    let (out, _) = status(&pair);
+    assert_eq!(out.status.and_then(|s| s.code()), Some(3), "{out}");
     // Any command on the interface keeps the promise of --confirm.
     pair.fw(&["allow", "9999", "-i", iface]).check();
     assert_eq!(source(&pair), "embedded seed policy");

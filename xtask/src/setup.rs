@@ -33,6 +33,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "ethtool",
     "xdp-tools",
     "iperf3",
+    // Fault injection in the safe-operations tests (a kill or ENOSPC at a chosen syscall).
+    "strace",
 ];
 
 /// Which steps a task needs.
