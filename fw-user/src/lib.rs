@@ -6,7 +6,6 @@ pub mod bench_programs;
 pub mod cli;
 mod error;
 pub mod guard;
-pub mod iptables;
 pub mod live;
 pub mod loader;
 pub mod pinned;

@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use crate::iptables::{self, Family};
+use fw_import::iptables::{self, Family};
 
 #[derive(Debug, Subcommand)]
 pub enum ExportCmd {

@@ -9,7 +9,7 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use crate::iptables::{self, Family, ImportOptions};
+use fw_import::iptables::{self, Family, ImportOptions};
 use fw_policy::parse_policy;
 
 #[derive(Debug, Subcommand)]
