@@ -12,6 +12,35 @@ pub const CWR: u8 = 0x80;
 /// The six classic flags (what iptables' `--tcp-flags ALL` means).
 pub const ALL: u8 = FIN | SYN | RST | PSH | ACK | URG;
 
+/// Every flag with its name (as iptables, nftables and the RFCs spell it) and its one-letter
+/// form (tcpdump's, `fw explain --flags`), in bit order: the one flag-name table of fw.
+pub const FLAG_NAMES: [(u8, &str, char); 8] = [
+    (FIN, "FIN", 'F'),
+    (SYN, "SYN", 'S'),
+    (RST, "RST", 'R'),
+    (PSH, "PSH", 'P'),
+    (ACK, "ACK", 'A'),
+    (URG, "URG", 'U'),
+    (ECE, "ECE", 'E'),
+    (CWR, "CWR", 'C'),
+];
+
+/// The flag named `name` (`"syn"`, `"ACK"`, any case).
+pub fn flag_by_name(name: &str) -> Option<u8> {
+    FLAG_NAMES
+        .iter()
+        .find(|(_, n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(f, _, _)| *f)
+}
+
+/// The names of the flags set in `flags`, in bit order.
+pub fn flag_names(flags: u8) -> impl Iterator<Item = &'static str> {
+    FLAG_NAMES
+        .iter()
+        .filter(move |(f, _, _)| flags & f != 0)
+        .map(|(_, n, _)| *n)
+}
+
 /// The combinations a real TCP stack sends, as Linux conntrack's `tcp_valid_flags` table has
 /// them: index = flags without PSH, ECE and CWR (those may accompany any valid combination).
 const VALID: u64 = (1 << SYN)
@@ -63,6 +92,23 @@ pub fn classify(flags: u8) -> FlagClass {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn flag_names_cover_every_bit_once() {
+        let all: u8 = FLAG_NAMES.iter().fold(0, |a, (f, _, _)| {
+            assert_eq!(a & f, 0, "{f:#x} twice");
+            a | f
+        });
+        assert_eq!(all, 0xff);
+        assert_eq!(flag_by_name("syn"), Some(SYN));
+        assert_eq!(flag_by_name("Cwr"), Some(CWR));
+        assert_eq!(flag_by_name("NONE"), None);
+        let mut it = flag_names(SYN | ACK);
+        assert_eq!(
+            (it.next(), it.next(), it.next()),
+            (Some("SYN"), Some("ACK"), None)
+        );
+    }
 
     #[test]
     fn seed_scans_are_classified() {

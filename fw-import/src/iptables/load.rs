@@ -1,11 +1,15 @@
-//! Replaying a file: iptables-save blocks (`*filter` … `COMMIT`) and iptables commands, into the
-//! INPUT chain and policy each family ends up with.
+//! Replaying a file: iptables-save blocks (`*filter` … `COMMIT`) and iptables commands, into
+//! the tables and chains each family ends up with; then [`super::flatten`] turns them into the
+//! one INPUT chain fw's check walks. Every line that cannot be taken is a [`Problem`], and
+//! replay goes on, so a file's problems are all reported at once.
+
+use std::collections::BTreeMap;
 
 use super::{
-    Family, ImportError,
     lex::{self, LexError, Line},
-    rule::{self, Bad, BadKind, Command, Op, Spec, Target},
+    rule::{self, Bad, BadKind, Command, Op, Spec},
 };
+use crate::{Family, FamilyExt, ImportOptions, Problem, ProblemKind, pipeline::NatMap};
 
 /// A rule of the final INPUT chain.
 #[derive(Clone, Debug)]
@@ -23,6 +27,8 @@ pub(crate) struct PolicyLine {
     pub text: String,
 }
 
+/// What one family's INPUT comes to: the chain fw's check walks (user chains inlined, the
+/// mangle and raw tables' drops in front) and its policy.
 #[derive(Clone, Debug, Default)]
 pub(crate) struct Chains {
     /// The file says something about this family's filter table.
@@ -30,8 +36,36 @@ pub(crate) struct Chains {
     pub input: Vec<InputRule>,
     /// `None`: never set, iptables' default (ACCEPT).
     pub policy: Option<PolicyLine>,
-    /// Lines that describe this family.
-    pub lines: Vec<usize>,
+}
+
+/// A chain as replayed.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Chain {
+    pub rules: Vec<InputRule>,
+    pub policy: Option<PolicyLine>,
+    /// Where it was created (`-N` or `:NAME -`), for user-defined chains.
+    pub created: Option<usize>,
+}
+
+/// One family's tables as replayed: table → chain → rules.
+#[derive(Clone, Debug, Default)]
+pub(crate) struct Replayed {
+    pub present: bool,
+    pub tables: BTreeMap<String, BTreeMap<String, Chain>>,
+}
+
+impl Replayed {
+    pub(crate) fn chain(&self, table: &str, chain: &str) -> Option<&Chain> {
+        self.tables.get(table).and_then(|t| t.get(chain))
+    }
+
+    fn chain_mut(&mut self, table: &str, chain: &str) -> &mut Chain {
+        self.tables
+            .entry(table.to_string())
+            .or_default()
+            .entry(chain.to_string())
+            .or_default()
+    }
 }
 
 /// What the importer did with a line that is not (or no longer) an INPUT rule.
@@ -46,6 +80,11 @@ pub(crate) struct LineLog {
 pub(crate) struct Loaded {
     pub chains: [Chains; 2],
     pub log: Vec<LineLog>,
+    pub problems: Vec<Problem>,
+    /// Notes about the file as a whole (skipped tables, interfaces, NAT, ...).
+    pub notes: Vec<String>,
+    /// Ports the nat table redirects, by family.
+    pub nat: [NatMap; 2],
 }
 
 struct Block {
@@ -73,9 +112,29 @@ fn harmless_command(word: &str) -> Option<&'static str> {
         | "ip6tables-legacy-save"
         | "iptables-nft-save"
         | "ip6tables-nft-save" => "prints the rules",
-        "service" | "systemctl" => "manages services",
-        "echo" | "printf" | "true" | ":" | "set" | "exit" => "shell housekeeping",
-        "modprobe" => "loads a kernel module",
+        "service" | "systemctl" | "rc-service" | "update-rc.d" | "chkconfig" => "manages services",
+        "netfilter-persistent" | "iptables-persistent" => "saves or loads the rules at boot",
+        "echo" | "printf" | "true" | "false" | ":" | "set" | "exit" | "return" | "shift"
+        | "sleep" | "logger" | "wait" | "unset" | "readonly" | "local" | "umask" | "cd" => {
+            "shell housekeeping"
+        }
+        "modprobe" | "insmod" | "rmmod" | "lsmod" => "loads a kernel module",
+        "sysctl" => "sets a kernel parameter",
+        "yum" | "dnf" | "apt-get" | "apt" | "aptitude" | "pacman" | "zypper" | "apk" | "dpkg"
+        | "rpm" | "snap" | "pip" => "manages packages",
+        "sed" | "grep" | "cat" | "awk" | "cut" | "tr" | "sort" | "head" | "tail" | "tee"
+        | "test" | "[" | "[[" | "mkdir" | "touch" | "chmod" | "chown" | "cp" | "mv" | "ln"
+        | "rm" | "date" | "hostname" | "id" | "whoami" | "which" | "command" | "type" => {
+            "reads or writes files"
+        }
+        "ip" | "ifconfig" | "route" | "tc" | "ethtool" | "brctl" | "ss" | "netstat" | "ping" => {
+            "configures or shows the network, not the rules"
+        }
+        "ebtables" | "arptables" | "ebtables-save" | "arptables-save" => {
+            "bridge/ARP rules, which fw does not replace"
+        }
+        "if" | "then" | "else" | "elif" | "fi" | "do" | "done" | "for" | "while" | "until"
+        | "case" | "esac" | "{" | "}" => "shell control flow",
         _ => return None,
     })
 }
@@ -118,60 +177,79 @@ fn infer_family<'a>(lines: impl Iterator<Item = &'a Line>) -> Option<Family> {
     }
 }
 
-pub(crate) fn load(file: &str, text: &str, default: Option<Family>) -> Result<Loaded, ImportError> {
-    let lines = lex::logical_lines(text);
+pub(crate) fn load(file: &str, text: &str, opts: &ImportOptions) -> Loaded {
+    load_lines(file, super::script::expand(lex::logical_lines(text)), opts)
+}
+
+/// Replay lines made elsewhere (ufw's rules inside ufw's own framework).
+pub(crate) fn load_lines(
+    file: &str,
+    lines: super::script::Expanded,
+    opts: &ImportOptions,
+) -> Loaded {
     let mut st = Loader {
         file,
         out: Loaded::default(),
+        replayed: [Replayed::default(), Replayed::default()],
         block: None,
         header: None,
-        default,
+        default: opts.family,
     };
+    for (l, note) in &lines.skipped {
+        st.log(l, note.clone());
+    }
+    st.out.problems.extend(lines.problems.iter().cloned());
+    let lines = lines.lines;
     for (idx, l) in lines.iter().enumerate() {
-        st.line(l, &lines[idx..])?;
+        if let Err(p) = st.line(l, &lines[idx..]) {
+            st.out.problems.push(p);
+        }
     }
     if let Some(b) = &st.block {
-        return Err(ImportError::Syntax {
-            file: file.to_string(),
-            line: lines.last().map_or(0, |l| l.no),
-            value: format!("*{}", b.table),
-            message: "the table is never committed (missing COMMIT)".into(),
-            text: lines
-                .last()
-                .map(|l| l.text.trim().to_string())
-                .unwrap_or_default(),
-        });
+        let last = lines.last();
+        st.out.problems.push(Problem::new(
+            ProblemKind::Syntax,
+            last.map_or(0, |l| l.no),
+            format!("*{}", b.table),
+            "the table is never committed (missing COMMIT)",
+            last.map(|l| l.text.trim().to_string()).unwrap_or_default(),
+        ));
     }
-    Ok(st.out)
+    let Loader {
+        mut out, replayed, ..
+    } = st;
+    for fam in [Family::V4, Family::V6] {
+        super::flatten::finish(&replayed[fam.idx()], fam, opts, &mut out);
+    }
+    out
 }
 
 struct Loader<'a> {
     file: &'a str,
     out: Loaded,
+    replayed: [Replayed; 2],
     block: Option<Block>,
     /// Family named by the last `# Generated by ip6tables-save` style header.
     header: Option<Family>,
     default: Option<Family>,
 }
 
+type Res = Result<(), Problem>;
+
 impl Loader<'_> {
-    fn err(&self, l: &Line, bad: Bad) -> ImportError {
+    fn err(&self, l: &Line, bad: Bad) -> Problem {
         let text = l.text.trim().to_string();
+        let _ = self.file;
         match bad.kind {
-            BadKind::Syntax(message) => ImportError::Syntax {
-                file: self.file.to_string(),
-                line: l.no,
-                value: bad.value,
-                message,
-                text,
-            },
-            BadKind::Unsupported(reason) => ImportError::Unsupported {
-                file: self.file.to_string(),
-                line: l.no,
-                value: bad.value,
-                reason,
-                text,
-            },
+            BadKind::Syntax(message) => {
+                Problem::new(ProblemKind::Syntax, l.no, bad.value, message, text)
+            }
+            BadKind::Unsupported(reason) => {
+                Problem::new(ProblemKind::Unsupported, l.no, bad.value, reason, text)
+            }
+            BadKind::Missing(reason) => {
+                Problem::new(ProblemKind::MissingFeature, l.no, bad.value, reason, text)
+            }
         }
     }
 
@@ -183,11 +261,11 @@ impl Loader<'_> {
         });
     }
 
-    fn chains(&mut self, f: Family) -> &mut Chains {
-        &mut self.out.chains[f.idx()]
+    fn fam(&mut self, f: Family) -> &mut Replayed {
+        &mut self.replayed[f.idx()]
     }
 
-    fn line(&mut self, l: &Line, rest: &[Line]) -> Result<(), ImportError> {
+    fn line(&mut self, l: &Line, rest: &[Line]) -> Res {
         let t = l.text.trim();
         if t.is_empty() {
             return Ok(());
@@ -217,16 +295,24 @@ impl Loader<'_> {
         self.command(l, t)
     }
 
-    fn table(&mut self, l: &Line, name: &str, rest: &[Line]) -> Result<(), ImportError> {
-        if self.block.is_some() {
-            return Err(self.err(
+    fn table(&mut self, l: &Line, name: &str, rest: &[Line]) -> Res {
+        if let Some(b) = self.block.take() {
+            // Read on as if the COMMIT had been there, so later lines are still checked.
+            let e = self.err(
                 l,
                 Bad::syntax(
                     format!("*{name}"),
-                    "a new table before the previous one's COMMIT",
+                    format!("a new table before the {} table's COMMIT", b.table),
                 ),
-            ));
+            );
+            self.open(l, name, rest);
+            return Err(e);
         }
+        self.open(l, name, rest);
+        Ok(())
+    }
+
+    fn open(&mut self, l: &Line, name: &str, rest: &[Line]) {
         let until_commit = rest
             .iter()
             .skip(1)
@@ -236,35 +322,28 @@ impl Loader<'_> {
             .or_else(|| infer_family(until_commit))
             .or(self.default)
             .unwrap_or(Family::V4);
+        // iptables-restore replaces the whole table.
+        let r = self.fam(family);
+        r.tables.insert(name.to_string(), BTreeMap::new());
         if name == "filter" {
-            // iptables-restore replaces the whole table.
-            let c = self.chains(family);
-            c.present = true;
-            c.input.clear();
-            c.lines.push(l.no);
-            self.log(
-                l,
-                format!(
-                    "{} filter table ({} rules replace any before)",
-                    family.name(),
-                    family.tool()
-                ),
-            );
-        } else {
-            self.log(
-                l,
-                format!("the {name} table: fine as long as it has no rules"),
-            );
+            r.present = true;
         }
+        self.log(
+            l,
+            format!(
+                "{} {name} table ({} rules replace any before)",
+                family.name(),
+                family.tool()
+            ),
+        );
         self.block = Some(Block {
             table: name.to_string(),
             family,
         });
-        Ok(())
     }
 
     /// `:INPUT DROP [0:0]` or `:user-chain - [0:0]`.
-    fn chain_line(&mut self, l: &Line, s: &str) -> Result<(), ImportError> {
+    fn chain_line(&mut self, l: &Line, s: &str) -> Res {
         let Some(b) = &self.block else {
             return Err(self.err(
                 l,
@@ -283,10 +362,8 @@ impl Loader<'_> {
             ));
         };
         if policy == "-" {
-            self.log(
-                l,
-                "a user-defined chain: no effect while nothing jumps to it",
-            );
+            self.fam(family).chain_mut(&table, chain).created = Some(l.no);
+            self.log(l, "a user-defined chain");
             return Ok(());
         }
         self.policy(
@@ -307,7 +384,7 @@ impl Loader<'_> {
         chain: &str,
         policy: &str,
         value: &str,
-    ) -> Result<(), ImportError> {
+    ) -> Res {
         let accept = match policy {
             "ACCEPT" => true,
             "DROP" => false,
@@ -315,66 +392,45 @@ impl Loader<'_> {
                 return Err(self.err(l, Bad::syntax(value, "a chain policy is ACCEPT or DROP")));
             }
         };
-        if table != "filter" {
-            if !accept {
-                return Err(self.err(
-                    l,
-                    Bad::unsupported(
-                        value,
-                        format!(
-                            "a DROP policy in the {table} table: fw only replaces the filter table"
-                        ),
-                    ),
-                ));
-            }
-            self.log(l, "no effect (ACCEPT)");
-            return Ok(());
-        }
-        let c = self.chains(family);
-        c.lines.push(l.no);
-        match chain {
-            "INPUT" => {
-                c.present = true;
-                c.policy = Some(PolicyLine {
-                    accept,
-                    line: l.no,
-                    text: l.text.trim().to_string(),
-                });
-                self.log(
-                    l,
-                    if accept {
-                        "INPUT default ACCEPT (checked below: fw is default-drop)"
-                    } else {
-                        "INPUT default DROP: fw drops what no rule allows"
-                    },
-                );
-            }
-            "OUTPUT" if accept => {
-                self.log(l, "outgoing traffic not filtered: what fw does")
-            }
-            "OUTPUT" => {
-                return Err(self.err(
-                    l,
-                    Bad::unsupported(value, "fw does not filter outgoing traffic (OUTPUT ACCEPT is what fw does)"),
-                ));
-            }
-            "FORWARD" => self.log(
+        if !matches!(
+            chain,
+            "INPUT" | "OUTPUT" | "FORWARD" | "PREROUTING" | "POSTROUTING"
+        ) {
+            return Err(self.err(
                 l,
-                "FORWARD: fw is a host firewall and does not tell forwarded packets apart (on a host that does not route, nothing is forwarded)",
-            ),
-            other => {
-                return Err(self.err(
-                    l,
-                    Bad::syntax(value, format!("{other} is not a built-in chain; only those have a policy")),
-                ));
-            }
+                Bad::syntax(
+                    value,
+                    format!("{chain} is not a built-in chain; only those have a policy"),
+                ),
+            ));
         }
+        let r = self.fam(family);
+        if table == "filter" {
+            r.present = true;
+        }
+        r.chain_mut(table, chain).policy = Some(PolicyLine {
+            accept,
+            line: l.no,
+            text: l.text.trim().to_string(),
+        });
+        let what = match (table, chain, accept) {
+            ("filter", "INPUT", true) => "INPUT default ACCEPT (checked below: fw is default-drop)",
+            ("filter", "INPUT", false) => "INPUT default DROP: fw drops what no rule allows",
+            (_, "OUTPUT", true) => "outgoing traffic not filtered: what fw does",
+            (_, "OUTPUT", false) => "OUTPUT default DROP (see below)",
+            (_, "FORWARD", _) => {
+                "FORWARD: forwarded traffic is not fw's (keep these rules in iptables)"
+            }
+            (_, _, true) => "no effect (ACCEPT)",
+            (_, _, false) => "a DROP policy (see below)",
+        };
+        self.log(l, what);
         Ok(())
     }
 
-    fn command(&mut self, l: &Line, t: &str) -> Result<(), ImportError> {
+    fn command(&mut self, l: &Line, t: &str) -> Res {
         let first = t.split_whitespace().next().unwrap_or("");
-        let (words, family, in_script) = if first.starts_with('-') {
+        let (words, family, in_script) = if first.starts_with('-') || first.starts_with('[') {
             let shell = self.block.is_none();
             let words = lex::words(t, shell).map_err(|e| self.lex_err(l, e))?;
             let family = match &self.block {
@@ -389,10 +445,10 @@ impl Loader<'_> {
             // Lines that change no rule may use any shell syntax (`iptables-save | tee ...`).
             let prog = t
                 .split_whitespace()
-                .find(|w| *w != "sudo")
+                .find(|w| *w != "sudo" && !w.contains('='))
                 .unwrap_or_default();
             if let Some(what) = harmless_command(prog) {
-                self.log(l, format!("ignored: {what}"));
+                self.log(l, format!("skipped: {what}"));
                 return Ok(());
             }
             let base = prog.rsplit('/').next().unwrap_or(prog);
@@ -405,17 +461,23 @@ impl Loader<'_> {
                     ),
                 ));
             }
+            if let Some(why) = foreign_firewall(base) {
+                return Err(self.err(l, Bad::unsupported(prog, why)));
+            }
             let mut words = lex::words(t, true).map_err(|e| self.lex_err(l, e))?;
-            if words.first().is_some_and(|w| w == "sudo") {
+            while words
+                .first()
+                .is_some_and(|w| w == "sudo" || w.contains('='))
+            {
                 words.remove(0);
             }
             let prog = words.first().cloned().unwrap_or_default();
             let Some(family) = program_family(&prog) else {
                 return Err(self.err(
                     l,
-                    Bad::syntax(
+                    Bad::unsupported(
                         prog.as_str(),
-                        "not an iptables command, iptables-save line or comment",
+                        "not an iptables command, iptables-save line or comment, nor a command known to leave the rules alone: the importer cannot tell what it does to the rules (remove the line if it changes none)",
                     ),
                 ));
             };
@@ -436,10 +498,7 @@ impl Loader<'_> {
         }
         let mut cmd = rule::parse_command(&words, family).map_err(|b| self.err(l, b))?;
         if let Some(b) = &self.block {
-            if cmd.table != "filter"
-                && words.iter().any(|w| w == "-t" || w == "--table")
-                && cmd.table != b.table
-            {
+            if words.iter().any(|w| w == "-t" || w == "--table") && cmd.table != b.table {
                 return Err(self.err(
                     l,
                     Bad::syntax(format!("-t {}", cmd.table), "-t inside a table block"),
@@ -463,7 +522,7 @@ impl Loader<'_> {
         self.apply(l, cmd, family)
     }
 
-    fn lex_err(&self, l: &Line, e: LexError) -> ImportError {
+    fn lex_err(&self, l: &Line, e: LexError) -> Problem {
         match e {
             LexError::Unterminated(q) => self.err(
                 l,
@@ -473,13 +532,13 @@ impl Loader<'_> {
                 l,
                 Bad::unsupported(
                     s,
-                    "shell syntax (variables, pipes, `;`, `&&`): the importer reads one plain iptables command per line; run the script with `iptables` replaced by `echo iptables` to expand it",
+                    "shell syntax the importer does not follow (command substitution, pipes into iptables, `&&` chains of rule changes): run the script with `iptables` replaced by `echo iptables` and import what it prints",
                 ),
             ),
         }
     }
 
-    fn apply(&mut self, l: &Line, cmd: Command, family: Family) -> Result<(), ImportError> {
+    fn apply(&mut self, l: &Line, cmd: Command, family: Family) -> Res {
         let Command {
             op,
             table,
@@ -487,175 +546,130 @@ impl Loader<'_> {
             unsupported,
             ..
         } = cmd;
-        let rule_op = matches!(
-            op,
-            Op::Append(_) | Op::Insert(..) | Op::Replace(..) | Op::Delete(..)
-        );
-        if table != "filter" {
-            return match op {
-                Op::Policy(chain, p) => {
-                    let v = format!("-t {table} -P {chain} {p}");
-                    self.policy(l, &table, family, &chain, &p, &v)
-                }
-                _ if rule_op => Err(self.err(
-                    l,
-                    Bad::unsupported(
-                        format!("-t {table}"),
-                        format!(
-                            "rules in the {table} table: fw replaces the filter table's INPUT chain only{}",
-                            if table == "nat" { " (it does not do NAT)" } else { "" }
-                        ),
-                    ),
-                )),
-                _ => {
-                    self.log(l, format!("ignored: the {table} table"));
-                    Ok(())
-                }
-            };
-        }
-        if rule_op {
-            let chain = match &op {
-                Op::Append(c) | Op::Insert(c, _) | Op::Replace(c, _) | Op::Delete(c, _) => {
-                    c.clone()
-                }
-                _ => String::new(),
-            };
-            match chain.as_str() {
-                "INPUT" => {}
-                "OUTPUT" => {
-                    return Err(self.err(
-                        l,
-                        Bad::unsupported(
-                            "OUTPUT",
-                            "fw does not filter outgoing traffic (OUTPUT ACCEPT is what fw does)",
-                        ),
-                    ));
-                }
-                "FORWARD"
-                    if is_catch_all_drop(&spec) && matches!(op, Op::Append(_) | Op::Insert(..)) =>
-                {
-                    self.log(l, "FORWARD: drops everything forwarded; fw is a host firewall and does not tell forwarded packets apart");
-                    return Ok(());
-                }
-                "FORWARD" => {
-                    return Err(self.err(
-                        l,
-                        Bad::unsupported(
-                            "FORWARD",
-                            "fw is a host firewall: it has no rules for forwarded traffic",
-                        ),
-                    ));
-                }
-                other => {
-                    return Err(self.err(
-                        l,
-                        Bad::unsupported(
-                            other,
-                            "rules in user-defined chains: fw has one fixed chain",
-                        ),
-                    ));
-                }
-            }
-            if let Some(b) = unsupported {
-                return Err(self.err(l, b));
-            }
-            if let Some(Target::Chain(c)) = &spec.target {
-                return Err(self.err(
-                    l,
-                    Bad::unsupported(
-                        format!("-j {c}"),
-                        "jumps to user-defined chains: fw has one fixed chain",
-                    ),
-                ));
-            }
-        } else if let Some(b) = unsupported {
-            return Err(self.err(l, b));
-        }
         let text = l.text.trim().to_string();
         let rule = InputRule {
             line: l.no,
             text,
             spec,
         };
-        let c = self.chains(family);
+        let rule_op = matches!(
+            op,
+            Op::Append(_) | Op::Insert(..) | Op::Replace(..) | Op::Delete(..)
+        );
+        if rule_op && rule.spec.log.is_some() && rule.spec.target.is_none() {
+            // LOG decides nothing, whatever it matches (with -m limit or not).
+            let t = rule.spec.log.clone().unwrap_or_default();
+            self.log(
+                l,
+                format!("skipped: -j {t} only logs (fw counts every drop by reason: `fw status`; `fw run --log` prints them)"),
+            );
+            return Ok(());
+        }
+        if let Some(b) = unsupported {
+            return Err(self.err(l, b));
+        }
+        let r = self.fam(family);
+        if table == "filter" {
+            r.present = true;
+        }
         match op {
-            Op::Append(_) => {
-                c.present = true;
-                c.lines.push(l.no);
-                c.input.push(rule);
-            }
-            Op::Insert(_, n) => {
-                if n > c.input.len() + 1 {
-                    let len = c.input.len();
+            Op::Append(c) => r.chain_mut(&table, &c).rules.push(rule),
+            Op::Insert(c, n) => {
+                let rules = &mut r.chain_mut(&table, &c).rules;
+                if n > rules.len() + 1 {
+                    let len = rules.len();
                     return Err(self.err(
                         l,
                         Bad::syntax(
-                            format!("-I INPUT {n}"),
-                            format!("INPUT has {len} rules here; iptables refuses index {n}"),
+                            format!("-I {c} {n}"),
+                            format!("{c} has {len} rules here; iptables refuses index {n}"),
                         ),
                     ));
                 }
-                c.present = true;
-                c.lines.push(l.no);
-                c.input.insert(n - 1, rule);
+                rules.insert(n - 1, rule);
             }
-            Op::Replace(_, n) => {
-                let len = c.input.len();
-                let Some(slot) = c.input.get_mut(n - 1) else {
+            Op::Replace(c, n) => {
+                let rules = &mut r.chain_mut(&table, &c).rules;
+                let len = rules.len();
+                let Some(slot) = rules.get_mut(n - 1) else {
                     return Err(self.err(
                         l,
-                        Bad::syntax(
-                            format!("-R INPUT {n}"),
-                            format!("INPUT has {len} rules here"),
-                        ),
+                        Bad::syntax(format!("-R {c} {n}"), format!("{c} has {len} rules here")),
                     ));
                 };
                 let old = std::mem::replace(slot, rule);
-                c.lines.push(l.no);
                 self.log_replaced(&old, l.no);
             }
-            Op::Delete(_, n) => {
+            Op::Delete(c, n) => {
+                let rules = &mut r.chain_mut(&table, &c).rules;
                 let pos = match n {
-                    Some(n) if n <= c.input.len() => Some(n - 1),
+                    Some(n) if n <= rules.len() => Some(n - 1),
                     Some(_) => None,
-                    None => c.input.iter().position(|r| r.spec == rule.spec),
+                    None => rules.iter().position(|x| x.spec == rule.spec),
                 };
                 let Some(pos) = pos else {
+                    if l.may_fail {
+                        self.log(
+                            l,
+                            "deletes a rule that is not there; the script ignores the failure",
+                        );
+                        return Ok(());
+                    }
                     return Err(self.err(
                         l,
                         Bad::syntax(
-                            "-D INPUT",
-                            "no such rule in INPUT here (iptables would refuse the delete)",
+                            format!("-D {c}"),
+                            format!("no such rule in {c} here (iptables would refuse the delete)"),
                         ),
                     ));
                 };
-                let old = c.input.remove(pos);
-                c.lines.push(l.no);
+                let old = rules.remove(pos);
                 self.log_replaced(&old, l.no);
                 self.log(l, format!("deletes line {}'s rule", old.line));
             }
             Op::Policy(chain, p) => {
-                let v = format!("-P {chain} {p}");
-                return self.policy(l, "filter", family, &chain, &p, &v);
+                let v = if table == "filter" {
+                    format!("-P {chain} {p}")
+                } else {
+                    format!("-t {table} -P {chain} {p}")
+                };
+                return self.policy(l, &table, family, &chain, &p, &v);
             }
             Op::Flush(chain) => {
-                if chain.is_none() || chain.as_deref() == Some("INPUT") {
-                    let removed: Vec<InputRule> = std::mem::take(&mut c.input);
-                    c.present = true;
-                    c.lines.push(l.no);
-                    for r in &removed {
-                        self.log_replaced(r, l.no);
+                let t = r.tables.entry(table.clone()).or_default();
+                let mut removed = Vec::new();
+                for (name, ch) in t.iter_mut() {
+                    if chain.as_deref().is_none_or(|c| c == name) {
+                        removed.append(&mut ch.rules);
                     }
-                    self.log(l, format!("flushes {} INPUT", family.tool()));
-                } else {
-                    self.log(l, "flushes a chain fw does not replace: no effect");
                 }
+                for old in &removed {
+                    self.log_replaced(old, l.no);
+                }
+                self.log(
+                    l,
+                    format!(
+                        "flushes {} {}",
+                        family.tool(),
+                        chain.as_deref().unwrap_or("every chain of the table")
+                    ),
+                );
             }
-            Op::NewChain(_) => self.log(
-                l,
-                "a user-defined chain: no effect while nothing jumps to it",
-            ),
-            Op::NoEffect(what) => self.log(l, format!("ignored: {what}")),
+            Op::NewChain(c) => {
+                r.chain_mut(&table, &c).created = Some(l.no);
+                self.log(l, "a user-defined chain");
+            }
+            Op::DeleteChain(c) => {
+                let t = r.tables.entry(table.clone()).or_default();
+                match c {
+                    Some(c) => {
+                        t.remove(&c);
+                    }
+                    None => t.retain(|_, ch| ch.created.is_none()),
+                }
+                self.log(l, "deletes user-defined chains");
+            }
+            Op::NoEffect(what) => self.log(l, format!("skipped: {what}")),
         }
         Ok(())
     }
@@ -669,9 +683,26 @@ impl Loader<'_> {
     }
 }
 
-/// A rule that matches everything and drops it.
-pub(crate) fn is_catch_all_drop(s: &Spec) -> bool {
-    matches!(s.target, Some(Target::Drop | Target::Reject)) && matches_everything(s)
+/// Commands of other firewalls: their rules are not iptables rules the importer can follow.
+fn foreign_firewall(base: &str) -> Option<&'static str> {
+    Some(match base {
+        "ufw" => {
+            "ufw commands change ufw's rules: import those with `fw import ufw /etc/ufw/user.rules`"
+        }
+        "nft" => {
+            "nft commands change nftables rules: import them with `nft -j list ruleset | fw import nft -`"
+        }
+        "firewall-cmd" => {
+            "firewalld commands: import the rules it makes (`iptables-save` or `nft -j list ruleset`)"
+        }
+        "ipset" => {
+            "ipsets: fw has no sets; list the addresses in the rules (or, for blocklists, wait for fw's blocklists)"
+        }
+        "source" | "." | "bash" | "sh" | "eval" | "exec" => {
+            "runs other commands the importer cannot see: import what they do"
+        }
+        _ => return None,
+    })
 }
 
 /// No condition beyond a comment and `! -i lo` (fw never sees lo).
@@ -679,6 +710,7 @@ pub(crate) fn matches_everything(s: &Spec) -> bool {
     let bare = Spec {
         comment: None,
         target: None,
+        log: None,
         in_iface: s.in_iface.clone().filter(|(neg, i)| !(*neg && i == "lo")),
         ..s.clone()
     };
