@@ -33,6 +33,8 @@ pub(crate) struct Outcome {
     pub harmless: Vec<Diff>,
     /// Pieces of packet space compared.
     pub checked: u64,
+    /// Decisions fw's `decide()` made.
+    pub decisions: u64,
 }
 
 /// (family, deciding rule, iptables' verdict, kind of harmless difference).
@@ -167,6 +169,7 @@ pub(crate) fn check(runs: &[Run], policy: &Policy) -> Outcome {
             }
         });
     }
+    out.decisions = judge.decisions.get();
     out
 }
 

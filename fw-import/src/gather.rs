@@ -28,6 +28,8 @@ pub(crate) struct Run<'a> {
     pub nat_accepted: BTreeMap<(u32, u8, u16), AddrSet>,
     /// The rules drop IPv6 neighbour discovery or MLD (which fw always passes).
     pub drops_ndp: bool,
+    /// The destination port classes each rule accepted new connections in, by protocol.
+    classes_of: [HashMap<u32, Vec<usize>>; 2],
 }
 
 impl<'a> Run<'a> {
@@ -44,6 +46,7 @@ impl<'a> Run<'a> {
         let mut accepted: HashMap<(u32, usize), AddrSet> = HashMap::new();
         let mut nat_accepted: BTreeMap<(u32, u8, u16), AddrSet> = BTreeMap::new();
         let mut drops_ndp = false;
+        let mut classes_of: [HashMap<u32, Vec<usize>>; 2] = [HashMap::new(), HashMap::new()];
         walk.for_each(|k| {
             let p = &k.pkt;
             if p.not_compared()
@@ -68,7 +71,14 @@ impl<'a> Run<'a> {
                         .entry((by, p.proto(), pre))
                         .or_default()
                         .insert(s.lo, s.hi),
-                    _ => accepted.entry((by, dc)).or_default().insert(s.lo, s.hi),
+                    _ => {
+                        let pi = usize::from(p.proto() == IPPROTO_UDP);
+                        let e = accepted.entry((by, dc)).or_insert_with(|| {
+                            classes_of[pi].entry(by).or_default().push(dc);
+                            AddrSet::default()
+                        });
+                        e.insert(s.lo, s.hi);
+                    }
                 }
             }
         });
@@ -81,6 +91,7 @@ impl<'a> Run<'a> {
             accepted,
             nat_accepted,
             drops_ndp,
+            classes_of,
         }
     }
 
@@ -98,7 +109,9 @@ impl<'a> Run<'a> {
     fn allow_pieces(&self, i: usize, proto: Proto, ranges: &[PortRange]) -> Vec<Piece> {
         let pi = usize::from(proto == Proto::Udp);
         let mut out: Vec<(u16, u16, &AddrSet)> = Vec::new();
-        for (c, class) in self.walk.dclasses[pi].iter().enumerate() {
+        let classes = self.classes_of[pi].get(&(i as u32));
+        for &c in classes.into_iter().flatten() {
+            let class = &self.walk.dclasses[pi][c];
             let Some(set) = self.accepted.get(&(i as u32, c)) else {
                 continue;
             };
@@ -282,7 +295,7 @@ impl Features {
             self.rules.len() - 1
         });
         let g = &mut self.rules[pos];
-        if g.lines.last() != Some(&line) && !g.lines.contains(&line) {
+        if g.lines.last() != Some(&line) {
             g.lines.push(line);
         }
         let slot = &mut g.acc[fam.idx()];
@@ -341,6 +354,7 @@ impl Features {
     }
 
     pub(crate) fn policy(&self, families: &[Family], strict: bool, nrs: bool) -> Policy {
+        debug_assert!(self.rules.iter().all(|g| !g.lines.is_empty()));
         let options = Options {
             established: !self.established.is_empty(),
             new_requires_syn: nrs,

@@ -21,6 +21,9 @@ pub mod nft;
 mod pipeline;
 mod report;
 mod translate;
+
+#[doc(hidden)]
+pub mod scale;
 pub mod ufw;
 
 pub use error::{ImportError, Problem, ProblemKind};
@@ -52,6 +55,9 @@ pub struct Imported {
     pub notes: Vec<String>,
     /// The families the file has rules for.
     pub families: Vec<Family>,
+    /// Units of work the check did (rules looked at, source pieces painted, decisions made):
+    /// what the scale test holds to linear growth.
+    pub work: u64,
 }
 
 /// Words for a family.

@@ -286,8 +286,14 @@ impl Report<'_> {
             if k > 0 && f.rules[k - 1].lines == g.lines {
                 continue;
             }
-            let lines: Vec<String> = g
+            let mut seen = std::collections::HashSet::new();
+            let distinct: Vec<usize> = g
                 .lines
+                .iter()
+                .copied()
+                .filter(|l| seen.insert(*l))
+                .collect();
+            let lines: Vec<String> = distinct
                 .iter()
                 .take(LINES_PER_RULE)
                 .map(|l| {
@@ -302,7 +308,10 @@ impl Report<'_> {
             ann.rules.insert(k, lines);
         }
         let toml = to_toml(self.policy, &ann);
+        let work =
+            self.runs.iter().map(|r| r.walk.work.get()).sum::<u64>() + self.outcome.decisions;
         Imported {
+            work,
             policy: self.policy.clone(),
             toml,
             notes,
