@@ -18,6 +18,7 @@ pub mod iptables;
 mod judge;
 mod model;
 pub mod nft;
+pub mod nft_export;
 mod pipeline;
 mod report;
 mod translate;

@@ -75,6 +75,7 @@ pub(crate) fn import_loaded(
             policy.interfaces = opts.iface.iter().cloned().collect();
             let report = Report {
                 file,
+                tool: loaded.tool,
                 loaded_log: &loaded.log,
                 loaded_notes: &loaded.notes,
                 runs: &runs,
@@ -84,10 +85,29 @@ pub(crate) fn import_loaded(
                 outcome: &outcome,
                 suggested: (s0, n0),
             };
-            return Ok(report.finish());
+            let mut imported = report.finish();
+            if !loaded.tool.is_empty() && loaded.tool != "iptables" {
+                for n in &mut imported.notes {
+                    *n = n.replace("iptables ", &format!("{} ", loaded.tool));
+                }
+            }
+            return Ok(imported);
         }
     }
-    Err(ImportError::problems(file, problems))
+    Err(ImportError::problems(
+        file,
+        in_words_of(loaded.tool, problems),
+    ))
+}
+
+/// Messages say "iptables" for the rules' side; other rule sets get their own name.
+fn in_words_of(tool: &str, mut problems: Vec<Problem>) -> Vec<Problem> {
+    if !tool.is_empty() && tool != "iptables" {
+        for p in &mut problems {
+            p.message = p.message.replace("iptables ", &format!("{tool} "));
+        }
+    }
+    problems
 }
 
 /// Rules that only a policy feature fw lacks could carry over (see [`crate::features`]).

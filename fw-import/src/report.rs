@@ -19,6 +19,8 @@ use crate::{
 
 pub(crate) struct Report<'a> {
     pub file: &'a str,
+    /// "iptables", "nftables" or "ufw".
+    pub tool: &'a str,
     pub loaded_log: &'a [LineLog],
     /// Notes the loader made (skipped lines, interfaces, nat, ...).
     pub loaded_notes: &'a [String],
@@ -185,8 +187,13 @@ impl Report<'_> {
 
         let mut ann = Annotations::default();
         ann.header.push(format!(
-            "fw policy imported from {} by `fw import iptables`.",
-            self.file
+            "fw policy imported from {} by `fw import {}`.",
+            self.file,
+            match self.tool {
+                "nftables" => "nft",
+                "ufw" => "ufw",
+                _ => "iptables",
+            }
         ));
         ann.header.push(String::new());
         let cases = self.outcome.checked;
@@ -203,8 +210,13 @@ impl Report<'_> {
             "except as the notes below say.".into()
         });
         ann.header.push(String::new());
-        ann.header
-            .push("iptables lines and what became of them:".into());
+        ann.header.push(match self.tool {
+            "nftables" => "nftables rules (by handle) and what became of them:".into(),
+            "ufw" => {
+                "ufw's rules (by line; 0: ufw's own framework) and what became of them:".into()
+            }
+            _ => "iptables lines and what became of them:".into(),
+        });
         for l in &log {
             ann.header.push(format!("  {:>4}: {}", l.line, l.text));
             ann.header.push(format!("        -> {}", l.what));

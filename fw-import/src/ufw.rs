@@ -150,6 +150,7 @@ pub fn import(inputs: &[(String, String)], opts: &ImportOptions) -> Result<Impor
         }
     }
     let mut loaded = load::load_lines(&name, ex, opts);
+    loaded.tool = "ufw";
     loaded.notes.splice(0..0, notes);
     crate::pipeline::import_loaded(&name, loaded, opts)
 }

@@ -85,6 +85,8 @@ pub(crate) struct Loaded {
     pub notes: Vec<String>,
     /// Ports the nat table redirects, by family.
     pub nat: [NatMap; 2],
+    /// What the rules are for in messages ("iptables", "nftables"); empty: iptables.
+    pub tool: &'static str,
 }
 
 struct Block {

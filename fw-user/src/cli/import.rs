@@ -403,6 +403,35 @@ mod tests {
     }
 
     #[test]
+    fn dev_stdout_is_written_to_and_not_utf8_input_is_read_with_a_note() {
+        let d = scratch("special");
+        let input = d.join("latin1.rules");
+        let mut bytes = b"*filter\n:INPUT DROP [0:0]\n# caf\xe9 admin rule\n".to_vec();
+        bytes.extend_from_slice(b"-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n");
+        std::fs::write(&input, &bytes).unwrap();
+        let (name, text, note) = read_input(&input).unwrap();
+        assert!(text.contains("caf\u{fffd}"), "{text}");
+        let note = note.unwrap();
+        assert!(
+            note.contains("byte 31") && note.contains("line 3"),
+            "{note}"
+        );
+        assert!(name.ends_with("latin1.rules"));
+        // A character device is written to in place, without --force and without a temp file.
+        let out = Path::new("/dev/null");
+        import_iptables(&Args {
+            file: input.clone(),
+            output: Some(out.to_path_buf()),
+            force: false,
+            family: None,
+            iface: None,
+            ignore_output: false,
+        })
+        .unwrap();
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
     fn nothing_is_written_when_a_line_cannot_be_imported() {
         let d = scratch("bad");
         let input = d.join("rules.sh");
