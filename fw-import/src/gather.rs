@@ -28,6 +28,8 @@ pub(crate) struct Run<'a> {
     pub nat_accepted: BTreeMap<(u32, u8, u16), AddrSet>,
     /// The rules drop IPv6 neighbour discovery or MLD (which fw always passes).
     pub drops_ndp: bool,
+    /// Rules that accept ICMP echo requests (pings).
+    accepts_echo: std::collections::HashSet<u32>,
     /// The destination port classes each rule accepted new connections in, by protocol.
     classes_of: [HashMap<u32, Vec<usize>>; 2],
 }
@@ -47,8 +49,19 @@ impl<'a> Run<'a> {
         let mut nat_accepted: BTreeMap<(u32, u8, u16), AddrSet> = BTreeMap::new();
         let mut drops_ndp = false;
         let mut classes_of: [HashMap<u32, Vec<usize>>; 2] = [HashMap::new(), HashMap::new()];
+        let mut accepts_echo = std::collections::HashSet::new();
+        let echo = crate::model::echo_types(fam).0;
         walk.for_each(|k| {
             let p = &k.pkt;
+            if p.icmp_type().is_some_and(|(t, _)| t == echo) && p.ct == Ct::New {
+                accepts_echo.extend(
+                    k.painting
+                        .segs
+                        .iter()
+                        .filter(|s| s.accept)
+                        .filter_map(|s| s.by),
+                );
+            }
             if p.not_compared()
                 && p.icmp_type().is_some()
                 && k.painting.segs.iter().any(|s| !s.accept)
@@ -92,6 +105,7 @@ impl<'a> Run<'a> {
             nat_accepted,
             drops_ndp,
             classes_of,
+            accepts_echo,
         }
     }
 
@@ -221,7 +235,9 @@ impl Features {
                 let live = run.live(i);
                 match d {
                     Disp::Established if live => f.established.push(line),
-                    Disp::IcmpEcho if live => f.icmp_echo.push(line),
+                    Disp::IcmpEcho if live && run.accepts_echo.contains(&(i as u32)) => {
+                        f.icmp_echo.push(line)
+                    }
                     Disp::ScanStrict | Disp::InvalidState if live => f.strict.push(line),
                     Disp::NewNotSyn if live => f.nrs.push(line),
                     Disp::DhcpDrop => f.dhcp_drop.push(line),

@@ -97,6 +97,20 @@ impl FamilyExt for Family {
 /// `lines 3, 5, 7` — at most `CAP` numbers, then how many more.
 pub(crate) fn lines_text(v: &[usize]) -> String {
     const CAP: usize = 12;
+    let mut v: Vec<usize> = v.to_vec();
+    v.sort_unstable();
+    v.dedup();
+    // Line 0: rules the importer adds itself (ufw's framework).
+    if v.first() == Some(&0) {
+        v.remove(0);
+        let rest = lines_text(&v);
+        return if rest.is_empty() {
+            "the built-in rules".into()
+        } else {
+            format!("{rest} and the built-in rules")
+        };
+    }
+    let v = &v;
     let shown: Vec<String> = v.iter().take(CAP).map(|l| l.to_string()).collect();
     let more = v.len().saturating_sub(CAP);
     let tail = if more > 0 {

@@ -277,7 +277,12 @@ impl Pkt {
                 ..
             } => {
                 let what = match (classify(flags), self.ct) {
-                    (FlagClass::Syn, _) => "a new TCP connection (SYN)".to_string(),
+                    (FlagClass::Syn, _) if flags == tcp::SYN => {
+                        "a new TCP connection (SYN)".to_string()
+                    }
+                    (FlagClass::Syn, _) => {
+                        format!("a new TCP connection ({})", flag_letters(flags))
+                    }
                     (_, Ct::InvalidTracked) => {
                         format!("a TCP {} on a connection fw tracks", flag_letters(flags))
                     }
@@ -344,6 +349,13 @@ impl Pkt {
         let f = self.family();
         if fw_accepts {
             return match (self.ip.l4, self.ct) {
+                (L4::Tcp { flags, .. }, Ct::New)
+                    if classify(flags) == FlagClass::Syn && flags & tcp::URG != 0 =>
+                {
+                    Some(
+                        "a SYN with URG set (conntrack and fw take it for a connection attempt; no common TCP stack sends it)",
+                    )
+                }
                 (L4::Tcp { .. }, Ct::InvalidTracked) => Some(
                     "TCP packets with invalid flag combinations on connections it tracks (conntrack calls them INVALID; strict_tcp_flags = true drops them)",
                 ),

@@ -232,44 +232,47 @@ impl Reader {
                 }
             };
             for f in Self::families(family) {
-                let (spec, text, bad) = self.rule(expr, *f, table);
+                let (specs, text, bad) = self.rule(expr, *f, table);
                 let line = *handle as usize;
-                let rule = InputRule {
-                    line,
-                    text: text.clone(),
-                    spec,
-                };
                 if let Some((kind, value, message)) = bad {
                     out.problems
                         .push(Problem::new(kind, line, value, message, text));
                     continue;
                 }
-                let Some(rule) = rule.filter_family(*f) else {
-                    continue;
-                };
-                let r = &mut rep[f.idx()];
-                if t.is_empty() {
-                    let names: Vec<String> = r.tables.keys().cloned().collect();
-                    for tn in names {
+                for spec in specs {
+                    let rule = InputRule {
+                        line,
+                        text: text.clone(),
+                        spec,
+                        bad: None,
+                    };
+                    let Some(rule) = rule.filter_family(*f) else {
+                        continue;
+                    };
+                    let r = &mut rep[f.idx()];
+                    if t.is_empty() {
+                        let names: Vec<String> = r.tables.keys().cloned().collect();
+                        for tn in names {
+                            r.tables
+                                .entry(tn)
+                                .or_default()
+                                .entry(ch.clone())
+                                .or_insert_with(|| Chain {
+                                    created: Some(0),
+                                    ..Chain::default()
+                                })
+                                .rules
+                                .push(rule.clone());
+                        }
+                    } else {
                         r.tables
-                            .entry(tn)
+                            .entry(t.clone())
                             .or_default()
                             .entry(ch.clone())
-                            .or_insert_with(|| Chain {
-                                created: Some(0),
-                                ..Chain::default()
-                            })
+                            .or_default()
                             .rules
-                            .push(rule.clone());
+                            .push(rule);
                     }
-                } else {
-                    r.tables
-                        .entry(t.clone())
-                        .or_default()
-                        .entry(ch.clone())
-                        .or_default()
-                        .rules
-                        .push(rule);
                 }
             }
         }
@@ -299,8 +302,11 @@ impl Reader {
     }
 
     /// One rule's expressions as a spec, its text, and what cannot be imported.
-    fn rule(&self, expr: &[Value], fam: Family, table: &str) -> (Spec, String, Option<Bad>) {
+    /// One rule's expressions as specs (one per ICMP type of a set of types), its text, and
+    /// what cannot be imported.
+    fn rule(&self, expr: &[Value], fam: Family, table: &str) -> (Vec<Spec>, String, Option<Bad>) {
         let mut s = Spec::default();
+        let mut alts = Vec::new();
         let mut words = Vec::new();
         let mut bad = None;
         for e in expr {
@@ -308,19 +314,36 @@ impl Reader {
             if bad.is_some() {
                 continue;
             }
-            if let Err(b) = self.expr(e, fam, table, &mut s) {
+            if let Err(b) = self.expr(e, fam, table, &mut s, &mut alts) {
                 bad = Some(b);
             }
         }
-        (s, words.join(" "), bad)
+        let specs = if alts.is_empty() {
+            vec![s]
+        } else {
+            alts.into_iter()
+                .map(|a| Spec {
+                    icmp: Some(a),
+                    ..s.clone()
+                })
+                .collect()
+        };
+        (specs, words.join(" "), bad)
     }
 
-    fn expr(&self, e: &Value, fam: Family, table: &str, s: &mut Spec) -> Result<(), Bad> {
+    fn expr(
+        &self,
+        e: &Value,
+        fam: Family,
+        table: &str,
+        s: &mut Spec,
+        alts: &mut Vec<(bool, u8, Option<u8>)>,
+    ) -> Result<(), Bad> {
         let Some((k, v)) = e.as_object().and_then(|o| o.iter().next()) else {
             return Ok(());
         };
         match k.as_str() {
-            "match" => self.matcher(v, fam, table, s),
+            "match" => self.matcher(v, fam, table, s, alts),
             "accept" => set_target(s, Target::Accept),
             "drop" => set_target(s, Target::Drop),
             "reject" => set_target(s, Target::Reject),
@@ -377,7 +400,14 @@ impl Reader {
         }
     }
 
-    fn matcher(&self, m: &Value, fam: Family, table: &str, s: &mut Spec) -> Result<(), Bad> {
+    fn matcher(
+        &self,
+        m: &Value,
+        fam: Family,
+        table: &str,
+        s: &mut Spec,
+        alts: &mut Vec<(bool, u8, Option<u8>)>,
+    ) -> Result<(), Bad> {
         let op = m.get("op").and_then(Value::as_str).unwrap_or("==");
         let neg = op == "!=";
         if !matches!(op, "==" | "!=" | "in") {
@@ -446,19 +476,21 @@ impl Reader {
                             IPPROTO_ICMPV6
                         },
                     )?;
-                    let name = right
-                        .as_str()
-                        .map(str::to_string)
-                        .or_else(|| right.as_u64().map(|n| n.to_string()));
-                    let Some(name) = name else {
+                    let names = strings(&right);
+                    if names.len() > 1 && neg {
                         return Err(unsupported(
                             render(&right),
-                            "a set of ICMP types: write one rule per type",
+                            "all ICMP types but a set: write the types allowed",
                         ));
-                    };
-                    let t = parse_icmp_type(&name, fam)
-                        .map_err(|b| unsupported(b.value, "an unknown ICMP type"))?;
-                    s.icmp = t.map(|(ty, c)| (neg, ty, c));
+                    }
+                    for name in &names {
+                        let t = parse_icmp_type(name, fam)
+                            .map_err(|b| unsupported(b.value, "an unknown ICMP type"))?;
+                        match t {
+                            Some((ty, c)) if names.len() > 1 => alts.push((neg, ty, c)),
+                            t => s.icmp = t.map(|(ty, c)| (neg, ty, c)),
+                        }
+                    }
                     Ok(())
                 }
                 ("tcp", "flags") => Err(unsupported(

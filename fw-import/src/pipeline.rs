@@ -51,23 +51,30 @@ pub(crate) fn import_loaded(
     combos.retain(|(_, n)| !*n || established);
     combos.dedup();
     let mut best: Option<((bool, bool), Outcome)> = None;
-    let mut first: Option<Outcome> = None;
-    for (k, &(s, n)) in combos.iter().enumerate() {
+    // Without a combination that decides as the rules do: the one with the fewest lines to
+    // blame, nearest to what the rules say.
+    let mut fewest: Option<(Vec<Problem>, usize)> = None;
+    for &(s, n) in &combos {
         let policy = features.policy(&families, s, n);
         let out = check::check(&runs, &policy);
         // The first combination that decides as iptables does, nearest to what the rules say.
         if out.errors.is_empty() {
             best = Some(((s, n), out));
             break;
-        } else if k == 0 {
-            first = Some(out);
+        }
+        let ps = check::problems(&runs, &features, &policy, &out.errors);
+        if fewest.as_ref().is_none_or(|(f, _)| ps.len() < f.len()) {
+            let n = ps.len();
+            fewest = Some((ps, n));
         }
     }
     match best {
         None => {
-            let out = first.unwrap_or_default();
-            let policy = features.policy(&families, s0, n0);
-            problems.extend(check::problems(&runs, &features, &policy, &out.errors));
+            let (ps, _) = fewest.unwrap_or_default();
+            // A line already refused for what it is needs no second message for where it is.
+            let refused: std::collections::HashSet<Option<usize>> =
+                problems.iter().map(|p| p.line).collect();
+            problems.extend(ps.into_iter().filter(|p| !refused.contains(&p.line)));
         }
         Some(_) if !problems.is_empty() => {}
         Some(((strict, nrs), outcome)) => {

@@ -103,7 +103,7 @@ impl Report<'_> {
                         "fw has no rule like it, but decides the packets it matches the same way (see the notes)".into()
                     }
                     _ => {
-                        if r.spec.target == Some(Target::Accept) {
+                        if r.spec.target == Some(Target::Accept) && r.line != 0 {
                             notes.push(format!(
                                 "line {} accepts nothing: earlier rules decide every packet it matches, so it is left out.",
                                 r.line
@@ -180,7 +180,7 @@ impl Report<'_> {
         for run in self.runs {
             if run.fam == Family::V6 && run.drops_ndp {
                 notes.push(
-                    "These ip6tables rules drop neighbour discovery or MLD; fw always passes them (IPv6 does not work without).".into(),
+                    "These IPv6 rules drop neighbour discovery or MLD; fw always passes them (IPv6 does not work without).".into(),
                 );
             }
         }
@@ -221,6 +221,8 @@ impl Report<'_> {
             ann.header.push(format!("  {:>4}: {}", l.line, l.text));
             ann.header.push(format!("        -> {}", l.what));
         }
+        let mut seen = std::collections::HashSet::new();
+        notes.retain(|n| seen.insert(n.clone()));
         if !notes.is_empty() {
             ann.header.push(String::new());
             ann.header.push("Notes:".into());

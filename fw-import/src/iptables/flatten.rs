@@ -26,6 +26,32 @@ struct Flattener<'a> {
     r: &'a Replayed,
     rules: Vec<InputRule>,
     out: &'a mut Loaded,
+    /// Rules for virtual interfaces taken as not for fw's (line, interface).
+    virtual_ifaces: Vec<(usize, String)>,
+}
+
+/// Interface names of bridges, tunnels, VPNs and containers.
+fn is_virtual(name: &str) -> bool {
+    const PREFIXES: [&str; 17] = [
+        "docker",
+        "br-",
+        "virbr",
+        "veth",
+        "cni",
+        "flannel",
+        "cali",
+        "tun",
+        "tap",
+        "wg",
+        "lxc",
+        "lxd",
+        "kube",
+        "vmnet",
+        "tailscale",
+        "zt",
+        "vboxnet",
+    ];
+    PREFIXES.iter().any(|p| name.starts_with(p))
 }
 
 /// Resolve `r` (one family's replayed tables) into `out`.
@@ -39,6 +65,7 @@ pub(crate) fn finish(r: &Replayed, fam: Family, opts: &ImportOptions, out: &mut 
         r,
         rules: Vec::new(),
         out,
+        virtual_ifaces: Vec::new(),
     };
     // Packets for this host pass raw PREROUTING, mangle PREROUTING and mangle INPUT before
     // the filter table: their drops come first; their ACCEPT ends only that chain.
@@ -55,6 +82,17 @@ pub(crate) fn finish(r: &Replayed, fam: Family, opts: &ImportOptions, out: &mut 
     let nat = f.nat();
     let policy = r.chain("filter", "INPUT").and_then(|c| c.policy.clone());
     let rules = std::mem::take(&mut f.rules);
+    if !f.virtual_ifaces.is_empty() {
+        let mut names: Vec<String> = f.virtual_ifaces.iter().map(|(_, n)| n.clone()).collect();
+        names.sort();
+        names.dedup();
+        let lines: Vec<usize> = f.virtual_ifaces.iter().map(|(l, _)| *l).collect();
+        f.out.notes.push(format!(
+            "Rules for {} ({}) are taken as not applying: attach fw to the host's external interface, not to bridges, tunnels or container interfaces (or import for one with --iface).",
+            names.join(", "),
+            lines_text(&lines)
+        ));
+    }
     out.nat[fam.idx()] = nat;
     out.chains[fam.idx()] = Chains {
         present: r.present,
@@ -129,6 +167,10 @@ impl Flattener<'_> {
             .map(|c| c.rules.clone())
             .unwrap_or_default();
         for rule in rules {
+            if let Some(p) = &rule.bad {
+                self.out.problems.push(p.clone());
+                continue;
+            }
             let Some(spec) = self.resolve(&rule) else {
                 continue;
             };
@@ -150,6 +192,7 @@ impl Flattener<'_> {
                     line: rule.line,
                     text: rule.text.clone(),
                     spec: s,
+                    bad: None,
                 });
                 me.rules.len() - 1
             };
@@ -220,6 +263,9 @@ impl Flattener<'_> {
                     };
                     self.problem(ProblemKind::Unsupported, &rule, &format!("-j {t}"), why);
                 }
+                Some(Target::Nat(t)) if table == "nat" => {
+                    push(self, Target::Nat(t));
+                }
                 Some(Target::Nat(t)) => {
                     self.problem(
                         ProblemKind::Syntax,
@@ -254,7 +300,20 @@ impl Flattener<'_> {
             && name != "lo+"
         {
             let value = format!("{}-i {name}", if neg { "! " } else { "" });
-            let Some(iface) = &self.opts.iface else {
+            let assumed = self.opts.iface.is_none() && is_virtual(&name);
+            if assumed && !neg {
+                // Bridges, tunnels and container interfaces: fw is attached to the host's
+                // external interface, not to these.
+                self.log(r, format!("{name} is a bridge, tunnel or container interface: taken as not the interface fw filters"));
+                self.virtual_ifaces.push((r.line, name.clone()));
+                return None;
+            }
+            let iface = match &self.opts.iface {
+                _ if assumed => "\u{0}".to_string(),
+                Some(i) => i.clone(),
+                None => String::new(),
+            };
+            if iface.is_empty() {
                 self.problem(
                     ProblemKind::NeedsOption,
                     r,
@@ -262,10 +321,10 @@ impl Flattener<'_> {
                     format!("a rule for interface {name}: fw filters the interfaces it is attached to, each with its own policy; import for one with `--iface IFACE` (e.g. `--iface {name}`)"),
                 );
                 return None;
-            };
+            }
             let hit = match name.strip_suffix('+') {
                 Some(prefix) => iface.starts_with(prefix),
-                None => *iface == name,
+                None => iface == name,
             };
             if hit == neg {
                 self.log(r, format!("not for {iface}: never matches its traffic"));
@@ -283,7 +342,9 @@ impl Flattener<'_> {
                 }
                 DstKind::Multicast if !neg => {
                     self.log(r, "multicast or broadcast destination: never matches unicast traffic to this host");
-                    self.out.notes.push(format!("Line {} is about multicast or broadcast destinations; fw judges those by their port like unicast packets (it does not tell destinations apart), so what it allows for unicast it allows for multicast too, and a port opened only for multicast here is closed in fw: allow it if this host needs it (e.g. 5353/udp for mDNS).", r.line));
+                    if r.line != 0 {
+                        self.out.notes.push(format!("Line {} is about multicast or broadcast destinations; fw judges those by their port like unicast packets (it does not tell destinations apart), so what it allows for unicast it allows for multicast too, and a port opened only for multicast here is closed in fw: allow it if this host needs it (e.g. 5353/udp for mDNS).", r.line));
+                    }
                     return None;
                 }
                 DstKind::Martian | DstKind::Multicast => s.dst = None,
@@ -310,7 +371,7 @@ impl Flattener<'_> {
                         if neg { "not " } else { "" }
                     ),
                 );
-                if matches!(k.as_str(), "BROADCAST" | "MULTICAST" | "ANYCAST") {
+                if r.line != 0 && matches!(k.as_str(), "BROADCAST" | "MULTICAST" | "ANYCAST") {
                     self.out.notes.push(format!("Line {} is about {} packets; fw judges multicast and broadcast packets by their port like unicast ones.", r.line, k.to_ascii_lowercase()));
                 }
                 return None;

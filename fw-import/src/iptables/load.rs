@@ -18,6 +18,8 @@ pub(crate) struct InputRule {
     /// The line as written (trimmed).
     pub text: String,
     pub spec: Spec,
+    /// What fw cannot take in this rule: a problem only if the rule is reached from INPUT.
+    pub bad: Option<Problem>,
 }
 
 #[derive(Clone, Debug)]
@@ -549,10 +551,11 @@ impl Loader<'_> {
             ..
         } = cmd;
         let text = l.text.trim().to_string();
-        let rule = InputRule {
+        let mut rule = InputRule {
             line: l.no,
             text,
             spec,
+            bad: None,
         };
         let rule_op = matches!(
             op,
@@ -568,7 +571,10 @@ impl Loader<'_> {
             return Ok(());
         }
         if let Some(b) = unsupported {
-            return Err(self.err(l, b));
+            if !rule_op {
+                return Err(self.err(l, b));
+            }
+            rule.bad = Some(self.err(l, b));
         }
         let r = self.fam(family);
         if table == "filter" {

@@ -1014,6 +1014,15 @@ const ICMPV6_NAMES: &[(&str, u8, Option<u8>)] = &[
     ("neighbor-advertisement", 136, None),
     ("redirect", 137, None),
     ("mld2-listener-report", 143, None),
+    // nftables' spellings.
+    ("mld-listener-query", 130, None),
+    ("mld-listener-report", 131, None),
+    ("mld-listener-done", 132, None),
+    ("nd-router-solicit", 133, None),
+    ("nd-router-advert", 134, None),
+    ("nd-neighbor-solicit", 135, None),
+    ("nd-neighbor-advert", 136, None),
+    ("nd-redirect", 137, None),
 ];
 
 /// `8`, `3/4`, `echo-request`; `None` for `any`.
