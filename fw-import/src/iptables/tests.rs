@@ -1018,3 +1018,118 @@ fn an_invalid_drop_before_neighbour_discovery_notes_redirects() {
     assert!(notes.contains("ICMPv6 redirects"), "{notes}");
     assert_eq!(open(&i.policy), ["22/tcp from anywhere"]);
 }
+
+// ---------------------------------------------------------------------------------------------
+// Rule sets as found in the wild (issue 13)
+
+#[test]
+fn every_problem_of_a_file_is_reported_at_once_in_line_order() {
+    let e = import_text(
+        "iptables -P INPUT DROP\n\
+         iptables -A INPUT -p gre -j ACCEPT\n\
+         iptables -A INPUT -p tcp --dport 99999 -j ACCEPT\n\
+         iptables -A INPUT -p tcp --dport 22 -m hashlimit --hashlimit-upto 5/min --hashlimit-name x -j ACCEPT\n\
+         frobnicate --all\n\
+         iptables -A INPUT -p tcp --dport 80 -j ACCEPT\n",
+    )
+    .unwrap_err();
+    let lines: Vec<Option<usize>> = e.all().iter().map(|p| p.line).collect();
+    assert_eq!(lines, [Some(2), Some(3), Some(4), Some(5)], "{e}");
+    let kinds: Vec<ProblemKind> = e.all().iter().map(|p| p.kind).collect();
+    assert_eq!(
+        kinds,
+        [
+            ProblemKind::NotEquivalent,
+            ProblemKind::Syntax,
+            ProblemKind::MissingFeature,
+            ProblemKind::Unsupported
+        ]
+    );
+    assert!(
+        e.to_string()
+            .ends_with("4 problems on 4 lines; nothing imported"),
+        "{e}"
+    );
+}
+
+#[test]
+fn long_lists_of_problems_are_cut_with_a_count() {
+    let mut text = String::from("-P INPUT DROP\n");
+    for i in 0..60 {
+        text.push_str(&format!(
+            "-A INPUT -p tcp --dport {} -m limit --limit 1/s -j ACCEPT\n",
+            1000 + i
+        ));
+    }
+    let e = import_text(&text).unwrap_err();
+    assert_eq!(e.all().len(), 60);
+    let msg = e.to_string();
+    assert_eq!(msg.matches("cannot import").count(), 40, "{msg}");
+    assert!(
+        msg.contains("... and 20 more problems (lines 42, 43,"),
+        "{msg}"
+    );
+    assert!(msg.contains("and 8 more)"), "{msg}");
+}
+
+#[test]
+fn messages_say_an_established() {
+    let e = import_text("-P INPUT DROP\n-A INPUT -m state --state ESTABLISHED -j ACCEPT\n")
+        .unwrap_err();
+    assert!(!e.to_string().contains("a ESTABLISHED"), "{e}");
+}
+
+#[test]
+fn short_address_forms_are_iptables_own() {
+    let i = imp(
+        "-P INPUT DROP\n-A INPUT -s 10/8 -p tcp --dport 22 -j ACCEPT\n-A INPUT -s 10.1 -p tcp --dport 23 -j ACCEPT\n-A INPUT -s 0/0 -p tcp --dport 80 -j ACCEPT\n",
+    );
+    assert_eq!(
+        open(&i.policy),
+        [
+            "22/tcp only from 10.0.0.0/8",
+            "23/tcp only from 10.1.0.0",
+            "80/tcp from anywhere"
+        ]
+    );
+}
+
+#[test]
+fn log_rules_decide_nothing_and_goto_chains_end_the_caller() {
+    let i = imp(
+        "*filter\n:INPUT DROP [0:0]\n:LOGDROP - [0:0]\n:WEB - [0:0]\n\
+         -A INPUT -p tcp --dport 8080 -g WEB\n\
+         -A INPUT -p tcp --dport 8080 -j ACCEPT\n\
+         -A INPUT -p tcp --dport 22 -j ACCEPT\n\
+         -A INPUT -m limit --limit 5/min -j LOG --log-prefix \"in: \"\n\
+         -A INPUT -j LOGDROP\n\
+         -A WEB -s 192.0.2.0/24 -j ACCEPT\n\
+         -A LOGDROP -j NFLOG --nflog-group 1\n\
+         -A LOGDROP -j DROP\nCOMMIT\n",
+    );
+    // 8080 from everyone else falls out of WEB, and the goto skips INPUT's ACCEPT after it.
+    assert_eq!(
+        open(&i.policy),
+        ["8080/tcp only from 192.0.2.0/24", "22/tcp from anywhere"]
+    );
+    assert!(i.toml.contains("skipped: -j LOG only logs"), "{}", i.toml);
+    assert!(i.toml.contains("skipped: -j NFLOG only logs"), "{}", i.toml);
+}
+
+#[test]
+fn listing_and_housekeeping_lines_of_scripts_are_skipped() {
+    let i = imp(
+        "#!/bin/sh\nmodprobe nf_conntrack\nsysctl -w net.ipv4.ip_forward=0\necho 1 > /proc/sys/net/ipv4/tcp_syncookies\napt-get install -y iptables-persistent\nsed -i s/x/y/ /etc/default/x\niptables -P INPUT DROP\niptables -A INPUT -p tcp --dport 22 -j ACCEPT\niptables -nvL\niptables -nL INPUT --line-numbers\niptables -Z\nnetfilter-persistent save\n",
+    );
+    assert_eq!(open(&i.policy), ["22/tcp from anywhere"]);
+    for what in [
+        "loads a kernel module",
+        "sets a kernel parameter",
+        "manages packages",
+        "only lists rules",
+        "zeroes counters",
+        "saves or loads the rules at boot",
+    ] {
+        assert!(i.toml.contains(what), "{what}:\n{}", i.toml);
+    }
+}
