@@ -145,6 +145,12 @@ impl Report<'_> {
                 format!("fw drops {k}, which iptables accepts ({by}).")
             });
         }
+        for (proto, pre, to, line) in &f.redirected {
+            notes.push(format!(
+                "Port {pre}/{} is allowed because the nat table redirects it to port {to} (line {line}): fw sees packets before NAT, so the original port is the one it must let in.",
+                proto.name()
+            ));
+        }
         if !rejects.is_empty() {
             notes.push(format!(
                 "REJECT ({}): fw drops silently; it sends no ICMP error or TCP reset.",

@@ -213,7 +213,9 @@ const CASES: &[Case] = &[
                 "22/tcp from anywhere",
                 "80/tcp from anywhere  (redirected to port 8080 (nat table))",
             ],
-            notes: &[],
+            notes: &[
+                "Port 80/tcp is allowed because the nat table redirects it to port 8080 (line 14)",
+            ],
         },
     ),
     case(

@@ -89,6 +89,8 @@ pub(crate) struct Loaded {
     pub nat: [NatMap; 2],
     /// What the rules are for in messages ("iptables", "nftables"); empty: iptables.
     pub tool: &'static str,
+    /// Lines of logging rules (skipped).
+    pub log_lines: Vec<usize>,
 }
 
 struct Block {
@@ -222,6 +224,12 @@ pub(crate) fn load_lines(
     let Loader {
         mut out, replayed, ..
     } = st;
+    if !out.log_lines.is_empty() {
+        out.notes.push(format!(
+            "Logging rules ({}) are skipped: they decide nothing. fw counts every drop by its reason (`fw status`), and `fw run --log` prints each drop.",
+            crate::lines_text(&out.log_lines)
+        ));
+    }
     for fam in [Family::V4, Family::V6] {
         super::flatten::finish(&replayed[fam.idx()], fam, opts, &mut out);
     }
@@ -564,6 +572,7 @@ impl Loader<'_> {
         if rule_op && rule.spec.log.is_some() && rule.spec.target.is_none() {
             // LOG decides nothing, whatever it matches (with -m limit or not).
             let t = rule.spec.log.clone().unwrap_or_default();
+            self.out.log_lines.push(l.no);
             self.log(
                 l,
                 format!("skipped: -j {t} only logs (fw counts every drop by reason: `fw status`; `fw run --log` prints them)"),
