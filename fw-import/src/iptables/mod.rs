@@ -11,6 +11,7 @@
 
 mod export;
 pub(crate) mod flatten;
+mod icmp;
 pub(crate) mod lex;
 pub(crate) mod load;
 pub(crate) mod rule;
