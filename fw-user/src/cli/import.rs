@@ -238,11 +238,15 @@ fn finish(
     match output {
         Some(out) => {
             write_file(out, &imported.toml, force)?;
+            let check = if is_special(out) {
+                String::new()
+            } else {
+                format!("; check it with `fw policy show {}`", out.display())
+            };
             eprintln!(
-                "{name}: wrote {} ({} rules); check it with `fw policy show {}`",
+                "{name}: wrote {} ({} rules){check}",
                 out.display(),
                 imported.policy.rules.len(),
-                out.display()
             );
         }
         None => print!("{}", imported.toml),
