@@ -11,7 +11,6 @@ mod error;
 pub mod filter;
 pub mod guard;
 pub mod health;
-pub mod iptables;
 pub mod live_tables;
 pub mod loader;
 pub mod lock;

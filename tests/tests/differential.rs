@@ -76,3 +76,18 @@ fn web_server_rules_against_their_import() {
 fn centos_rules_against_their_import() {
     run("centos");
 }
+
+#[test]
+fn arch_wiki_stateful_chains_against_their_import() {
+    run("arch-stateful");
+}
+
+#[test]
+fn cdn_only_web_ports_against_their_import() {
+    run("cdn-only");
+}
+
+#[test]
+fn mangle_table_anti_ddos_rules_against_their_import() {
+    run("anti-ddos");
+}

@@ -16,6 +16,11 @@ pub const SEED_OFFICE: &str = include_str!("policies/seed-office.toml");
 pub const TUTORIAL: &str = include_str!("policies/tutorial.rules");
 pub const WEBSERVER: &str = include_str!("policies/webserver.rules");
 pub const CENTOS: &str = include_str!("policies/centos.rules");
+/// Imported real-world shapes (issue 13): user chains with REJECTs (Arch wiki), a chain that
+/// RETURNs for some sources (CDN-only web ports), drops in the mangle table (anti-DDoS sets).
+pub const ARCH: &str = include_str!("policies/arch-stateful.rules");
+pub const CDN_ONLY: &str = include_str!("policies/cdn-only.rules");
+pub const ANTI_DDOS: &str = include_str!("policies/anti-ddos.rules");
 
 /// Where a case's two sides come from.
 #[derive(Clone, Debug)]
@@ -188,8 +193,9 @@ fn file(p: &Path) -> String {
 }
 
 /// The built-in set: the seed policy and its SSH-restricted form against their exports; the
-/// tutorial's own rules, a Debian web server's and a CentOS server's against their imports;
-/// and the tutorial's rules against the (strict) seed policy, which shows what
+/// tutorial's own rules, a Debian web server's, a CentOS server's and three real-world shapes
+/// (Arch's stateful chains, CDN-only web ports, a mangle-table anti-DDoS set) against their
+/// imports; and the tutorial's rules against the (strict) seed policy, which shows what
 /// `strict_tcp_flags = true` changes.
 pub fn builtin(dir: &TempDir, only: &[&str]) -> anyhow::Result<Vec<Case>> {
     let seed = dir.write("seed.toml", fw_policy::SEED_POLICY);
@@ -197,6 +203,9 @@ pub fn builtin(dir: &TempDir, only: &[&str]) -> anyhow::Result<Vec<Case>> {
     let tutorial = dir.write("tutorial.rules", TUTORIAL);
     let web = dir.write("webserver.rules", WEBSERVER);
     let centos = dir.write("centos.rules", CENTOS);
+    let arch = dir.write("arch-stateful.rules", ARCH);
+    let cdn = dir.write("cdn-only.rules", CDN_ONLY);
+    let ddos = dir.write("anti-ddos.rules", ANTI_DDOS);
     let all: Vec<(&str, Source)> = vec![
         ("seed", Source::Fw(seed)),
         ("seed-office", Source::Fw(office.clone())),
@@ -210,6 +219,9 @@ pub fn builtin(dir: &TempDir, only: &[&str]) -> anyhow::Result<Vec<Case>> {
         ),
         ("webserver", Source::Iptables(web)),
         ("centos", Source::Iptables(centos)),
+        ("arch-stateful", Source::Iptables(arch)),
+        ("cdn-only", Source::Iptables(cdn)),
+        ("anti-ddos", Source::Iptables(ddos)),
     ];
     let mut out = Vec::new();
     for (name, src) in all {
@@ -220,11 +232,14 @@ pub fn builtin(dir: &TempDir, only: &[&str]) -> anyhow::Result<Vec<Case>> {
     Ok(out)
 }
 
-pub const BUILTIN_NAMES: [&str; 6] = [
+pub const BUILTIN_NAMES: [&str; 9] = [
     "seed",
     "seed-office",
     "tutorial",
     "tutorial-vs-seed",
     "webserver",
     "centos",
+    "arch-stateful",
+    "cdn-only",
+    "anti-ddos",
 ];

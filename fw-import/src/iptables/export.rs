@@ -4,7 +4,9 @@
 
 use std::fmt::Write as _;
 
-use super::{Family, rule::tcp_flag_names};
+use super::rule::tcp_flag_names;
+use crate::Family;
+use crate::FamilyExt;
 use fw_policy::{Cidr, FragmentPolicy, Policy, Rule};
 
 /// ICMPv6 types fw always passes (neighbour discovery, MLD); ip6tables needs rules for them.

@@ -6,6 +6,8 @@ pub(crate) struct Line {
     /// 1-based number of its first physical line.
     pub no: usize,
     pub text: String,
+    /// A script line whose failure the script ignores (`|| true`, `2>/dev/null`).
+    pub may_fail: bool,
 }
 
 pub(crate) fn logical_lines(text: &str) -> Vec<Line> {
@@ -26,6 +28,7 @@ pub(crate) fn logical_lines(text: &str) -> Vec<Line> {
             None => Line {
                 no: i + 1,
                 text: body.to_string(),
+                may_fail: false,
             },
         };
         if continues {
@@ -133,19 +136,23 @@ mod tests {
             [
                 Line {
                     no: 1,
-                    text: "a".into()
+                    text: "a".into(),
+                    may_fail: false
                 },
                 Line {
                     no: 2,
-                    text: "iptables -A INPUT -j DROP".into()
+                    text: "iptables -A INPUT -j DROP".into(),
+                    may_fail: false
                 },
                 Line {
                     no: 4,
-                    text: "# x \\".into()
+                    text: "# x \\".into(),
+                    may_fail: false
                 },
                 Line {
                     no: 5,
-                    text: "b".into()
+                    text: "b".into(),
+                    may_fail: false
                 },
             ]
         );

@@ -7,13 +7,13 @@ use std::{
     net::{IpAddr, Ipv4Addr, Ipv6Addr},
 };
 
-use super::Family;
+use fw_common::Family;
 use fw_policy::Cidr;
 
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub(crate) struct AddrSet(BTreeMap<u128, u128>);
 
-fn top(f: Family) -> u128 {
+pub(crate) fn top(f: Family) -> u128 {
     match f {
         Family::V4 => u32::MAX as u128,
         Family::V6 => u128::MAX,
@@ -21,7 +21,7 @@ fn top(f: Family) -> u128 {
 }
 
 /// The family and first and last address of a CIDR.
-fn cidr_range(c: &Cidr) -> (Family, u128, u128) {
+pub(crate) fn cidr_range(c: &Cidr) -> (Family, u128, u128) {
     match *c {
         Cidr::V4(a, len) => {
             let net = u32::from_be_bytes(a) as u128;
@@ -36,7 +36,7 @@ fn cidr_range(c: &Cidr) -> (Family, u128, u128) {
     }
 }
 
-fn addr(f: Family, v: u128) -> IpAddr {
+pub(crate) fn addr(f: Family, v: u128) -> IpAddr {
     match f {
         Family::V4 => IpAddr::V4(Ipv4Addr::from(v as u32)),
         Family::V6 => IpAddr::V6(Ipv6Addr::from(v)),
@@ -51,7 +51,7 @@ pub(crate) fn example_addr(f: Family) -> IpAddr {
     }
 }
 
-fn value(a: IpAddr) -> u128 {
+pub(crate) fn value(a: IpAddr) -> u128 {
     match a {
         IpAddr::V4(a) => u32::from(a) as u128,
         IpAddr::V6(a) => u128::from(a),
@@ -76,7 +76,7 @@ impl AddrSet {
         s
     }
 
-    fn insert(&mut self, mut lo: u128, mut hi: u128) {
+    pub(crate) fn insert(&mut self, mut lo: u128, mut hi: u128) {
         let touching: Vec<(u128, u128)> = self
             .0
             .range(..=hi.saturating_add(1))
@@ -132,23 +132,83 @@ impl AddrSet {
         out
     }
 
+    /// Add every address of `other`.
+    pub(crate) fn union(&mut self, other: &AddrSet) {
+        for (&lo, &hi) in &other.0 {
+            self.insert(lo, hi);
+        }
+    }
+
+    /// The disjoint intervals, in order.
+    pub(crate) fn intervals(&self) -> impl Iterator<Item = (u128, u128)> + '_ {
+        self.0.iter().map(|(a, b)| (*a, *b))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    pub(crate) fn is_full(&self, f: Family) -> bool {
+        self.0.len() == 1 && self.0.get(&0) == Some(&top(f))
+    }
+
+    /// The set as the fewest CIDRs that cover exactly it.
+    pub(crate) fn to_cidrs(&self, f: Family) -> Vec<Cidr> {
+        let bits: u32 = if f == Family::V4 { 32 } else { 128 };
+        let mut out = Vec::new();
+        for (&lo, &hi) in &self.0 {
+            let mut cur = lo;
+            loop {
+                // The largest block that starts at `cur` and ends at or before `hi`.
+                let align = if cur == 0 {
+                    bits
+                } else {
+                    cur.trailing_zeros().min(bits)
+                };
+                let mut size = align;
+                while size > 0 && block_end(cur, size).is_none_or(|e| e > hi) {
+                    size -= 1;
+                }
+                out.push(cidr(f, cur, (bits - size) as u8));
+                match block_end(cur, size) {
+                    Some(e) if e < hi => cur = e + 1,
+                    _ => break,
+                }
+            }
+        }
+        out
+    }
+
     /// Everything: the set is left empty.
     pub(crate) fn take_all(&mut self) -> AddrSet {
         std::mem::take(self)
     }
+}
 
-    /// One address of the (non-empty) set, for examples: the documentation address if it is
-    /// in, else one past the start of the first interval (not a network address).
-    pub(crate) fn pick(&self, f: Family) -> IpAddr {
-        let ex = example_addr(f);
-        if self.contains(ex) {
-            return ex;
+/// The last address of the block of 2^`size` addresses starting at `start`.
+fn block_end(start: u128, size: u32) -> Option<u128> {
+    if size >= 128 {
+        return (start == 0).then_some(u128::MAX);
+    }
+    start.checked_add((1u128 << size) - 1)
+}
+
+fn cidr(f: Family, net: u128, len: u8) -> Cidr {
+    match f {
+        Family::V4 => Cidr::V4((net as u32).to_be_bytes(), len),
+        Family::V6 => Cidr::V6(net.to_be_bytes(), len),
+    }
+}
+
+/// An address as the 16 bytes of `fw_common::Ip::src` (IPv4 in the first 4).
+pub(crate) fn ip_bytes(f: Family, v: u128) -> [u8; 16] {
+    match f {
+        Family::V4 => {
+            let mut b = [0u8; 16];
+            b[..4].copy_from_slice(&(v as u32).to_be_bytes());
+            b
         }
-        match self.0.iter().next() {
-            Some((&lo, &hi)) if hi > lo => addr(f, lo + 1),
-            Some((&lo, _)) => addr(f, lo),
-            None => ex,
-        }
+        Family::V6 => v.to_be_bytes(),
     }
 }
 
@@ -189,17 +249,45 @@ mod tests {
     }
 
     #[test]
-    fn complement_and_pick() {
+    fn sets_become_the_fewest_cidrs() {
+        let list = |s: &AddrSet, f| -> Vec<String> {
+            s.to_cidrs(f).iter().map(|c| c.to_string()).collect()
+        };
+        assert_eq!(list(&AddrSet::full(Family::V4), Family::V4), ["0.0.0.0/0"]);
+        assert_eq!(list(&AddrSet::full(Family::V6), Family::V6), ["::/0"]);
+        let s = set(&["10.0.0.0/8", "192.0.2.7"], Family::V4);
+        assert_eq!(list(&s, Family::V4), ["10.0.0.0/8", "192.0.2.7"]);
+        let c = set(&["10.0.0.0/8"], Family::V4).complement(Family::V4);
+        assert_eq!(
+            list(&c, Family::V4),
+            [
+                "0.0.0.0/5",
+                "8.0.0.0/7",
+                "11.0.0.0/8",
+                "12.0.0.0/6",
+                "16.0.0.0/4",
+                "32.0.0.0/3",
+                "64.0.0.0/2",
+                "128.0.0.0/1"
+            ]
+        );
+        let mut r = AddrSet::default();
+        r.insert(value(ip("192.0.2.1")), value(ip("192.0.2.6")));
+        assert_eq!(
+            list(&r, Family::V4),
+            ["192.0.2.1", "192.0.2.2/31", "192.0.2.4/31", "192.0.2.6"]
+        );
+        let back = AddrSet::of(&r.to_cidrs(Family::V4), Family::V4);
+        assert_eq!(back, r);
+        let v6 = set(&["2001:db8::/32"], Family::V6).complement(Family::V6);
+        assert_eq!(AddrSet::of(&v6.to_cidrs(Family::V6), Family::V6), v6);
+    }
+
+    #[test]
+    fn complement() {
         let s = set(&["198.51.100.0/24"], Family::V4);
-        assert_eq!(s.pick(Family::V4), ip("198.51.100.23"));
         let c = s.complement(Family::V4);
         assert!(!c.contains(ip("198.51.100.1")) && c.contains(ip("198.51.101.0")));
-        assert_eq!(c.pick(Family::V4), ip("0.0.0.1"));
-        assert_eq!(
-            set(&["192.0.2.7"], Family::V4).pick(Family::V4),
-            ip("192.0.2.7")
-        );
-        let v6 = AddrSet::full(Family::V6);
-        assert_eq!(v6.pick(Family::V6), ip("2001:db8:ffff::23"));
+        assert!(AddrSet::full(Family::V6).is_full(Family::V6));
     }
 }

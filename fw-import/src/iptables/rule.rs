@@ -4,7 +4,12 @@ use std::net::Ipv4Addr;
 
 use fw_common::tcp;
 
-use super::Family;
+use crate::features::{Missing, refusal};
+
+pub(crate) use super::icmp::parse_icmp_type;
+
+use crate::FamilyExt;
+use fw_common::Family;
 use fw_policy::Cidr;
 
 /// Conntrack states (`--state` / `--ctstate`), as bits.
@@ -33,8 +38,20 @@ pub(crate) enum Target {
     Accept,
     Drop,
     Reject,
-    /// A user-defined chain.
+    /// `-j CHAIN`: a user-defined chain.
     Chain(String),
+    /// `-g CHAIN`: a user-defined chain that does not return here.
+    Goto(String),
+    /// `-j RETURN`.
+    Return,
+    /// In a flattened chain (user chains inlined): sources that match go on at rule `.0`
+    /// (a RETURN, or the end of a chain entered by goto).
+    Skip(usize),
+    /// MASQUERADE, SNAT, DNAT, REDIRECT, NETMAP (with `--to-*` in [`Spec::nat_to`]).
+    Nat(String),
+    /// A target that decides no verdict in the filter sense (MARK, CT, TCPMSS, QUEUE, ...):
+    /// judged by the table it is in.
+    Other(String),
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -48,6 +65,8 @@ pub(crate) enum Op {
     Policy(String, String),
     Flush(Option<String>),
     NewChain(String),
+    /// `-X [CHAIN]`: without a name, every user-defined chain of the table.
+    DeleteChain(Option<String>),
     /// `-X`, `-Z`, `-L`, `-S`, `-C`: no effect on what the rules do.
     NoEffect(&'static str),
 }
@@ -73,6 +92,12 @@ pub(crate) struct Spec {
     pub states: Vec<(bool, u8)>,
     pub comment: Option<String>,
     pub target: Option<Target>,
+    /// `-j LOG` / `NFLOG` / `ULOG`: the target's name (the rule decides nothing).
+    pub log: Option<String>,
+    /// `-m addrtype --dst-type T` / `-m pkttype --pkt-type T`: what kind of destination.
+    pub dst_kind: Vec<(bool, String)>,
+    /// A NAT target's `--to-ports` / `--to-destination` / `--to-source`.
+    pub nat_to: Option<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -100,6 +125,8 @@ pub(crate) enum BadKind {
     Syntax(String),
     /// Valid iptables that fw has no equivalent for.
     Unsupported(String),
+    /// Valid iptables that needs a policy feature fw does not have yet.
+    Missing(String),
 }
 
 impl Bad {
@@ -121,8 +148,6 @@ impl Bad {
 /// Why a match module has no fw equivalent.
 fn module_reason(name: &str) -> String {
     let why = match name {
-        "limit" | "hashlimit" => "fw has no rate limits",
-        "recent" => "fw keeps no lists of recent sources (port knocking, brute-force bans)",
         "connlimit" => "fw does not count connections per source",
         "set" => "fw has no ipsets; list the sources in the rule's `from`",
         "iprange" => "fw takes sources as CIDRs; write the range as CIDRs",
@@ -143,13 +168,9 @@ fn module_reason(name: &str) -> String {
     why.to_string()
 }
 
-/// Targets fw cannot import, with the reason.
-fn target_reason(name: &str) -> Option<&'static str> {
+/// Targets that decide no verdict, with why fw has nothing like them.
+pub(crate) fn target_reason(name: &str) -> Option<&'static str> {
     Some(match name {
-        "LOG" | "ULOG" | "NFLOG" => {
-            "fw has no logging rules (`fw run --log` prints the packets it drops, with the reason)"
-        }
-        "RETURN" => "fw has no chains to return from",
         "QUEUE" | "NFQUEUE" => "fw cannot hand packets to userspace",
         "MASQUERADE" | "SNAT" | "DNAT" | "REDIRECT" | "NETMAP" => {
             "fw does not do NAT; keep NAT where it is"
@@ -175,6 +196,7 @@ pub(crate) fn parse_command(words: &[String], family: Family) -> Result<Command,
         spec: Spec::default(),
         unsupported: None,
         modules: Vec::new(),
+        target_opts: false,
     };
     p.run()?;
     let Some(op) = p.op else {
@@ -203,6 +225,8 @@ struct Parser<'a> {
     spec: Spec,
     unsupported: Option<Bad>,
     modules: Vec<String>,
+    /// After a `-j` whose options the parser need not understand.
+    target_opts: bool,
 }
 
 impl Parser<'_> {
@@ -254,6 +278,15 @@ impl Parser<'_> {
         }
     }
 
+    fn defer_missing(&mut self, value: impl Into<String>, m: Missing) {
+        if self.unsupported.is_none() {
+            self.unsupported = Some(Bad {
+                value: value.into(),
+                kind: BadKind::Missing(refusal(m)),
+            });
+        }
+    }
+
     /// Skip the values of an option this parser does not know: words up to the next option.
     fn skip_values(&mut self) -> String {
         let mut out = Vec::new();
@@ -275,6 +308,23 @@ impl Parser<'_> {
         let mut neg = false;
         while let Some(word) = self.peek().map(str::to_string) {
             self.i += 1;
+            // Listing flags written together: `-nvL`, `-vnxL INPUT`.
+            if word.len() > 2
+                && word.starts_with('-')
+                && !word.starts_with("--")
+                && word[1..].chars().all(|c| "nvxLZSF".contains(c))
+                && word[1..].chars().filter(|c| "LZSF".contains(*c)).count() == 1
+            {
+                let c = word.chars().last().unwrap_or('L');
+                if !"LZSF".contains(c) {
+                    return Err(Bad::syntax(
+                        word.as_str(),
+                        "the command letter (L, Z, S or F) must come last",
+                    ));
+                }
+                self.option(&format!("-{c}"), &mut neg)?;
+                continue;
+            }
             if word == "!" {
                 if neg {
                     return Err(Bad::syntax("! !", "double negation"));
@@ -346,10 +396,12 @@ impl Parser<'_> {
                 let c = self.value(word)?;
                 self.set_op(word, Op::NewChain(c))?;
             }
-            "-X" | "--delete-chain" | "-Z" | "--zero" | "-L" | "--list" | "-S" | "--list-rules"
-            | "-C" | "--check" => {
+            "-X" | "--delete-chain" => {
+                let c = self.optional();
+                self.set_op(word, Op::DeleteChain(c))?;
+            }
+            "-Z" | "--zero" | "-L" | "--list" | "-S" | "--list-rules" | "-C" | "--check" => {
                 let what = match word {
-                    "-X" | "--delete-chain" => "deletes empty user-defined chains",
                     "-Z" | "--zero" => "zeroes counters",
                     "-C" | "--check" => "only checks whether a rule exists",
                     _ => "only lists rules",
@@ -432,7 +484,11 @@ impl Parser<'_> {
                 let m = self.value(word)?.to_ascii_lowercase();
                 match m.as_str() {
                     "tcp" | "udp" | "icmp" | "icmp6" | "icmpv6" | "ipv6-icmp" | "multiport"
-                    | "state" | "conntrack" | "comment" => {}
+                    | "state" | "conntrack" | "comment" | "iprange" | "addrtype" | "pkttype" => {}
+                    "limit" | "hashlimit" => {
+                        self.defer_missing(format!("-m {m}"), Missing::RateLimit)
+                    }
+                    "recent" => self.defer_missing("-m recent", Missing::Ban),
                     other => {
                         let why = module_reason(other);
                         self.defer(format!("-m {other}"), why);
@@ -443,25 +499,41 @@ impl Parser<'_> {
             "-j" | "--jump" | "-g" | "--goto" => {
                 let t = self.value(word)?;
                 if word == "-g" || word == "--goto" {
-                    self.defer(format!("{word} {t}"), "fw has no user-defined chains");
+                    self.spec.target = Some(Target::Goto(t));
+                    return Ok(false);
+                }
+                if matches!(t.as_str(), "LOG" | "NFLOG" | "ULOG") {
+                    self.spec.log = Some(t);
                     return Ok(false);
                 }
                 self.spec.target = Some(match t.as_str() {
                     "ACCEPT" => Target::Accept,
                     "DROP" => Target::Drop,
                     "REJECT" => Target::Reject,
-                    other => match target_reason(other) {
-                        Some(why) => {
-                            self.defer(format!("-j {other}"), why);
-                            // Keep the verdict-free reading: the rule decides nothing.
-                            return Ok(false);
-                        }
-                        None => Target::Chain(other.to_string()),
-                    },
+                    "RETURN" => Target::Return,
+                    "MASQUERADE" | "SNAT" | "DNAT" | "REDIRECT" | "NETMAP" => {
+                        self.target_opts = true;
+                        Target::Nat(t.clone())
+                    }
+                    other if target_reason(other).is_some() => {
+                        self.target_opts = true;
+                        Target::Other(other.to_string())
+                    }
+                    other => Target::Chain(other.to_string()),
                 });
             }
             "--reject-with" => {
                 self.value(word)?;
+            }
+            "--to-ports" | "--to-port" | "--to-destination" | "--to-source" | "--to" => {
+                self.spec.nat_to = Some(self.value(word)?);
+            }
+            w if w.starts_with("--log-")
+                || w.starts_with("--nflog-")
+                || w.starts_with("--ulog-") =>
+            {
+                // Options of the logging targets: they change what is logged, not the verdict.
+                self.skip_values();
             }
             "--dport" | "--destination-port" | "--sport" | "--source-port" => {
                 let v = self.value_neg(word, neg)?;
@@ -560,6 +632,33 @@ impl Parser<'_> {
                 self.spec.states.push((*neg, bits));
                 return Ok(true);
             }
+            "--src-range" | "--dst-range" => {
+                let v = self.value_neg(word, neg)?;
+                let list = parse_range(&v, fam)?;
+                let m = Some((*neg, list));
+                if word == "--src-range" {
+                    self.spec.src = m;
+                } else {
+                    self.spec.dst = m;
+                }
+                return Ok(true);
+            }
+            "--dst-type" | "--pkt-type" => {
+                let v = self.value_neg(word, neg)?;
+                for t in v.split(',') {
+                    self.spec.dst_kind.push((*neg, t.to_ascii_uppercase()));
+                }
+                return Ok(true);
+            }
+            "--src-type" => {
+                let v = self.value_neg(word, neg)?;
+                self.defer(
+                    format!("--src-type {v}"),
+                    "fw does not match source address types",
+                );
+                return Ok(true);
+            }
+            "--limit-iface-in" | "--limit-iface-out" => {}
             "--comment" => {
                 let v = self.value(word)?;
                 self.spec.comment = Some(match self.spec.comment.take() {
@@ -580,6 +679,10 @@ impl Parser<'_> {
                     w,
                     "a second command on the same line: put one iptables command per line",
                 ));
+            }
+            w if w.starts_with("--") && self.target_opts => {
+                // Options of a target that decides no verdict (MARK, CT, TCPMSS, NAT, ...).
+                self.skip_values();
             }
             w if w.starts_with('-') => {
                 // Options of a module already refused, or one this importer does not know.
@@ -677,7 +780,47 @@ fn parse_addrs(s: &str, fam: Family) -> Result<Vec<Cidr>, Bad> {
     s.split(',').map(|a| parse_addr(a, fam)).collect()
 }
 
+/// iptables' short IPv4 forms: `10` is 10.0.0.0, `10.1` is 10.1.0.0 (missing parts are 0).
+fn expand_short_v4(s: &str) -> Option<String> {
+    let (a, len) = match s.split_once('/') {
+        Some((a, l)) => (a, Some(l)),
+        None => (s, None),
+    };
+    let parts: Vec<&str> = a.split('.').collect();
+    if a.contains(':') || parts.len() >= 4 || parts.iter().any(|p| p.parse::<u8>().is_err()) {
+        return None;
+    }
+    let mut full: Vec<&str> = parts;
+    full.resize(4, "0");
+    Some(match len {
+        Some(l) => format!("{}/{l}", full.join(".")),
+        None => full.join("."),
+    })
+}
+
+/// `-m iprange --src-range A-B`: the range as CIDRs.
+fn parse_range(s: &str, fam: Family) -> Result<Vec<Cidr>, Bad> {
+    let (a, b) = s.split_once('-').unwrap_or((s, s));
+    let one = |x: &str| -> Result<u128, Bad> {
+        let c = parse_addr(x, fam)?;
+        let (_, lo, _) = crate::addrset::cidr_range(&c);
+        Ok(lo)
+    };
+    let (lo, hi) = (one(a)?, one(b)?);
+    if lo > hi {
+        return Err(Bad::syntax(s, "the range ends before it starts"));
+    }
+    let mut set = crate::addrset::AddrSet::default();
+    set.insert(lo, hi);
+    Ok(set.to_cidrs(fam))
+}
+
 fn parse_addr(s: &str, fam: Family) -> Result<Cidr, Bad> {
+    if let Some(long) = expand_short_v4(s)
+        && long != s
+    {
+        return parse_addr(&long, fam);
+    }
     let cidr = match s.split_once('/') {
         // A dotted netmask, as older tools write it: 10.0.0.0/255.0.0.0.
         Some((a, m)) if m.contains('.') => {
@@ -774,22 +917,14 @@ pub(crate) fn parse_tcp_flags(s: &str) -> Result<u8, Bad> {
     let mut f = 0;
     for name in s.split(',') {
         f |= match name.to_ascii_uppercase().as_str() {
-            "FIN" => tcp::FIN,
-            "SYN" => tcp::SYN,
-            "RST" => tcp::RST,
-            "PSH" => tcp::PSH,
-            "ACK" => tcp::ACK,
-            "URG" => tcp::URG,
-            "ECE" => tcp::ECE,
-            "CWR" => tcp::CWR,
             "ALL" => tcp::ALL,
             "NONE" => 0,
-            _ => {
-                return Err(Bad::syntax(
+            n => tcp::flag_by_name(n).ok_or_else(|| {
+                Bad::syntax(
                     format!("--tcp-flags {s}"),
                     format!("unknown TCP flag {name:?}"),
-                ));
-            }
+                )
+            })?,
         };
     }
     Ok(f)
@@ -797,125 +932,12 @@ pub(crate) fn parse_tcp_flags(s: &str) -> Result<u8, Bad> {
 
 /// Flags as iptables-save prints them (`FIN,SYN,RST,PSH,ACK,URG`, `NONE`).
 pub(crate) fn tcp_flag_names(f: u8) -> String {
-    let names = [
-        (tcp::FIN, "FIN"),
-        (tcp::SYN, "SYN"),
-        (tcp::RST, "RST"),
-        (tcp::PSH, "PSH"),
-        (tcp::ACK, "ACK"),
-        (tcp::URG, "URG"),
-        (tcp::ECE, "ECE"),
-        (tcp::CWR, "CWR"),
-    ];
-    let v: Vec<&str> = names
-        .iter()
-        .filter(|(b, _)| f & b != 0)
-        .map(|(_, n)| *n)
-        .collect();
+    let v: Vec<&str> = tcp::flag_names(f).collect();
     if v.is_empty() {
         "NONE".into()
     } else {
         v.join(",")
     }
-}
-
-const ICMP_NAMES: &[(&str, u8, Option<u8>)] = &[
-    ("echo-reply", 0, None),
-    ("pong", 0, None),
-    ("destination-unreachable", 3, None),
-    ("network-unreachable", 3, Some(0)),
-    ("host-unreachable", 3, Some(1)),
-    ("protocol-unreachable", 3, Some(2)),
-    ("port-unreachable", 3, Some(3)),
-    ("fragmentation-needed", 3, Some(4)),
-    ("source-route-failed", 3, Some(5)),
-    ("network-unknown", 3, Some(6)),
-    ("host-unknown", 3, Some(7)),
-    ("network-prohibited", 3, Some(9)),
-    ("host-prohibited", 3, Some(10)),
-    ("tos-network-unreachable", 3, Some(11)),
-    ("tos-host-unreachable", 3, Some(12)),
-    ("communication-prohibited", 3, Some(13)),
-    ("host-precedence-violation", 3, Some(14)),
-    ("precedence-cutoff", 3, Some(15)),
-    ("source-quench", 4, None),
-    ("redirect", 5, None),
-    ("network-redirect", 5, Some(0)),
-    ("host-redirect", 5, Some(1)),
-    ("tos-network-redirect", 5, Some(2)),
-    ("tos-host-redirect", 5, Some(3)),
-    ("echo-request", 8, None),
-    ("ping", 8, None),
-    ("router-advertisement", 9, None),
-    ("router-solicitation", 10, None),
-    ("time-exceeded", 11, None),
-    ("ttl-exceeded", 11, None),
-    ("ttl-zero-during-transit", 11, Some(0)),
-    ("ttl-zero-during-reassembly", 11, Some(1)),
-    ("parameter-problem", 12, None),
-    ("ip-header-bad", 12, Some(0)),
-    ("required-option-missing", 12, Some(1)),
-    ("timestamp-request", 13, None),
-    ("timestamp-reply", 14, None),
-    ("address-mask-request", 17, None),
-    ("address-mask-reply", 18, None),
-];
-
-const ICMPV6_NAMES: &[(&str, u8, Option<u8>)] = &[
-    ("destination-unreachable", 1, None),
-    ("no-route", 1, Some(0)),
-    ("communication-prohibited", 1, Some(1)),
-    ("beyond-scope", 1, Some(2)),
-    ("address-unreachable", 1, Some(3)),
-    ("port-unreachable", 1, Some(4)),
-    ("failed-policy", 1, Some(5)),
-    ("reject-route", 1, Some(6)),
-    ("packet-too-big", 2, None),
-    ("time-exceeded", 3, None),
-    ("ttl-exceeded", 3, None),
-    ("ttl-zero-during-transit", 3, Some(0)),
-    ("ttl-zero-during-reassembly", 3, Some(1)),
-    ("parameter-problem", 4, None),
-    ("bad-header", 4, Some(0)),
-    ("unknown-header-type", 4, Some(1)),
-    ("unknown-option", 4, Some(2)),
-    ("echo-request", 128, None),
-    ("ping", 128, None),
-    ("echo-reply", 129, None),
-    ("pong", 129, None),
-    ("mld-listener-query", 130, None),
-    ("mld-listener-report", 131, None),
-    ("mld-listener-done", 132, None),
-    ("mld-listener-reduction", 132, None),
-    ("router-solicitation", 133, None),
-    ("router-advertisement", 134, None),
-    ("neighbour-solicitation", 135, None),
-    ("neighbor-solicitation", 135, None),
-    ("neighbour-advertisement", 136, None),
-    ("neighbor-advertisement", 136, None),
-    ("redirect", 137, None),
-    ("mld2-listener-report", 143, None),
-];
-
-/// `8`, `3/4`, `echo-request`; `None` for `any`.
-pub(crate) fn parse_icmp_type(s: &str, fam: Family) -> Result<Option<(u8, Option<u8>)>, Bad> {
-    let lower = s.to_ascii_lowercase();
-    if lower == "any" {
-        return Ok(None);
-    }
-    let table = match fam {
-        Family::V4 => ICMP_NAMES,
-        Family::V6 => ICMPV6_NAMES,
-    };
-    if let Some((_, t, c)) = table.iter().find(|(n, _, _)| *n == lower) {
-        return Ok(Some((*t, *c)));
-    }
-    let bad = || Bad::syntax(s, format!("unknown ICMP type {s:?}"));
-    let (t, c) = match lower.split_once('/') {
-        Some((t, c)) => (t, Some(c.parse::<u8>().map_err(|_| bad())?)),
-        None => (lower.as_str(), None),
-    };
-    Ok(Some((t.parse::<u8>().map_err(|_| bad())?, c)))
 }
 
 #[cfg(test)]
@@ -989,9 +1011,10 @@ mod tests {
         let c = cmd("-A INPUT -p tcp --dport 22 -m limit --limit 3/min --limit-burst 5 -j ACCEPT");
         let u = c.unsupported.unwrap();
         assert_eq!(u.value, "-m limit");
-        assert!(matches!(u.kind, BadKind::Unsupported(ref w) if w.contains("rate")));
-        let c = cmd("-A INPUT -j LOG --log-prefix x");
-        assert_eq!(c.unsupported.unwrap().value, "-j LOG");
+        assert!(matches!(u.kind, BadKind::Missing(ref w) if w.contains("rate limits")));
+        let c = cmd("-A INPUT -j LOG --log-prefix x --log-level 4");
+        assert!(c.unsupported.is_none() && c.spec.target.is_none());
+        assert_eq!(c.spec.log.as_deref(), Some("LOG"));
         let c = cmd("-A INPUT -j MYCHAIN");
         assert_eq!(c.spec.target, Some(Target::Chain("MYCHAIN".into())));
         let b = bad("-A INPUT -s example.com -j ACCEPT", Family::V4);
