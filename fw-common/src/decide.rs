@@ -8,7 +8,9 @@
 
 use crate::{
     Reason,
-    flow::{FlowKey, FlowState, FlowTable, REFRESH_NS, state, tcp_next},
+    flow::{
+        FlowKey, FlowState, FlowTable, REFRESH_NS, SOURCE_QUOTA, Segment, Step, state, tcp_ingress,
+    },
     maps::{Config, PORT_HAS_SOURCES, PORT_SLOT_MASK, PortProto},
     packet::{Family, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, L4, PacketView, Parsed, parse},
     tcp::{ACK, FlagClass, RST, SYN, classify},
@@ -30,6 +32,52 @@ pub trait Tables {
     /// Insert (`new`) or overwrite a flow entry. Read-only tables (`fw explain`) ignore it.
     fn flow_write(&self, table: FlowTable, key: &FlowKey, st: &FlowState, new: bool);
     fn flow_remove(&self, table: FlowTable, key: &FlowKey);
+
+    /// Read-modify-write an entry in place (one lookup): `f` gets the entry, the result is
+    /// `f`'s, or `None` when there is no entry. The default lends a copy and forgets what `f`
+    /// changed, which is right for read-only tables (`fw explain`).
+    #[inline(always)]
+    fn flow_with<R>(
+        &self,
+        table: FlowTable,
+        key: &FlowKey,
+        f: impl FnOnce(&mut FlowState) -> R,
+    ) -> Option<R> {
+        let mut st = self.flow(table, key)?;
+        Some(f(&mut st))
+    }
+
+    /// Remove an entry; whether it was there (another CPU may have removed it first).
+    #[inline(always)]
+    fn flow_take(&self, table: FlowTable, key: &FlowKey) -> bool {
+        self.flow_remove(table, key);
+        true
+    }
+
+    /// How many `In` entries the source of [`source_key`] holds (see [`SOURCE_QUOTA`]).
+    #[inline(always)]
+    fn source_count(&self, _src: &[u8; 16]) -> u32 {
+        0
+    }
+
+    /// Set that count. Read-only tables ignore it.
+    #[inline(always)]
+    fn source_count_set(&self, _src: &[u8; 16], _n: u32) {}
+}
+
+/// The quota key of a flow's remote end: an IPv4 address, or an IPv6 /64 (what one host
+/// usually has); the last byte tells the families apart.
+#[inline(always)]
+pub fn source_key(key: &FlowKey) -> [u8; 16] {
+    let mut s = [0u8; 16];
+    let n = if key.family == 4 { 4 } else { 8 };
+    let mut i = 0;
+    while i < n {
+        s[i] = key.remote[i];
+        i += 1;
+    }
+    s[15] = key.family;
+    s
 }
 
 /// A verdict and the counter slot that accounts for it (a [`Reason`] or a rule slot).
@@ -89,8 +137,9 @@ pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decis
             sport,
             dport,
             flags,
+            seq,
             ack,
-            ..
+            len,
         } => match classify(flags) {
             FlagClass::Null => Decision::reason(Reason::TcpNull),
             FlagClass::Xmas => Decision::reason(Reason::TcpXmas),
@@ -104,7 +153,13 @@ pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decis
             FlagClass::Other => {
                 if stateful {
                     let key = ingress_key(ip, sport, dport);
-                    if tcp_established(t, &key, flags, ack, dport) {
+                    let seg = Segment {
+                        flags,
+                        seq,
+                        ack,
+                        len,
+                    };
+                    if tcp_established(t, &key, &seg, dport) {
                         return Decision::reason(Reason::Established);
                     }
                     if cfg.has(Config::NEW_REQUIRES_SYN) {
@@ -154,83 +209,191 @@ pub const fn family_byte(f: Family) -> u8 {
     }
 }
 
-/// A live entry in `table`, refreshed (and moved to `next` state) as this packet requires; an
-/// expired one is removed.
+/// What a packet found in a table.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Found {
+    /// A live entry, now updated.
+    Hit,
+    /// A live entry whose connection this packet ended.
+    Ended,
+    /// An entry past its timeout.
+    Expired,
+}
+
+/// Remove an entry that ended or expired; an `In` entry gives its source's quota back.
 #[inline(always)]
-fn touch<T: Tables>(t: &T, table: FlowTable, key: &FlowKey, next: impl Fn(u8) -> u8) -> bool {
-    let Some(mut st) = t.flow(table, key) else {
-        return false;
-    };
-    // The clock is read only on a hit: a miss (a scan) costs the lookup alone.
+pub(crate) fn forget<T: Tables>(t: &T, table: FlowTable, key: &FlowKey) {
+    if t.flow_take(table, key) && table == FlowTable::In {
+        let src = source_key(key);
+        let n = t.source_count(&src);
+        if n > 0 {
+            t.source_count_set(&src, n - 1);
+        }
+    }
+}
+
+/// Apply `step` to a live entry and refresh it: `last_seen` moves when the state changed or
+/// once per [`REFRESH_NS`]. The clock is read only on a hit: a miss (a scan) costs the lookup
+/// alone.
+#[inline(always)]
+fn advance<T: Tables>(
+    t: &T,
+    st: &mut FlowState,
+    proto: u8,
+    step: impl FnOnce(&mut FlowState) -> Step,
+) -> Found {
     let now = t.now();
-    if !st.alive(key.proto, now, &t.config()) {
-        t.flow_remove(table, key);
-        return false;
+    if !st.alive(proto, now, &t.config()) {
+        return Found::Expired;
     }
-    let n = next(st.state);
-    if n != st.state || now.wrapping_sub(st.last_seen) > REFRESH_NS {
-        st.state = n;
-        st.last_seen = now;
-        t.flow_write(table, key, &st, false);
+    match step(st) {
+        Step::Remove => return Found::Ended,
+        Step::Moved => st.last_seen = now,
+        Step::Keep => {
+            if now.wrapping_sub(st.last_seen) > REFRESH_NS {
+                st.last_seen = now;
+            }
+        }
     }
-    true
+    Found::Hit
+}
+
+/// A live entry in `table`, moved on by this packet (`step`); one that expired or whose
+/// connection the packet ended is removed. True when the packet belongs to a tracked flow.
+#[inline(always)]
+fn track<T: Tables>(
+    t: &T,
+    table: FlowTable,
+    key: &FlowKey,
+    step: impl FnOnce(&mut FlowState) -> Step,
+) -> bool {
+    match t.flow_with(table, key, |st| advance(t, st, key.proto, step)) {
+        None => false,
+        Some(Found::Hit) => true,
+        Some(Found::Ended) => {
+            forget(t, table, key);
+            true
+        }
+        Some(Found::Expired) => {
+            forget(t, table, key);
+            false
+        }
+    }
 }
 
 /// Non-SYN TCP: part of a tracked connection? Inbound connections to an allowed port are
 /// looked up first in the inbound tables, everything else in the outbound table first, so the
 /// common case costs one hash lookup.
 #[inline(always)]
-fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: u16) -> bool {
-    let next = |s: u8| tcp_next(s, flags);
+fn tcp_established<T: Tables>(t: &T, key: &FlowKey, seg: &Segment, dport: u16) -> bool {
+    let step = |st: &mut FlowState| tcp_ingress(st, seg);
     let inbound_first = t.port(PortProto::Tcp, dport) != 0;
-    if inbound_first && touch(t, FlowTable::In, key, next) {
-        return true;
-    }
-    if touch(t, FlowTable::Out, key, next) {
-        return true;
-    }
-    if !inbound_first && touch(t, FlowTable::In, key, next) {
-        return true;
-    }
-    // The client's handshake ACK: promote the embryo if it acknowledges our SYN+ACK. Embryos
-    // exist only for ports the policy admits SYNs to, so other ports skip the lookup.
-    let handshake_ack = flags & (SYN | ACK) == ACK;
-    // A client that did not ask for our SYN+ACK answers it with a bare RST; let it through so
-    // the host drops the half-open connection at once (and forget the embryo).
-    let refusal = flags & (SYN | ACK | RST) == RST;
-    if !inbound_first || !(handshake_ack || refusal) {
-        return false;
-    }
-    let Some(e) = t.flow(FlowTable::Embryo, key) else {
-        return false;
+    let order = if inbound_first {
+        [FlowTable::In, FlowTable::Out]
+    } else {
+        [FlowTable::Out, FlowTable::In]
     };
-    if !e.alive(key.proto, t.now(), &t.config()) {
+    // One call site, so the whole lookup is inlined (an outlined copy would need a stack
+    // frame of its own beside fw_xdp's, which has none to spare).
+    for table in order {
+        if track(t, table, key, step) {
+            return true;
+        }
+    }
+    // Embryos (and connections over their source's quota) exist only for ports the policy
+    // admits SYNs to, so other ports skip the lookup.
+    inbound_first && embryo(t, key, seg)
+}
+
+/// What the Embryo table says about a segment.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Handshake {
+    /// Not ours: no entry, a wrong acknowledgment number, or an expired entry.
+    No,
+    /// The client completed the handshake: this is its `In` entry.
+    Complete(FlowState),
+    /// A connection kept here (over quota), or a handshake the client refused or aborted.
+    Found(Found),
+}
+
+/// The client's handshake ACK promotes the embryo if it acknowledges our SYN+ACK exactly. A
+/// client that did not ask for our SYN+ACK answers it with a bare RST, or aborts with a RST+ACK
+/// that acknowledges it: let those through so the host drops the half-open connection at once
+/// (and forget the embryo).
+#[inline(always)]
+fn embryo<T: Tables>(t: &T, key: &FlowKey, seg: &Segment) -> bool {
+    let handshake_ack = seg.flags & (SYN | ACK) == ACK;
+    let refusal = seg.flags & (SYN | ACK | RST) == RST;
+    if !(handshake_ack || refusal) {
         return false;
     }
-    if refusal {
-        t.flow_remove(FlowTable::Embryo, key);
-        return true;
-    }
-    if e.expect_ack == ack {
+    let h = t.flow_with(FlowTable::Embryo, key, |e| {
+        if e.flags & FlowState::OVERFLOW != 0 {
+            return Handshake::Found(advance(t, e, key.proto, |st| tcp_ingress(st, seg)));
+        }
         let now = t.now();
-        let st = FlowState {
+        if !e.alive(key.proto, now, &t.config()) {
+            return Handshake::No;
+        }
+        if refusal {
+            return Handshake::Found(Found::Ended);
+        }
+        if e.expect_ack != seg.ack {
+            return Handshake::No;
+        }
+        if seg.flags & RST != 0 {
+            return Handshake::Found(Found::Ended);
+        }
+        // The exact acknowledgment authenticates the segment: its sequence number is the
+        // client's, the next this host expects.
+        let mut st = FlowState {
             last_seen: now,
-            expect_ack: 0,
-            state: tcp_next(state::ESTABLISHED, flags),
-            flags: e.flags,
+            expect_ack: seg.seq,
+            state: state::ESTABLISHED,
+            flags: (e.flags & FlowState::SEEDED) | FlowState::SEQ,
             _pad: [0; 2],
         };
-        t.flow_write(FlowTable::In, key, &st, true);
-        t.flow_remove(FlowTable::Embryo, key);
-        return true;
+        // Data or a FIN in the handshake ACK move it on like any segment in order.
+        let _ = tcp_ingress(&mut st, seg);
+        if t.source_count(&source_key(key)) >= SOURCE_QUOTA {
+            st.flags |= FlowState::OVERFLOW;
+            *e = st;
+            return Handshake::Found(Found::Hit);
+        }
+        Handshake::Complete(st)
+    });
+    match h {
+        None | Some(Handshake::No) => false,
+        Some(Handshake::Found(Found::Hit)) => true,
+        Some(Handshake::Found(Found::Ended)) => {
+            forget(t, FlowTable::Embryo, key);
+            true
+        }
+        Some(Handshake::Found(Found::Expired)) => {
+            forget(t, FlowTable::Embryo, key);
+            false
+        }
+        Some(Handshake::Complete(st)) => {
+            let src = source_key(key);
+            t.flow_write(FlowTable::In, key, &st, true);
+            t.source_count_set(&src, t.source_count(&src) + 1);
+            forget(t, FlowTable::Embryo, key);
+            true
+        }
     }
-    false
 }
 
 /// UDP or ICMP echo reply to something this host sent.
 #[inline(always)]
 fn reply_seen<T: Tables>(t: &T, key: &FlowKey) -> bool {
-    touch(t, FlowTable::Out, key, |_| state::REPLIED)
+    track(t, FlowTable::Out, key, |st| {
+        if st.state == state::REPLIED {
+            Step::Keep
+        } else {
+            st.state = state::REPLIED;
+            Step::Moved
+        }
+    })
 }
 
 #[inline(always)]

@@ -9,8 +9,8 @@ use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable, PortProto, Tables,
     maps::{
         COUNTER_SLOTS, EMBRYO_MAX, EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, FLOWS_IN_MAX, FLOWS_OUT_MAX,
-        GENERATIONS, PORT_ENTRIES, SRC_KEY_PREFIX_BITS, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6,
-        port_index, src_key_v4, src_key_v6,
+        GENERATIONS, PORT_ENTRIES, SOURCES_MAX, SRC_KEY_PREFIX_BITS, SRC_V4_MAX, SRC_V6_MAX,
+        SrcKeyV4, SrcKeyV6, port_index, src_key_v4, src_key_v6,
     },
 };
 
@@ -33,6 +33,9 @@ static FW_FLOWS_OUT: LruHashMap<FlowKey, FlowState> =
 static FW_FLOWS_IN: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(FLOWS_IN_MAX, 0);
 #[map]
 static FW_EMBRYO: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(EMBRYO_MAX, 0);
+/// Established inbound connections per source in FW_FLOWS_IN (`fw_common::flow::SOURCE_QUOTA`).
+#[map]
+static FW_SOURCES: LruHashMap<[u8; 16], u32> = LruHashMap::with_max_entries(SOURCES_MAX, 0);
 
 #[inline(always)]
 fn flows(table: FlowTable) -> &'static LruHashMap<FlowKey, FlowState> {
@@ -113,9 +116,42 @@ impl Tables for MapTables {
 
     #[inline(always)]
     fn flow_remove(&self, table: FlowTable, key: &FlowKey) {
-        if flows(table).remove(key).is_ok() {
+        self.flow_take(table, key);
+    }
+
+    #[inline(always)]
+    fn flow_with<R>(
+        &self,
+        table: FlowTable,
+        key: &FlowKey,
+        f: impl FnOnce(&mut FlowState) -> R,
+    ) -> Option<R> {
+        let p = flows(table).get_ptr_mut(key)?;
+        // SAFETY: `p` points at a live map value (RCU keeps it valid while the program runs).
+        // `f` changes it in place: other CPUs may write the same entry at once, which at worst
+        // loses one of two concurrent refreshes, as the kernel's conntrack tolerates for its
+        // timers; no copy, so the BPF stack stays small.
+        Some(f(unsafe { &mut *p }))
+    }
+
+    #[inline(always)]
+    fn flow_take(&self, table: FlowTable, key: &FlowKey) -> bool {
+        let ok = flows(table).remove(key).is_ok();
+        if ok {
             count(EVENT_FLOW_REMOVED + table as u32, 0);
         }
+        ok
+    }
+
+    #[inline(always)]
+    fn source_count(&self, src: &[u8; 16]) -> u32 {
+        // SAFETY: copied out at once.
+        unsafe { FW_SOURCES.get(src).copied().unwrap_or(0) }
+    }
+
+    #[inline(always)]
+    fn source_count_set(&self, src: &[u8; 16], n: u32) {
+        let _ = FW_SOURCES.insert(src, &n, 0);
     }
 }
 
