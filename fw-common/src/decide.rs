@@ -9,7 +9,8 @@
 use crate::{
     Reason,
     flow::{
-        FlowKey, FlowState, FlowTable, REFRESH_NS, SOURCE_QUOTA, Segment, Step, state, tcp_ingress,
+        FlowKey, FlowState, FlowTable, REFRESH_NS, SOURCE_QUOTA, Segment, Step, hint_slot,
+        hint_time, state, tcp_ingress, timeout_ns,
     },
     maps::{Config, PORT_HAS_SOURCES, PORT_SLOT_MASK, PortProto},
     packet::{Family, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, L4, PacketView, Parsed, parse},
@@ -63,6 +64,29 @@ pub trait Tables {
     /// Set that count. Read-only tables ignore it.
     #[inline(always)]
     fn source_count_set(&self, _src: &[u8; 16], _n: u32) {}
+
+    /// Until when (in [`crate::flow::hint_time`] units) an Embryo entry of a flow whose
+    /// [`crate::flow::hint_slot`] is `slot` may live: before that, the Embryo table must be
+    /// looked up; after it, no entry of that slot can be alive and the lookup is skipped. The
+    /// default never skips.
+    #[inline(always)]
+    fn embryo_hint(&self, _slot: u32) -> u32 {
+        u32::MAX
+    }
+
+    /// Set a slot's hint. Read-only tables ignore it.
+    #[inline(always)]
+    fn embryo_hint_set(&self, _slot: u32, _until: u32) {}
+}
+
+/// An Embryo entry of `key` may live until `now + ttl_ns`: extend its hint slot to cover it.
+#[inline(always)]
+pub(crate) fn hint_embryo<T: Tables>(t: &T, key: &FlowKey, now: u64, ttl_ns: u64) {
+    let slot = hint_slot(key);
+    let until = hint_time(now.wrapping_add(ttl_ns)).wrapping_add(1);
+    if t.embryo_hint(slot) < until {
+        t.embryo_hint_set(slot, until);
+    }
 }
 
 /// The quota key of a flow's remote end: an IPv4 address, or an IPv6 /64 (what one host
@@ -286,23 +310,26 @@ fn track<T: Tables>(
 /// common case costs one hash lookup.
 #[inline(always)]
 fn tcp_established<T: Tables>(t: &T, key: &FlowKey, seg: &Segment, dport: u16) -> bool {
-    let step = |st: &mut FlowState| tcp_ingress(st, seg);
+    // Each lookup is its own call site with its own map, written out: the verifier inlines a
+    // map lookup only where one map reaches the call (a loop over the tables would make it a
+    // helper call), and distinct closures keep LLVM from outlining the shared code into a
+    // subprogram with a stack frame of its own (fw_xdp has no room for one).
     let inbound_first = t.port(PortProto::Tcp, dport) != 0;
-    let order = if inbound_first {
-        [FlowTable::In, FlowTable::Out]
-    } else {
-        [FlowTable::Out, FlowTable::In]
-    };
-    // One call site, so the whole lookup is inlined (an outlined copy would need a stack
-    // frame of its own beside fw_xdp's, which has none to spare).
-    for table in order {
-        if track(t, table, key, step) {
+    if inbound_first {
+        if track(t, FlowTable::In, key, |st| tcp_ingress(st, seg))
+            || track(t, FlowTable::Out, key, |st| tcp_ingress(st, seg))
+        {
             return true;
         }
+    } else if track(t, FlowTable::Out, key, |st| tcp_ingress(st, seg))
+        || track(t, FlowTable::In, key, |st| tcp_ingress(st, seg))
+    {
+        return true;
     }
     // Embryos (and connections over their source's quota) exist only for ports the policy
-    // admits SYNs to, so other ports skip the lookup.
-    inbound_first && embryo(t, key, seg)
+    // admits SYNs to, so other ports skip the lookup; so does a flow whose hint slot no live
+    // embryo has (an ACK flood: one array read instead of a hash lookup).
+    inbound_first && t.embryo_hint(hint_slot(key)) >= hint_time(t.now()) && embryo(t, key, seg)
 }
 
 /// What the Embryo table says about a segment.
@@ -364,7 +391,12 @@ fn embryo<T: Tables>(t: &T, key: &FlowKey, seg: &Segment) -> bool {
     });
     match h {
         None | Some(Handshake::No) => false,
-        Some(Handshake::Found(Found::Hit)) => true,
+        Some(Handshake::Found(Found::Hit)) => {
+            // An established connection here lives as long as the policy says.
+            let ttl = timeout_ns(key.proto, state::ESTABLISHED, &t.config());
+            hint_embryo(t, key, t.now(), ttl);
+            true
+        }
         Some(Handshake::Found(Found::Ended)) => {
             forget(t, FlowTable::Embryo, key);
             true

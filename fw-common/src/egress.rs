@@ -4,7 +4,9 @@
 use crate::{
     Tables,
     decide::{ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, family_byte},
-    flow::{FlowKey, FlowState, FlowTable, REFRESH_NS, Segment, Step, state, tcp_egress},
+    flow::{
+        FlowKey, FlowState, FlowTable, REFRESH_NS, Segment, Step, state, tcp_egress, timeout_ns,
+    },
     maps::{Config, PortProto},
     packet::{Family, Fragment, Ip, L4, PacketView, Parsed, parse},
     tcp::{ACK, FIN, RST, SYN},
@@ -67,6 +69,8 @@ pub fn record<P: PacketView + ?Sized, T: Tables>(pkt: &P, t: &T) {
                     st.expect_ack = seq.wrapping_add(1);
                     let new = t.flow(FlowTable::Embryo, &key).is_none();
                     t.flow_write(FlowTable::Embryo, &key, &st, new);
+                    let ttl = timeout_ns(key.proto, state::SYN_RECV, &t.config());
+                    crate::decide::hint_embryo(t, &key, now, ttl);
                 }
             } else {
                 let seg = Segment {
@@ -112,37 +116,49 @@ fn fresh(now: u64, s: u8) -> FlowState {
 
 /// One of this host's segments on a tracked connection (looked up in the table its local port
 /// suggests first): learn the sequence number it acknowledges, and end the connection on its
-/// RST or after its last ACK.
+/// RST or after its last ACK. Each lookup is written out with its own map (see
+/// `decide::tcp_established`: the verifier inlines lookups only at single-map call sites).
 #[inline(always)]
 fn tcp_segment<T: Tables>(t: &T, key: &FlowKey, seg: &Segment, sport: u16, now: u64) {
-    let inbound_first = t.port(PortProto::Tcp, sport) != 0;
-    let order = if inbound_first {
-        [FlowTable::In, FlowTable::Out, FlowTable::Embryo]
+    if t.port(PortProto::Tcp, sport) != 0 {
+        // Connections over their source's quota wait in the Embryo table.
+        let _ = egress_step(t, FlowTable::In, key, seg, now)
+            || egress_step(t, FlowTable::Out, key, seg, now)
+            || egress_step(t, FlowTable::Embryo, key, seg, now);
     } else {
-        [FlowTable::Out, FlowTable::In, FlowTable::Embryo]
-    };
-    for table in order {
-        if table == FlowTable::Embryo && !inbound_first {
-            return;
+        let _ = egress_step(t, FlowTable::Out, key, seg, now)
+            || egress_step(t, FlowTable::In, key, seg, now);
+    }
+}
+
+/// Our segment on `table`'s entry for `key`, if there is one (in the Embryo table only an
+/// OVERFLOW entry, an established connection). True when it was found there.
+#[inline(always)]
+fn egress_step<T: Tables>(t: &T, table: FlowTable, key: &FlowKey, seg: &Segment, now: u64) -> bool {
+    let r = t.flow_with(table, key, |st| {
+        if table == FlowTable::Embryo && st.flags & FlowState::OVERFLOW == 0 {
+            return None;
         }
-        let r = t.flow_with(table, key, |st| {
-            if table == FlowTable::Embryo && st.flags & FlowState::OVERFLOW == 0 {
-                return None;
+        let step = tcp_egress(st, seg);
+        if step == Step::Moved {
+            st.last_seen = now;
+        }
+        Some(step)
+    });
+    match r {
+        None => false,
+        Some(None) => true,
+        Some(Some(Step::Keep)) => true,
+        Some(Some(Step::Moved)) => {
+            if table == FlowTable::Embryo {
+                let ttl = timeout_ns(key.proto, state::ESTABLISHED, &t.config());
+                crate::decide::hint_embryo(t, key, now, ttl);
             }
-            let step = tcp_egress(st, seg);
-            if step == Step::Moved {
-                st.last_seen = now;
-            }
-            Some(step)
-        });
-        match r {
-            None => continue,
-            Some(None) => return,
-            Some(Some(Step::Keep | Step::Moved)) => return,
-            Some(Some(Step::Remove)) => {
-                crate::decide::forget(t, table, key);
-                return;
-            }
+            true
+        }
+        Some(Some(Step::Remove)) => {
+            crate::decide::forget(t, table, key);
+            true
         }
     }
 }

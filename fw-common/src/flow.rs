@@ -103,6 +103,25 @@ impl FlowState {
 /// handshakes in progress compete for room.
 pub const SOURCE_QUOTA: u32 = 64;
 
+/// Slots of the Embryo table's "maybe present" hint ([`hint_slot`]).
+pub const HINT_SLOTS: u32 = 65_536;
+
+/// The hint slot of a flow: a multiplicative hash of its addresses and ports.
+#[inline(always)]
+pub fn hint_slot(key: &FlowKey) -> u32 {
+    let w = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    let h = w(&key.remote, 0)
+        ^ w(&key.remote, 12).rotate_left(7)
+        ^ (((key.remote_port as u32) << 16) | key.local_port as u32).rotate_left(13);
+    h.wrapping_mul(0x9e37_79b1) >> 16
+}
+
+/// Hint values are in units of 2^30 ns (about a second) of CLOCK_MONOTONIC_COARSE.
+#[inline(always)]
+pub const fn hint_time(ns: u64) -> u32 {
+    (ns >> 30) as u32
+}
+
 use crate::{
     maps::Config,
     packet::{IPPROTO_TCP, IPPROTO_UDP},

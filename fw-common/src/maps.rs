@@ -31,12 +31,15 @@ pub const MAP_EMBRYO: &str = "FW_EMBRYO";
 /// `LruHashMap<[u8; 16], u32>`: how many `In` entries each source holds
 /// ([`crate::decide::source_key`] → count; see [`crate::flow::SOURCE_QUOTA`]).
 pub const MAP_SOURCES: &str = "FW_SOURCES";
+/// `Array<u32>`, [`crate::flow::HINT_SLOTS`] entries: until when an Embryo entry may live in
+/// each hint slot ([`crate::decide::Tables::embryo_hint`]); lets an ACK flood skip the lookup.
+pub const MAP_EMBRYO_HINT: &str = "FW_EMBRYO_HINT";
 
 /// The TC egress program that records this host's outbound flows.
 pub const PROG_EGRESS: &str = "fw_egress";
 
 /// Every map the programs pin, in the order userspace checks them.
-pub const ALL_MAPS: [&str; 10] = [
+pub const ALL_MAPS: [&str; 11] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_PORTS,
@@ -47,6 +50,7 @@ pub const ALL_MAPS: [&str; 10] = [
     MAP_FLOWS_IN,
     MAP_EMBRYO,
     MAP_SOURCES,
+    MAP_EMBRYO_HINT,
 ];
 
 /// Entries of the flow tables (LRU: the least recently used entry of a full table goes first).
@@ -55,6 +59,7 @@ pub const FLOWS_IN_MAX: u32 = 262_144;
 pub const EMBRYO_MAX: u32 = 65_536;
 /// Sources with entries in `In` (at most one per entry).
 pub const SOURCES_MAX: u32 = 262_144;
+pub use crate::flow::HINT_SLOTS;
 
 /// Counter slots for flow-table events (not verdicts): entries created in table `t` at
 /// `EVENT_FLOW_NEW + t`, entries removed (expired, closed or promoted) at

@@ -16,6 +16,8 @@ pub struct Mirror {
     pub flows: RefCell<BTreeMap<(FlowTable, FlowKey), FlowState>>,
     /// In-table connections per source (the kernel's `FW_SOURCES`).
     pub sources: RefCell<BTreeMap<[u8; 16], u32>>,
+    /// The Embryo table's hint slots (the kernel's `FW_EMBRYO_HINT`; absent = 0).
+    pub embryo_hints: RefCell<BTreeMap<u32, u32>>,
     /// The clock the mirror's `decide()` sees (CLOCK_MONOTONIC_COARSE nanoseconds).
     pub now: Cell<u64>,
 }
@@ -26,6 +28,7 @@ impl Mirror {
             policy,
             flows: RefCell::new(BTreeMap::new()),
             sources: RefCell::new(BTreeMap::new()),
+            embryo_hints: RefCell::new(BTreeMap::new()),
             now: Cell::new(0),
         }
     }
@@ -87,5 +90,13 @@ impl Tables for Mirror {
 
     fn source_count_set(&self, src: &[u8; 16], n: u32) {
         self.sources.borrow_mut().insert(*src, n);
+    }
+
+    fn embryo_hint(&self, slot: u32) -> u32 {
+        self.embryo_hints.borrow().get(&slot).copied().unwrap_or(0)
+    }
+
+    fn embryo_hint_set(&self, slot: u32, until: u32) {
+        self.embryo_hints.borrow_mut().insert(slot, until);
     }
 }
