@@ -10,7 +10,7 @@ use crate::{
     Reason,
     flow::{
         FlowKey, FlowState, FlowTable, REFRESH_NS, SOURCE_QUOTA, Segment, Step, hint_slot,
-        hint_time, state, tcp_ingress, timeout_ns,
+        hint_time, state, tcp_ingress,
     },
     maps::{Config, PORT_HAS_SOURCES, PORT_SLOT_MASK, PortProto},
     packet::{Family, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, L4, PacketView, Parsed, parse},
@@ -392,9 +392,9 @@ fn embryo<T: Tables>(t: &T, key: &FlowKey, seg: &Segment) -> bool {
     match h {
         None | Some(Handshake::No) => false,
         Some(Handshake::Found(Found::Hit)) => {
-            // An established connection here lives as long as the policy says.
-            let ttl = timeout_ns(key.proto, state::ESTABLISHED, &t.config());
-            hint_embryo(t, key, t.now(), ttl);
+            // An established connection kept here lives as long as it is used (and a policy
+            // may lengthen its timeout later): its hint slot never expires.
+            t.embryo_hint_set(hint_slot(key), u32::MAX);
             true
         }
         Some(Handshake::Found(Found::Ended)) => {

@@ -148,14 +148,7 @@ fn egress_step<T: Tables>(t: &T, table: FlowTable, key: &FlowKey, seg: &Segment,
     match r {
         None => false,
         Some(None) => true,
-        Some(Some(Step::Keep)) => true,
-        Some(Some(Step::Moved)) => {
-            if table == FlowTable::Embryo {
-                let ttl = timeout_ns(key.proto, state::ESTABLISHED, &t.config());
-                crate::decide::hint_embryo(t, key, now, ttl);
-            }
-            true
-        }
+        Some(Some(Step::Keep | Step::Moved)) => true,
         Some(Some(Step::Remove)) => {
             crate::decide::forget(t, table, key);
             true
