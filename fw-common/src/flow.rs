@@ -300,3 +300,133 @@ fn egress_step(st: &mut FlowState, s: &Segment) -> Step {
     }
     Step::Keep
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::tcp::PSH;
+
+    fn est(next: u32) -> FlowState {
+        FlowState {
+            expect_ack: next,
+            state: state::ESTABLISHED,
+            flags: FlowState::SEQ,
+            ..Default::default()
+        }
+    }
+
+    fn seg(flags: u8, seq: u32, ack: u32, len: u16) -> Segment {
+        Segment {
+            flags,
+            seq,
+            ack,
+            len,
+        }
+    }
+
+    #[test]
+    fn only_the_exact_rst_ends_a_connection() {
+        for flags in [RST, RST | ACK] {
+            for seq in [99, 101, 100 + 65_535, 100 ^ (1 << 31), 0] {
+                let mut st = est(100);
+                assert_eq!(tcp_ingress(&mut st, &seg(flags, seq, 7, 0)), Step::Keep);
+                assert_eq!(st, est(100), "RST at {seq} changed the entry");
+            }
+            let mut st = est(100);
+            assert_eq!(tcp_ingress(&mut st, &seg(flags, 100, 0, 0)), Step::Remove);
+        }
+    }
+
+    #[test]
+    fn data_in_order_moves_the_expected_number_across_the_wrap() {
+        let mut st = est(u32::MAX - 9);
+        assert_eq!(
+            tcp_ingress(&mut st, &seg(PSH | ACK, u32::MAX - 9, 0, 20)),
+            Step::Keep
+        );
+        assert_eq!(st.expect_ack, 10);
+        // Out of order: nothing moves.
+        assert_eq!(tcp_ingress(&mut st, &seg(PSH | ACK, 30, 0, 20)), Step::Keep);
+        assert_eq!(st.expect_ack, 10);
+        assert_eq!(tcp_ingress(&mut st, &seg(RST, 10, 0, 0)), Step::Remove);
+    }
+
+    #[test]
+    fn a_fin_counts_in_order_only_and_the_last_ack_ends_the_connection() {
+        let mut st = est(100);
+        assert_eq!(tcp_ingress(&mut st, &seg(FIN | ACK, 101, 0, 0)), Step::Keep);
+        assert_eq!(st.state, state::ESTABLISHED);
+        assert_eq!(
+            tcp_ingress(&mut st, &seg(FIN | ACK, 100, 0, 0)),
+            Step::Moved
+        );
+        assert_eq!((st.state, st.expect_ack), (state::CLOSING, 101));
+        // After their FIN, Linux also takes a RST at the FIN's own number.
+        let mut rst_at_fin = st;
+        assert_eq!(
+            tcp_ingress(&mut rst_at_fin, &seg(RST, 100, 0, 0)),
+            Step::Remove
+        );
+        assert_eq!(
+            tcp_egress(&mut st, &seg(FIN | ACK, 5000, 101, 0)),
+            Step::Moved
+        );
+        assert_eq!(tcp_ingress(&mut st, &seg(ACK, 100, 5001, 0)), Step::Keep);
+        assert_eq!(tcp_ingress(&mut st, &seg(ACK, 101, 5001, 0)), Step::Remove);
+    }
+
+    #[test]
+    fn our_last_ack_after_both_fins_ends_the_connection() {
+        let mut st = est(100);
+        assert_eq!(
+            tcp_egress(&mut st, &seg(FIN | ACK, 5000, 100, 0)),
+            Step::Moved
+        );
+        assert_eq!(
+            tcp_ingress(&mut st, &seg(FIN | ACK, 100, 5001, 0)),
+            Step::Moved
+        );
+        assert_eq!(tcp_egress(&mut st, &seg(ACK, 5001, 101, 0)), Step::Remove);
+    }
+
+    #[test]
+    fn syn_sent_ends_only_on_a_rst_that_acknowledges_our_syn() {
+        let syn_sent = FlowState {
+            expect_ack: 1001,
+            state: state::SYN_SENT,
+            flags: FlowState::SEQ,
+            ..Default::default()
+        };
+        for (flags, ack) in [(RST, 1001), (RST | ACK, 1000), (RST | ACK, 1002)] {
+            let mut st = syn_sent;
+            assert_eq!(tcp_ingress(&mut st, &seg(flags, 0, ack, 0)), Step::Keep);
+            assert_eq!(st, syn_sent);
+        }
+        let mut st = syn_sent;
+        assert_eq!(
+            tcp_ingress(&mut st, &seg(RST | ACK, 0, 1001, 0)),
+            Step::Remove
+        );
+        let mut st = syn_sent;
+        assert_eq!(
+            tcp_ingress(&mut st, &seg(SYN | ACK, 7000, 1001, 0)),
+            Step::Moved
+        );
+        assert_eq!((st.state, st.expect_ack), (state::ESTABLISHED, 7001));
+    }
+
+    #[test]
+    fn a_seeded_connection_learns_its_number_from_our_next_segment() {
+        let mut st = FlowState {
+            state: state::ESTABLISHED,
+            flags: FlowState::SEEDED,
+            ..Default::default()
+        };
+        assert_eq!(tcp_ingress(&mut st, &seg(RST, 0, 0, 0)), Step::Keep);
+        assert_eq!(tcp_ingress(&mut st, &seg(FIN | ACK, 0, 0, 0)), Step::Keep);
+        assert_eq!(st.state, state::ESTABLISHED);
+        assert_eq!(tcp_egress(&mut st, &seg(ACK, 1, 4242, 0)), Step::Moved);
+        assert_eq!(st.expect_ack, 4242);
+        assert_eq!(tcp_ingress(&mut st, &seg(RST, 4242, 0, 0)), Step::Remove);
+    }
+}
