@@ -70,7 +70,7 @@ pub fn record<P: PacketView + ?Sized, T: Tables>(pkt: &P, t: &T) {
                     let new = t.flow(FlowTable::Embryo, &key).is_none();
                     t.flow_write(FlowTable::Embryo, &key, &st, new);
                     let ttl = timeout_ns(key.proto, state::SYN_RECV, &t.config());
-                    crate::decide::hint_embryo(t, &key, now, ttl);
+                    crate::track::hint_embryo(t, &key, now, ttl);
                 }
             } else {
                 let seg = Segment {
@@ -150,7 +150,7 @@ fn egress_step<T: Tables>(t: &T, table: FlowTable, key: &FlowKey, seg: &Segment,
         Some(None) => true,
         Some(Some(Step::Keep | Step::Moved)) => true,
         Some(Some(Step::Remove)) => {
-            crate::decide::forget(t, table, key);
+            crate::track::forget(t, table, key);
             true
         }
     }

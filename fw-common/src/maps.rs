@@ -29,7 +29,7 @@ pub const MAP_FLOWS_IN: &str = "FW_FLOWS_IN";
 /// source beyond its quota in `In`).
 pub const MAP_EMBRYO: &str = "FW_EMBRYO";
 /// `LruHashMap<[u8; 16], u32>`: how many `In` entries each source holds
-/// ([`crate::decide::source_key`] → count; see [`crate::flow::SOURCE_QUOTA`]).
+/// ([`crate::track::source_key`] → count; see [`crate::flow::SOURCE_QUOTA`]).
 pub const MAP_SOURCES: &str = "FW_SOURCES";
 /// `Array<u32>`, [`crate::flow::HINT_SLOTS`] entries: until when an Embryo entry may live in
 /// each hint slot ([`crate::decide::Tables::embryo_hint`]); lets an ACK flood skip the lookup.
