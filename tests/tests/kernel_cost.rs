@@ -100,7 +100,9 @@ impl Build {
     /// Load `bytes` (an fw object), write the seed policy, and make the connection state the
     /// classes need through its own programs.
     fn load(name: &str, bytes: &[u8]) -> anyhow::Result<Self> {
+        // As `fw up` loads it: aya-log compiled out by the verifier (level 0).
         let mut ebpf = EbpfLoader::new()
+            .override_global("AYA_LOG_LEVEL", &0u8, false)
             .load(bytes)
             .with_context(|| format!("loading {name}"))?;
         let p: &mut Xdp = ebpf.program_mut(PROG_XDP).context("xdp")?.try_into()?;
@@ -200,10 +202,12 @@ fn connection_state_cost_side_by_side() -> anyhow::Result<()> {
     // ns[class][build] = per-round differences to the floor; verdicts[class][build].
     let n = builds.len();
     let mut diffs = vec![vec![Vec::new(); n]; classes.len()];
+    let mut floors = vec![Vec::new(); classes.len()];
     let mut verdicts = vec![vec![0u32; n]; classes.len()];
     for round in 0..rounds {
         for (ci, (_, frame)) in classes.iter().enumerate() {
             let f = run(floor_prog, frame, repeat)?.1.as_nanos() as f64;
+            floors[ci].push(f);
             for k in 0..n {
                 let bi = (k + round + ci) % n;
                 let (ret, d) = run(xdp(&builds[bi].ebpf, PROG_XDP)?, frame, repeat)?;
@@ -217,13 +221,16 @@ fn connection_state_cost_side_by_side() -> anyhow::Result<()> {
         2 => "PASS",
         _ => "?",
     };
-    print!("\n{:<36}", "ns above the floor: median (min)");
+    print!(
+        "\n{:<36} {:>6}",
+        "ns above the floor: median (min)", "floor"
+    );
     for b in &builds {
         print!(" {:>22}", b.name);
     }
     println!();
     for (ci, (name, _)) in classes.iter().enumerate() {
-        print!("{name:<36}");
+        print!("{name:<36} {:>6.1}", median_min(&mut floors[ci]).0);
         for bi in 0..n {
             let (med, min) = median_min(&mut diffs[ci][bi]);
             print!(" {med:>7.1} ({min:>6.1}) {:<5}", verdict(verdicts[ci][bi]));
