@@ -57,8 +57,10 @@ pub const ALL_MAPS: [&str; 11] = [
 pub const FLOWS_OUT_MAX: u32 = 262_144;
 pub const FLOWS_IN_MAX: u32 = 262_144;
 pub const EMBRYO_MAX: u32 = 65_536;
-/// Sources with entries in `In` (at most one per entry).
-pub const SOURCES_MAX: u32 = 262_144;
+/// Sources with entries in `In`, a quarter of its size like the Embryo table: a source's count
+/// is touched whenever it opens or ends a connection, so under pressure the LRU drops the
+/// counts of sources long quiet (which hold few entries), not those of a busy one.
+pub const SOURCES_MAX: u32 = 65_536;
 pub use crate::flow::HINT_SLOTS;
 
 /// Counter slots for flow-table events (not verdicts): entries created in table `t` at

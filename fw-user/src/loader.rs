@@ -115,7 +115,7 @@ pub fn load_object_sized(paths: &IfacePaths, log: bool, max_flows: u32) -> Resul
     loader.map_max_entries(MAP_FLOWS_OUT, max_flows);
     loader.map_max_entries(MAP_FLOWS_IN, max_flows);
     loader.map_max_entries(MAP_EMBRYO, (max_flows / 4).max(1024));
-    loader.map_max_entries(MAP_SOURCES, max_flows);
+    loader.map_max_entries(MAP_SOURCES, (max_flows / 4).max(1024));
     let level: u8 = if log { 3 } else { 0 }; // aya-log Level::Info = 3
     loader.override_global("AYA_LOG_LEVEL", &level, false);
     let mut ebpf = loader

@@ -141,13 +141,19 @@ impl Build {
     }
 
     fn egress(&self, frame: &[u8]) -> anyhow::Result<()> {
+        self.egress_timed(frame, 1)?;
+        Ok(())
+    }
+
+    /// Run the egress recorder `repeat` times on `frame`: the mean time per run.
+    fn egress_timed(&self, frame: &[u8], repeat: u32) -> anyhow::Result<Duration> {
         let p: &SchedClassifier = self.ebpf.program(PROG_EGRESS).context("tc")?.try_into()?;
-        p.test_run(TestRunOptions {
+        let r = p.test_run(TestRunOptions {
             data_in: Some(frame),
-            repeat: 1,
+            repeat,
             ..Default::default()
         })?;
-        Ok(())
+        Ok(r.duration)
     }
 }
 
@@ -238,5 +244,52 @@ fn connection_state_cost_side_by_side() -> anyhow::Result<()> {
         println!();
     }
     println!("({rounds} rounds of {repeat} runs, interleaved)");
+    egress_costs(&builds, rounds)
+}
+
+/// This host's own segments through the TC egress recorder (absolute ns per run: TC test runs
+/// build an skb, so there is no XDP floor to subtract; compare the columns).
+fn egress_costs(builds: &[Build], rounds: usize) -> anyhow::Result<()> {
+    let classes = [
+        (
+            "our ACK, out connection",
+            tcp(HOST, PEER, 40000, 443, ACK, 1001, 5001),
+        ),
+        (
+            "our data, in connection",
+            PacketSpec::tcp(HOST, PEER, 80, 50000, ACK | fw_common::tcp::PSH)
+                .seq_ack(9001, 7001)
+                .payload(100)
+                .build(),
+        ),
+        (
+            "our RST to an untracked peer",
+            tcp(HOST, PEER, 80, 40999, fw_common::tcp::RST | ACK, 1, 1),
+        ),
+    ];
+    let n = builds.len();
+    let mut ns = vec![vec![Vec::new(); n]; classes.len()];
+    for round in 0..rounds {
+        for (ci, (_, frame)) in classes.iter().enumerate() {
+            for k in 0..n {
+                let bi = (k + round + ci) % n;
+                let d = builds[bi].egress_timed(frame, 100_000)?;
+                ns[ci][bi].push(d.as_nanos() as f64);
+            }
+        }
+    }
+    print!("\n{:<36}", "egress ns per run: median (min)");
+    for b in builds {
+        print!(" {:>16}", b.name);
+    }
+    println!();
+    for (ci, (name, _)) in classes.iter().enumerate() {
+        print!("{name:<36}");
+        for v in &mut ns[ci] {
+            let (med, min) = median_min(v);
+            print!(" {med:>7.1} ({min:>6.1})");
+        }
+        println!();
+    }
     Ok(())
 }
