@@ -399,7 +399,8 @@ mod tests {
                 dport: 22,
                 flags: tcp::SYN,
                 seq: 1,
-                ack: 0
+                ack: 0,
+                len: 0
             }
         );
         let f = PacketSpec::udp("2001:db8::1", "2001:db8::2", 5, 53)

@@ -15,6 +15,7 @@ pub mod maps;
 pub mod packet;
 pub mod reason;
 pub mod tcp;
+pub mod track;
 
 pub use decide::{Decision, Tables, decide, decide_parsed};
 pub use flow::{FlowKey, FlowState, FlowTable};

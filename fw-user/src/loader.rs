@@ -6,7 +6,9 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, SchedClassifier, Xdp},
 };
-use fw_common::maps::{ALL_MAPS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, PROG_EGRESS, PROG_XDP};
+use fw_common::maps::{
+    ALL_MAPS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_SOURCES, PROG_EGRESS, PROG_XDP,
+};
 
 use crate::{
     Error,
@@ -37,6 +39,7 @@ pub fn load_object(paths: &IfacePaths, log: bool, max_flows: u32) -> Result<Ebpf
     loader.map_max_entries(MAP_FLOWS_OUT, max_flows);
     loader.map_max_entries(MAP_FLOWS_IN, max_flows);
     loader.map_max_entries(MAP_EMBRYO, (max_flows / 4).max(1024));
+    loader.map_max_entries(MAP_SOURCES, (max_flows / 4).max(1024));
     let level: u8 = if log { 3 } else { 0 }; // aya-log Level::Info = 3
     loader.override_global("AYA_LOG_LEVEL", &level, false);
     let mut ebpf = loader

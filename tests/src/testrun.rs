@@ -273,6 +273,11 @@ pub struct KernelFilter {
 impl KernelFilter {
     /// Load the program with `policy` in generation 0, active.
     pub fn load(policy: &Policy) -> anyhow::Result<Self> {
+        Self::load_sized(policy, fw_common::maps::FLOWS_OUT_MAX)
+    }
+
+    /// [`KernelFilter::load`] with flow tables of `max_flows` entries (the policy option).
+    pub fn load_sized(policy: &Policy, max_flows: u32) -> anyhow::Result<Self> {
         ensure_bpffs().context("bpffs")?;
         sweep_stale();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -288,8 +293,7 @@ impl KernelFilter {
         }
         let paths = IfacePaths::at("test", dirs.pins.clone(), dirs.state.clone());
         fs::create_dir_all(&paths.state).with_context(|| paths.state.display().to_string())?;
-        let ebpf = load_object(&paths, false, fw_common::maps::FLOWS_OUT_MAX)
-            .context("loading the fw XDP object")?;
+        let ebpf = load_object(&paths, false, max_flows).context("loading the fw XDP object")?;
         let maps = PinnedMaps::open(&paths).context("opening the pinned maps")?;
         let mut f = KernelFilter {
             ebpf,
@@ -490,6 +494,15 @@ impl KernelFilter {
         Ok(out)
     }
 
+    /// The kernel's per-source counts of `In` entries (`FW_SOURCES`).
+    pub fn kernel_sources(&self) -> anyhow::Result<BTreeMap<[u8; 16], u32>> {
+        let path = self.paths.map(fw_common::maps::MAP_SOURCES);
+        let md = aya::maps::MapData::from_pin(&path).with_context(|| path.display().to_string())?;
+        let map = aya::maps::Map::from_map_data(md)?;
+        let h: aya::maps::HashMap<_, [u8; 16], u32> = aya::maps::HashMap::try_from(&map)?;
+        Ok(h.iter().filter_map(|r| r.ok()).collect())
+    }
+
     /// The mirror's flow tables.
     pub fn mirror_flows(&self) -> Flows {
         self.mirror.flows.borrow().clone()
@@ -525,6 +538,13 @@ impl KernelFilter {
                     flow_name(&key.1)
                 ));
             }
+        }
+        let ks = self.kernel_sources()?;
+        let ms = self.mirror.sources.borrow().clone();
+        if ks != ms {
+            out.push(format!(
+                "per-source counts differ: kernel {ks:?}, mirror {ms:?}"
+            ));
         }
         Ok(out)
     }
