@@ -11,6 +11,7 @@ use crate::{
     flow::{FlowKey, FlowState, FlowTable, Segment},
     maps::{Config, PORT_HAS_SOURCES, PORT_SLOT_MASK, PortProto},
     packet::{Family, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, L4, PacketView, Parsed, parse},
+    syncookie::{self, CookieCfg, CookieRate, CookieTuple, Listener, ListenerKey},
     tcp::{FlagClass, classify},
     track::{reply_seen, tcp_established},
 };
@@ -76,6 +77,43 @@ pub trait Tables {
     /// Set a slot's hint. Read-only tables ignore it.
     #[inline(always)]
     fn embryo_hint_set(&self, _slot: u32, _until: u32) {}
+
+    // SYN cookies ([`crate::syncookie`]). The defaults know no listener in cookie mode, so
+    // every SYN goes on to the kernel, as without cookies.
+
+    /// What fw knows of this listener's cookie mode.
+    #[inline(always)]
+    fn listener(&self, _key: &ListenerKey) -> Option<Listener> {
+        None
+    }
+
+    /// Create or overwrite a listener's entry. Read-only tables ignore it.
+    #[inline(always)]
+    fn listener_write(&self, _key: &ListenerKey, _l: &Listener) {}
+
+    /// The host's facts for the answers.
+    #[inline(always)]
+    fn cookie_cfg(&self) -> CookieCfg {
+        CookieCfg::default()
+    }
+
+    /// Run `f` on this CPU's SYN count (`syn_cookies = "auto"`); `None` without one.
+    #[inline(always)]
+    fn cookie_rate_with<R>(&self, _f: impl FnOnce(&mut CookieRate) -> R) -> Option<R> {
+        None
+    }
+
+    /// Whether `c.ack - 1` is a valid SYN cookie for the handshake `c` describes, by the
+    /// kernel's own check and secret (`bpf_tcp_raw_check_syncookie_*`). Userspace cannot know:
+    /// the default says no.
+    #[inline(always)]
+    fn syncookie_valid(&self, _c: &CookieTuple) -> bool {
+        false
+    }
+
+    /// Count an event of the cookie path (an index of [`crate::maps::MAP_COOKIE_STATS`]).
+    #[inline(always)]
+    fn cookie_event(&self, _stat: u32) {}
 }
 
 /// A verdict and the counter slot that accounts for it (a [`Reason`] or a rule slot).
@@ -99,9 +137,30 @@ impl Decision {
         Decision { pass: true, slot }
     }
 
+    /// The decision a counter slot stands for: a rule's passes, a reason's says.
+    #[inline(always)]
+    pub fn from_slot(slot: u32) -> Self {
+        Decision {
+            pass: !(16..crate::maps::RULE_SLOT_BASE).contains(&slot),
+            slot,
+        }
+    }
+
     /// The reason, when the slot is not a rule's.
     pub fn why(&self) -> Option<Reason> {
         Reason::from_slot(self.slot)
+    }
+
+    /// fw answers the packet itself: a SYN cookie (XDP_TX).
+    #[inline(always)]
+    pub fn answers(&self) -> bool {
+        self.slot == Reason::SynCookie.slot()
+    }
+
+    /// A connection this packet starts can complete: it passes, or fw answers it for the host.
+    #[inline(always)]
+    pub fn admits(&self) -> bool {
+        self.pass || self.answers()
     }
 }
 
@@ -111,8 +170,23 @@ pub fn decide<P: PacketView + ?Sized, T: Tables>(pkt: &P, t: &T) -> Decision {
     decide_parsed(&parse(pkt), t)
 }
 
+/// [`decide_base`], then the SYN cookie step for the packets that need it (the kernel runs that
+/// step in the program `fw_xdp` tail-calls).
 #[inline(always)]
 pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decision {
+    let d = decide_base(parsed, t);
+    if let Ok(Parsed::Ip(ip)) = parsed {
+        let cfg = t.config();
+        if syncookie::needs_step(&cfg, ip, &d) {
+            return syncookie::step(t, &cfg, ip, d);
+        }
+    }
+    d
+}
+
+/// The decision without SYN cookies.
+#[inline(always)]
+pub fn decide_base<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decision {
     let cfg = t.config();
     if cfg.has(Config::PASS_ALL) {
         return Decision::reason(Reason::Flushed);

@@ -63,6 +63,9 @@ pub fn record<P: PacketView + ?Sized, T: Tables>(pkt: &P, t: &T) {
                     t.flow(FlowTable::Out, &key).is_none(),
                 );
             } else if flags & (SYN | ACK | RST) == SYN | ACK {
+                if t.config().has(Config::SYN_COOKIES) {
+                    crate::syncookie::observe(t, pkt, &ip, sport, dport, seq, ack);
+                }
                 // This host accepts an inbound connection: wait for the client's ACK of it.
                 if t.flow(FlowTable::Out, &key).is_none() {
                     let mut st = fresh(now, state::SYN_RECV);

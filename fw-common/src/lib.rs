@@ -14,6 +14,7 @@ pub mod frame;
 pub mod maps;
 pub mod packet;
 pub mod reason;
+pub mod syncookie;
 pub mod tcp;
 pub mod track;
 

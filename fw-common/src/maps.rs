@@ -3,7 +3,7 @@
 //! directory named after it, so an upgrade never reuses maps of another layout.
 
 /// Pins live under `/sys/fs/bpf/fw/v{LAYOUT_VERSION}/…`.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The XDP program's name in the object file.
 pub const PROG_XDP: &str = "fw_xdp";
@@ -38,8 +38,35 @@ pub const MAP_EMBRYO_HINT: &str = "FW_EMBRYO_HINT";
 /// The TC egress program that records this host's outbound flows.
 pub const PROG_EGRESS: &str = "fw_egress";
 
+/// The XDP program `fw_xdp` tail-calls for the SYN cookie step (answer a SYN, check an ACK):
+/// its stack is its own ([`crate::syncookie`]).
+pub const PROG_COOKIE: &str = "fw_cookie";
+/// The XDP program `fw_cookie` tail-calls to build a SYN+ACK answer in place (its own stack
+/// again).
+pub const PROG_COOKIE_TX: &str = "fw_cookie_tx";
+/// `ProgramArray`, 2 entries: `fw_cookie` at [`COOKIE_PROG_INDEX`], `fw_cookie_tx` at
+/// [`COOKIE_TX_INDEX`]. Pinned: a program array loses its entries when the last user reference
+/// (an fd or a pin) goes, and `fw up` exits.
+pub const MAP_COOKIE_PROG: &str = "FW_COOKIE_PROG";
+pub const COOKIE_PROG_INDEX: u32 = 0;
+pub const COOKIE_TX_INDEX: u32 = 1;
+pub const COOKIE_PROGS: u32 = 2;
+/// `LruHashMap<ListenerKey, Listener>`: what fw knows about each local TCP listener's SYN
+/// cookie mode ([`crate::syncookie::Listener`]). Only this host's own SYN+ACKs create entries.
+pub const MAP_LISTENERS: &str = "FW_LISTENERS";
+/// `Array<CookieCfg>`, 1 entry: the host's facts the SYN cookie answer needs (MSS, window
+/// scale, which TCP options the kernel can decode from a cookie, the `auto` threshold).
+pub const MAP_COOKIE_CFG: &str = "FW_COOKIE_CFG";
+/// `PerCpuArray<CookieRate>`, 1 entry: each CPU's SYN count for `syn_cookies = "auto"`.
+pub const MAP_COOKIE_RATE: &str = "FW_COOKIE_RATE";
+/// `PerCpuArray<u64>`, [`crate::syncookie::STATS`] entries: events of the cookie path.
+pub const MAP_COOKIE_STATS: &str = "FW_COOKIE_STATS";
+/// `PerCpuArray<u32>`, 1 entry: the counter slot of `fw_xdp`'s decision, handed to `fw_cookie`
+/// across the tail call.
+pub const MAP_COOKIE_HANDOFF: &str = "FW_COOKIE_HAND";
+
 /// Every map the programs pin, in the order userspace checks them.
-pub const ALL_MAPS: [&str; 11] = [
+pub const ALL_MAPS: [&str; 17] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_PORTS,
@@ -51,6 +78,12 @@ pub const ALL_MAPS: [&str; 11] = [
     MAP_EMBRYO,
     MAP_SOURCES,
     MAP_EMBRYO_HINT,
+    MAP_COOKIE_PROG,
+    MAP_LISTENERS,
+    MAP_COOKIE_CFG,
+    MAP_COOKIE_RATE,
+    MAP_COOKIE_STATS,
+    MAP_COOKIE_HANDOFF,
 ];
 
 /// Entries of the flow tables (LRU: the least recently used entry of a full table goes first).
@@ -62,6 +95,8 @@ pub const EMBRYO_MAX: u32 = 65_536;
 /// counts of sources long quiet (which hold few entries), not those of a busy one.
 pub const SOURCES_MAX: u32 = 65_536;
 pub use crate::flow::HINT_SLOTS;
+/// Listeners (local address and port) whose SYN cookie mode fw tracks.
+pub const LISTENERS_MAX: u32 = 4096;
 
 /// Counter slots for flow-table events (not verdicts): entries created in table `t` at
 /// `EVENT_FLOW_NEW + t`, entries removed (expired, closed or promoted) at
@@ -217,6 +252,13 @@ impl Config {
     pub const ESTABLISHED: u32 = 1 << 5;
     /// Drop TCP that is not a plain SYN and matches no tracked connection.
     pub const NEW_REQUIRES_SYN: u32 = 1 << 6;
+    /// `syn_cookies = "always"` or `"auto"`: SYNs to allowed TCP ports may be answered with
+    /// SYN cookies from XDP, and ACKs of no connection are checked for one
+    /// ([`crate::syncookie`]).
+    pub const SYN_COOKIES: u32 = 1 << 8;
+    /// With [`Config::SYN_COOKIES`]: answer only while SYNs arrive faster than the threshold
+    /// (`syn_cookies = "auto"`).
+    pub const SYN_COOKIES_AUTO: u32 = 1 << 9;
 
     #[inline(always)]
     pub const fn has(&self, flag: u32) -> bool {
@@ -237,6 +279,12 @@ const _: () = assert!(size_of::<Counter>() == 16);
 mod user {
     use super::{Config, Counter};
     use crate::flow::{FlowKey, FlowState};
+    use crate::syncookie::{CookieCfg, CookieRate, Listener, ListenerKey};
+    // SAFETY (the four below): repr(C), explicit padding, every bit pattern valid.
+    unsafe impl aya::Pod for ListenerKey {}
+    unsafe impl aya::Pod for Listener {}
+    unsafe impl aya::Pod for CookieCfg {}
+    unsafe impl aya::Pod for CookieRate {}
     // SAFETY: repr(C), explicit padding, every bit pattern valid.
     unsafe impl aya::Pod for FlowKey {}
     // SAFETY: as above.

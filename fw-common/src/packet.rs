@@ -130,6 +130,9 @@ pub struct Ip {
     pub src: [u8; 16],
     pub dst: [u8; 16],
     pub frag: Fragment,
+    /// IPv4 options or IPv6 extension headers sit between the IP and the transport header (the
+    /// SYN cookie answer rewrites only plain headers).
+    pub ip_options: bool,
     pub l4: L4,
 }
 
@@ -222,6 +225,7 @@ fn parse_v4<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Ip, Reason> {
         src,
         dst,
         frag,
+        ip_options: ihl > 20,
         l4,
     })
 }
@@ -281,6 +285,7 @@ fn parse_v6<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Ip, Reason> {
                         src,
                         dst,
                         frag: Fragment::Later,
+                        ip_options: true,
                         l4: L4::None,
                     });
                 }
@@ -307,6 +312,7 @@ fn parse_v6<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Ip, Reason> {
         src,
         dst,
         frag,
+        ip_options: walked > 0,
         l4,
     })
 }

@@ -22,6 +22,9 @@ pub enum Reason {
     Established = 7,
     /// ICMP error about a tracked connection (RELATED).
     Related = 8,
+    /// A client's ACK that carries a valid SYN cookie this host answered from XDP: the
+    /// handshake is complete, the kernel's listener takes it from here.
+    SynCookieAck = 10,
 
     // Drops.
     /// A header is cut short by the end of the frame or of the IP datagram.
@@ -52,11 +55,17 @@ pub enum Reason {
     DefaultDrop = 27,
     /// ICMP error quoting a connection that is not tracked.
     IcmpUnrelated = 28,
+    /// A SYN to an allowed port answered from XDP with a SYN cookie (XDP_TX): the socket
+    /// layer never sees it. Counted apart from the rule, because nothing reached the host.
+    SynCookie = 34,
+    /// An ACK that belongs to no connection while SYN cookies are out, and whose
+    /// acknowledgment number is no valid cookie (a blind or spoofed ACK).
+    SynCookieBad = 35,
 }
 
 impl Reason {
     /// Every reason, in slot order (for listings).
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 24] = [
         Reason::NonIp,
         Reason::Ndp,
         Reason::IcmpEcho,
@@ -65,6 +74,7 @@ impl Reason {
         Reason::Flushed,
         Reason::Established,
         Reason::Related,
+        Reason::SynCookieAck,
         Reason::Truncated,
         Reason::BadHeader,
         Reason::TinyFragment,
@@ -78,15 +88,23 @@ impl Reason {
         Reason::SourceNotAllowed,
         Reason::DefaultDrop,
         Reason::IcmpUnrelated,
+        Reason::SynCookie,
+        Reason::SynCookieBad,
     ];
 
     pub const fn slot(self) -> u32 {
         self as u32
     }
 
-    /// Whether packets counted under this reason pass.
+    /// Whether packets counted under this reason pass (reach the host's stack). A SYN
+    /// answered with a cookie does not: see [`Reason::answers`].
     pub const fn passes(self) -> bool {
         (self as u32) < 16
+    }
+
+    /// Whether fw answers the packet itself (XDP_TX) instead of passing or dropping it.
+    pub const fn answers(self) -> bool {
+        matches!(self, Reason::SynCookie)
     }
 
     pub fn from_slot(slot: u32) -> Option<Reason> {
@@ -104,6 +122,7 @@ impl Reason {
             Reason::Flushed => "flushed",
             Reason::Established => "established",
             Reason::Related => "related",
+            Reason::SynCookieAck => "syn-cookie-ack",
             Reason::Truncated => "truncated",
             Reason::BadHeader => "bad-header",
             Reason::TinyFragment => "tiny-fragment",
@@ -117,6 +136,8 @@ impl Reason {
             Reason::SourceNotAllowed => "source-not-allowed",
             Reason::DefaultDrop => "default-drop",
             Reason::IcmpUnrelated => "icmp-unrelated",
+            Reason::SynCookie => "syn-cookie",
+            Reason::SynCookieBad => "syn-cookie-bad",
         }
     }
 
@@ -131,6 +152,9 @@ impl Reason {
             Reason::Flushed => "fw flush is in force: everything passes",
             Reason::Established => "part of a tracked connection (ESTABLISHED)",
             Reason::Related => "ICMP error about a tracked connection (RELATED)",
+            Reason::SynCookieAck => {
+                "handshake completed with a valid SYN cookie answered by fw (syn_cookies)"
+            }
             Reason::Truncated => "header cut short",
             Reason::BadHeader => "impossible header field",
             Reason::TinyFragment => "first fragment too short for the transport header",
@@ -144,6 +168,12 @@ impl Reason {
             Reason::SourceNotAllowed => "port open only to other sources",
             Reason::DefaultDrop => "no rule allows it (default DROP)",
             Reason::IcmpUnrelated => "ICMP error about no tracked connection",
+            Reason::SynCookie => {
+                "SYN answered by fw with a SYN cookie (syn_cookies): the host's stack never sees it"
+            }
+            Reason::SynCookieBad => {
+                "ACK of no connection whose acknowledgment number is no valid SYN cookie"
+            }
         }
     }
 }

@@ -175,17 +175,8 @@ fn embryo<T: Tables>(t: &T, key: &FlowKey, seg: &Segment) -> bool {
         if seg.flags & RST != 0 {
             return Handshake::Found(Found::Ended);
         }
-        // The exact acknowledgment authenticates the segment: its sequence number is the
-        // client's, the next this host expects.
-        let mut st = FlowState {
-            last_seen: now,
-            expect_ack: seg.seq,
-            state: state::ESTABLISHED,
-            flags: (e.flags & FlowState::SEEDED) | FlowState::SEQ,
-            _pad: [0; 2],
-        };
-        // Data or a FIN in the handshake ACK move it on like any segment in order.
-        let _ = tcp_ingress(&mut st, seg);
+        // The exact acknowledgment authenticates the segment.
+        let mut st = established_state(now, seg, e.flags & FlowState::SEEDED);
         if t.source_count(&source_key(key)) >= SOURCE_QUOTA {
             st.flags |= FlowState::OVERFLOW;
             *e = st;
@@ -217,6 +208,22 @@ fn embryo<T: Tables>(t: &T, key: &FlowKey, seg: &Segment) -> bool {
             true
         }
     }
+}
+
+/// The entry of a connection whose client just completed the handshake with `seg` (its
+/// acknowledgment authenticated it): its sequence number is the client's, the next this host
+/// expects; data or a FIN in the same segment move it on like any segment in order.
+#[inline(always)]
+pub(crate) fn established_state(now: u64, seg: &Segment, flags: u8) -> FlowState {
+    let mut st = FlowState {
+        last_seen: now,
+        expect_ack: seg.seq,
+        state: state::ESTABLISHED,
+        flags: flags | FlowState::SEQ,
+        _pad: [0; 2],
+    };
+    let _ = tcp_ingress(&mut st, seg);
+    st
 }
 
 /// UDP or ICMP echo reply to something this host sent.

@@ -6,6 +6,7 @@
 #![no_std]
 #![no_main]
 
+mod cookie;
 mod frame;
 mod tables;
 
@@ -15,7 +16,14 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::info;
-use fw_common::{Counter, decide, egress};
+use fw_common::{
+    Counter, Parsed, Tables as _,
+    decide::decide_base,
+    egress,
+    maps::COOKIE_PROG_INDEX,
+    parse,
+    syncookie::{STAT_NO_PROGRAM, needs_step},
+};
 
 use crate::{frame::Frame, tables::MapTables};
 
@@ -23,7 +31,19 @@ use crate::{frame::Frame, tables::MapTables};
 pub fn fw_xdp(ctx: XdpContext) -> u32 {
     let frame = Frame::new(ctx.data(), ctx.data_end());
     let tables = MapTables::active();
-    let d = decide(&frame, &tables);
+    let parsed = parse(&frame);
+    let d = decide_base(&parsed, &tables);
+    if let Ok(Parsed::Ip(ip)) = &parsed
+        && needs_step(&tables.config(), ip, &d)
+    {
+        // The SYN cookie step runs in `fw_cookie` (cookie.rs), which counts the packet.
+        tables::hand_off(d.slot);
+        // SAFETY: a tail call: on success this never returns.
+        unsafe { tables::FW_COOKIE_PROG.tail_call(&ctx, COOKIE_PROG_INDEX) };
+        // Only if fw_cookie is not in its program array: fail closed.
+        tables::cookie_event(STAT_NO_PROGRAM);
+        return xdp_action::XDP_DROP;
+    }
     tables::count(d.slot, frame.len_u64());
     if !d.pass {
         // Compiled out by the verifier unless the loader raised AYA_LOG_LEVEL (`fw run --log`).

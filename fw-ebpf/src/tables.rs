@@ -1,17 +1,22 @@
 //! The maps, and `fw_common::Tables` over them. Names and layouts come from `fw_common::maps`.
 
 use aya_ebpf::{
-    helpers::bpf_ktime_get_coarse_ns,
+    bindings::{iphdr, ipv6hdr, tcphdr},
+    helpers::{
+        bpf_ktime_get_coarse_ns, bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6,
+    },
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, lpm_trie::Key},
 };
 use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable, PortProto, Tables,
     maps::{
-        COUNTER_SLOTS, EMBRYO_MAX, EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, FLOWS_IN_MAX, FLOWS_OUT_MAX,
-        GENERATIONS, HINT_SLOTS, PORT_ENTRIES, SOURCES_MAX, SRC_KEY_PREFIX_BITS, SRC_V4_MAX,
-        SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index, src_key_v4, src_key_v6,
+        COOKIE_PROGS, COUNTER_SLOTS, EMBRYO_MAX, EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, FLOWS_IN_MAX,
+        FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS, LISTENERS_MAX, PORT_ENTRIES, SOURCES_MAX,
+        SRC_KEY_PREFIX_BITS, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index, src_key_v4,
+        src_key_v6,
     },
+    syncookie::{CookieCfg, CookieRate, CookieTuple, Listener, ListenerKey, STATS},
 };
 
 #[map]
@@ -39,6 +44,55 @@ static FW_EMBRYO: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(
 static FW_EMBRYO_HINT: Array<u32> = Array::with_max_entries(HINT_SLOTS, 0);
 #[map]
 static FW_SOURCES: LruHashMap<[u8; 16], u32> = LruHashMap::with_max_entries(SOURCES_MAX, 0);
+
+/// `fw_cookie` (fw_common::maps::MAP_COOKIE_PROG).
+#[map]
+pub static FW_COOKIE_PROG: ProgramArray = ProgramArray::with_max_entries(COOKIE_PROGS, 0);
+#[map]
+static FW_LISTENERS: LruHashMap<ListenerKey, Listener> =
+    LruHashMap::with_max_entries(LISTENERS_MAX, 0);
+#[map]
+static FW_COOKIE_CFG: Array<CookieCfg> = Array::with_max_entries(1, 0);
+#[map]
+static FW_COOKIE_RATE: PerCpuArray<CookieRate> = PerCpuArray::with_max_entries(1, 0);
+#[map]
+static FW_COOKIE_STATS: PerCpuArray<u64> = PerCpuArray::with_max_entries(STATS, 0);
+/// The counter slot of `fw_xdp`'s decision, for `fw_cookie` (this CPU's: nothing runs
+/// between the tail call and its reader).
+#[map]
+static FW_COOKIE_HAND: PerCpuArray<u32> = PerCpuArray::with_max_entries(1, 0);
+
+/// Hand `slot` to the program `fw_xdp` tail-calls next on this CPU.
+#[inline(always)]
+pub fn hand_off(slot: u32) {
+    if let Some(p) = FW_COOKIE_HAND.get_ptr_mut(0) {
+        // SAFETY: this CPU's slot; XDP runs with preemption off.
+        unsafe { *p = slot };
+    }
+}
+
+/// What [`hand_off`] left on this CPU.
+#[inline(always)]
+pub fn handed() -> u32 {
+    FW_COOKIE_HAND.get(0).copied().unwrap_or(0)
+}
+
+/// Count a cookie-path event (this CPU's copy).
+#[inline(always)]
+pub fn cookie_event(stat: u32) {
+    if let Some(c) = FW_COOKIE_STATS.get_ptr_mut(stat) {
+        // SAFETY: per-CPU value, preemption off.
+        unsafe { *c += 1 };
+    }
+}
+
+/// The headers the kernel's cookie check reads, made up from the facts: only the addresses,
+/// ports and the two sequence numbers matter to `__cookie_v4_check`/`__cookie_v6_check`.
+#[repr(C, align(8))]
+struct CheckHeaders {
+    ip: [u8; 40],
+    tcp: [u8; 20],
+}
 
 #[inline(always)]
 fn flows(table: FlowTable) -> &'static LruHashMap<FlowKey, FlowState> {
@@ -160,6 +214,65 @@ impl Tables for MapTables {
     #[inline(always)]
     fn embryo_hint(&self, slot: u32) -> u32 {
         FW_EMBRYO_HINT.get(slot).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn listener(&self, key: &ListenerKey) -> Option<Listener> {
+        // SAFETY: copied out at once.
+        unsafe { FW_LISTENERS.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn listener_write(&self, key: &ListenerKey, l: &Listener) {
+        let _ = FW_LISTENERS.insert(key, l, 0);
+    }
+
+    #[inline(always)]
+    fn cookie_cfg(&self) -> CookieCfg {
+        FW_COOKIE_CFG.get(0).copied().unwrap_or_default()
+    }
+
+    #[inline(always)]
+    fn cookie_rate_with<R>(&self, f: impl FnOnce(&mut CookieRate) -> R) -> Option<R> {
+        let p = FW_COOKIE_RATE.get_ptr_mut(0)?;
+        // SAFETY: this CPU's value, preemption off.
+        Some(f(unsafe { &mut *p }))
+    }
+
+    #[inline(always)]
+    fn syncookie_valid(&self, c: &CookieTuple) -> bool {
+        let mut h = CheckHeaders {
+            ip: [0; 40],
+            tcp: [0; 20],
+        };
+        h.tcp[0..2].copy_from_slice(&c.sport.to_be_bytes());
+        h.tcp[2..4].copy_from_slice(&c.dport.to_be_bytes());
+        h.tcp[4..8].copy_from_slice(&c.seq.to_be_bytes());
+        h.tcp[8..12].copy_from_slice(&c.ack.to_be_bytes());
+        h.tcp[12] = 5 << 4;
+        h.tcp[13] = fw_common::tcp::ACK;
+        let tcp = h.tcp.as_mut_ptr().cast::<tcphdr>();
+        let r = if c.family == 4 {
+            h.ip[0] = 0x45;
+            h.ip[9] = fw_common::packet::IPPROTO_TCP;
+            h.ip[12..16].copy_from_slice(&c.src[..4]);
+            h.ip[16..20].copy_from_slice(&c.dst[..4]);
+            // SAFETY: both point at initialised stack buffers of the sizes the helper reads.
+            unsafe { bpf_tcp_raw_check_syncookie_ipv4(h.ip.as_mut_ptr().cast::<iphdr>(), tcp) }
+        } else {
+            h.ip[0] = 0x60;
+            h.ip[6] = fw_common::packet::IPPROTO_TCP;
+            h.ip[8..24].copy_from_slice(&c.src);
+            h.ip[24..40].copy_from_slice(&c.dst);
+            // SAFETY: as above.
+            unsafe { bpf_tcp_raw_check_syncookie_ipv6(h.ip.as_mut_ptr().cast::<ipv6hdr>(), tcp) }
+        };
+        r == 0
+    }
+
+    #[inline(always)]
+    fn cookie_event(&self, stat: u32) {
+        cookie_event(stat);
     }
 
     #[inline(always)]

@@ -171,6 +171,18 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             ));
         }
     }
+    if !(1..=100_000_000).contains(&raw.options.syn_cookies_threshold) {
+        let at = text.find("syn_cookies_threshold");
+        return Err(PolicyError::at(
+            file,
+            text,
+            at.map(|a| a..a),
+            format!(
+                "syn_cookies_threshold = {} is out of range (1 to 100000000 SYNs a second)",
+                raw.options.syn_cookies_threshold
+            ),
+        ));
+    }
     if raw.options.new_requires_syn && !raw.options.established {
         let at = text
             .find("new_requires_syn")

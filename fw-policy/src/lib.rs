@@ -39,6 +39,35 @@ pub enum FragmentPolicy {
     Drop,
 }
 
+/// Whether SYNs to allowed TCP ports are answered with SYN cookies from XDP (the socket layer
+/// then never sees a spoofed SYN flood; see `fw_common::syncookie`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum SynCookies {
+    /// Every SYN goes to the kernel (which answers with cookies of its own when a listener's
+    /// queue overflows, `net.ipv4.tcp_syncookies`).
+    #[default]
+    Off,
+    /// Answer from XDP while SYNs arrive faster than `syn_cookies_threshold`.
+    Auto,
+    /// Answer from XDP whenever the listener accepts cookies.
+    Always,
+}
+
+impl SynCookies {
+    pub fn name(self) -> &'static str {
+        match self {
+            SynCookies::Off => "off",
+            SynCookies::Auto => "auto",
+            SynCookies::Always => "always",
+        }
+    }
+}
+
+/// `syn_cookies_threshold` when the policy does not say (SYNs per second, every allowed TCP
+/// port and source together).
+pub const DEFAULT_SYN_COOKIES_THRESHOLD: u32 = 1000;
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct Options {
@@ -70,6 +99,12 @@ pub struct Options {
     pub udp_stream_timeout: u16,
     /// Seconds a ping may wait for its reply (nf_conntrack_icmp_timeout).
     pub icmp_timeout: u16,
+    /// Answer SYNs to allowed TCP ports with SYN cookies from XDP: `"off"`, `"auto"` or
+    /// `"always"` (see [`SynCookies`] and the README).
+    pub syn_cookies: SynCookies,
+    /// `syn_cookies = "auto"`: SYNs per second (allowed TCP ports, all sources together) above
+    /// which fw answers.
+    pub syn_cookies_threshold: u32,
 }
 
 impl Default for Options {
@@ -86,6 +121,8 @@ impl Default for Options {
             udp_timeout: Config::default().udp_timeout,
             udp_stream_timeout: Config::default().udp_stream_timeout,
             icmp_timeout: Config::default().icmp_timeout,
+            syn_cookies: SynCookies::Off,
+            syn_cookies_threshold: DEFAULT_SYN_COOKIES_THRESHOLD,
         }
     }
 }
@@ -110,6 +147,11 @@ impl Options {
         }
         if self.new_requires_syn {
             flags |= Config::NEW_REQUIRES_SYN;
+        }
+        match self.syn_cookies {
+            SynCookies::Off => {}
+            SynCookies::Auto => flags |= Config::SYN_COOKIES | Config::SYN_COOKIES_AUTO,
+            SynCookies::Always => flags |= Config::SYN_COOKIES,
         }
         Config {
             flags,
@@ -202,6 +244,17 @@ impl Policy {
         }
         if o.icmp_echo {
             out.push("ping (ICMP/ICMPv6 echo request) from anywhere".into());
+        }
+        match o.syn_cookies {
+            SynCookies::Off => {}
+            SynCookies::Auto => out.push(format!(
+                "SYNs to these TCP ports answered with SYN cookies by fw while more than {} a second arrive (syn_cookies = \"auto\")",
+                o.syn_cookies_threshold
+            )),
+            SynCookies::Always => out.push(
+                "SYNs to these TCP ports answered with SYN cookies by fw (syn_cookies = \"always\")"
+                    .into(),
+            ),
         }
         if o.dhcp_client {
             out.push("DHCP/DHCPv6 replies to this host's DHCP client".into());

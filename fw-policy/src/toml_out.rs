@@ -60,6 +60,18 @@ const OPTION_DOCS: &[(&str, &[&str])] = &[
         &["Seconds a UDP flow that got replies may stay idle."],
     ),
     ("icmp_timeout", &["Seconds a ping may wait for its reply."]),
+    (
+        "syn_cookies",
+        &[
+            "Answer SYNs to allowed TCP ports with SYN cookies from XDP: \"off\", \"auto\" (while",
+            "SYNs arrive faster than syn_cookies_threshold) or \"always\". Needs the kernel to accept",
+            "cookies: net.ipv4.tcp_syncookies = 2 (see the README).",
+        ],
+    ),
+    (
+        "syn_cookies_threshold",
+        &["syn_cookies = \"auto\": SYNs a second above which fw answers them."],
+    ),
 ];
 
 /// The policy as TOML, with `notes` as comments.

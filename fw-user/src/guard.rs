@@ -275,7 +275,8 @@ pub fn check(policy: &Policy, sessions: &[Session]) -> Result<(), String> {
             tcp::SYN,
         )
         .build();
-        if !decide(syn.as_slice(), &t).pass {
+        // A SYN answered with a SYN cookie still gets its connection.
+        if !decide(syn.as_slice(), &t).admits() {
             return Err(format!(
                 "this policy drops new SSH connections from {c} to port {} — the address your SSH session comes from; you would be locked out once this session ends",
                 s.server_port

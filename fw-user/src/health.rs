@@ -63,6 +63,10 @@ pub fn check(
     if state.current().policy.options.established {
         check_egress(iface, paths, state, &mut out);
     }
+    out.extend(crate::syncookie::problems(
+        &state.current().policy.options,
+        &crate::syncookie::Sysctls::read(),
+    ));
     match maps.active_generation() {
         Ok(g) if g != state.record.generation && state.txn.is_none() => out.push(problem(
             "generation-mismatch",

@@ -20,6 +20,7 @@ pub mod persist;
 pub mod sockets;
 pub mod state;
 pub mod status;
+pub mod syncookie;
 pub mod sys;
 pub mod timer;
 

@@ -4,6 +4,7 @@
 use fw_common::{
     Config, FlowKey, FlowState, FlowTable, PortProto, Tables,
     maps::{SRC_KEY_PREFIX_BITS, port_index, src_key_v4, src_key_v6},
+    syncookie::{Listener, ListenerKey},
 };
 
 use crate::{Error, maps::PinnedMaps};
@@ -67,4 +68,10 @@ impl Tables for LiveTables<'_> {
     fn flow_write(&self, _: FlowTable, _: &FlowKey, _: &FlowState, _: bool) {}
 
     fn flow_remove(&self, _: FlowTable, _: &FlowKey) {}
+
+    /// Whether fw answers SYNs for a listener is in the kernel's table: `fw explain` says what
+    /// the filter does now.
+    fn listener(&self, key: &ListenerKey) -> Option<Listener> {
+        self.maps.listener(key)
+    }
 }

@@ -4,10 +4,12 @@
 
 use aya::{
     Ebpf, EbpfLoader,
+    maps::ProgramArray,
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 use fw_common::maps::{
-    ALL_MAPS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_SOURCES, PROG_EGRESS, PROG_XDP,
+    ALL_MAPS, COOKIE_PROG_INDEX, COOKIE_TX_INDEX, MAP_COOKIE_PROG, MAP_EMBRYO, MAP_FLOWS_IN,
+    MAP_FLOWS_OUT, MAP_SOURCES, PROG_COOKIE, PROG_COOKIE_TX, PROG_EGRESS, PROG_XDP,
 };
 
 use crate::{
@@ -45,6 +47,7 @@ pub fn load_object(paths: &IfacePaths, log: bool, max_flows: u32) -> Result<Ebpf
     let mut ebpf = loader
         .load(PROGRAM)
         .map_err(|e| Error::bpf("loading the fw XDP object", e))?;
+    load_cookie_programs(&mut ebpf)?;
     let prog = xdp_program(&mut ebpf)?;
     retry_eagain(|| prog.load())
         .map_err(|e| Error::bpf("the kernel verifier refused the fw XDP program", e))?;
@@ -52,6 +55,47 @@ pub fn load_object(paths: &IfacePaths, log: bool, max_flows: u32) -> Result<Ebpf
     retry_eagain(|| tc.load())
         .map_err(|e| Error::bpf("the kernel verifier refused the fw egress program", e))?;
     Ok(ebpf)
+}
+
+/// Load `fw_cookie` and `fw_cookie_tx` (the SYN cookie step `fw_xdp` tail-calls, and the
+/// answer it tail-calls in turn) and put them in their program array. The array is pinned, so
+/// a running filter's `fw_xdp` tail-calls the new programs from here on (an upgrade replaces
+/// them before it replaces `fw_xdp`; both versions read the same maps).
+fn load_cookie_programs(ebpf: &mut Ebpf) -> Result<(), Error> {
+    let mut fds = Vec::new();
+    for (name, index) in [
+        (PROG_COOKIE, COOKIE_PROG_INDEX),
+        (PROG_COOKIE_TX, COOKIE_TX_INDEX),
+    ] {
+        let prog: &mut Xdp = ebpf
+            .program_mut(name)
+            .ok_or_else(|| Error::Other(format!("program {name} missing from the object")))?
+            .try_into()
+            .map_err(|e| Error::bpf(name, e))?;
+        retry_eagain(|| prog.load()).map_err(|e| {
+            Error::bpf(
+                format!("the kernel verifier refused the fw SYN cookie program {name}"),
+                e,
+            )
+        })?;
+        let fd = prog
+            .fd()
+            .map_err(|e| Error::bpf(name, e))?
+            .try_clone()
+            .map_err(|e| Error::io("SYN cookie program fd", e))?;
+        fds.push((index, fd));
+    }
+    let mut progs: ProgramArray<_> = ebpf
+        .map_mut(MAP_COOKIE_PROG)
+        .ok_or_else(|| Error::Other(format!("map {MAP_COOKIE_PROG} missing from the object")))?
+        .try_into()
+        .map_err(|e| Error::bpf(MAP_COOKIE_PROG, e))?;
+    for (index, fd) in &fds {
+        progs
+            .set(*index, fd, 0)
+            .map_err(|e| Error::bpf("putting the SYN cookie programs in their array", e))?;
+    }
+    Ok(())
 }
 
 /// BPF_PROG_LOAD gives up with EAGAIN when a signal arrives during verification (seen with

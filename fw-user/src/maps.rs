@@ -10,18 +10,21 @@ use aya::maps::{
 use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable,
     maps::{
-        COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS,
-        MAP_ACTIVE, MAP_CONFIG, MAP_COUNTERS, MAP_EMBRYO, MAP_EMBRYO_HINT, MAP_FLOWS_IN,
-        MAP_FLOWS_OUT, MAP_PORTS, MAP_SOURCES, MAP_SRC_V4, MAP_SRC_V6, PORT_ENTRIES, SOURCES_MAX,
-        SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
+        COOKIE_PROGS, COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS,
+        HINT_SLOTS, LISTENERS_MAX, MAP_ACTIVE, MAP_CONFIG, MAP_COOKIE_CFG, MAP_COOKIE_HANDOFF,
+        MAP_COOKIE_PROG, MAP_COOKIE_RATE, MAP_COOKIE_STATS, MAP_COUNTERS, MAP_EMBRYO,
+        MAP_EMBRYO_HINT, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_LISTENERS, MAP_PORTS, MAP_SOURCES,
+        MAP_SRC_V4, MAP_SRC_V6, PORT_ENTRIES, SOURCES_MAX, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4,
+        SrcKeyV6, port_index,
     },
+    syncookie::{CookieCfg, CookieRate, Listener, ListenerKey, STATS},
 };
 
 use crate::{Error, paths::IfacePaths};
 use fw_policy::Compiled;
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
-pub const LAYOUT: [(&str, MapType, u32, u32, u32); 11] = [
+pub const LAYOUT: [(&str, MapType, u32, u32, u32); 17] = [
     (MAP_ACTIVE, MapType::Array, 4, 4, 1),
     (
         MAP_CONFIG,
@@ -39,6 +42,30 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 11] = [
     (MAP_EMBRYO, MapType::LruHash, 40, 16, EMBRYO_MAX),
     (MAP_SOURCES, MapType::LruHash, 16, 4, SOURCES_MAX),
     (MAP_EMBRYO_HINT, MapType::Array, 4, 4, HINT_SLOTS),
+    (MAP_COOKIE_PROG, MapType::ProgramArray, 4, 4, COOKIE_PROGS),
+    (
+        MAP_LISTENERS,
+        MapType::LruHash,
+        size_of::<ListenerKey>() as u32,
+        size_of::<Listener>() as u32,
+        LISTENERS_MAX,
+    ),
+    (
+        MAP_COOKIE_CFG,
+        MapType::Array,
+        4,
+        size_of::<CookieCfg>() as u32,
+        1,
+    ),
+    (
+        MAP_COOKIE_RATE,
+        MapType::PerCpuArray,
+        4,
+        size_of::<CookieRate>() as u32,
+        1,
+    ),
+    (MAP_COOKIE_STATS, MapType::PerCpuArray, 4, 8, STATS),
+    (MAP_COOKIE_HANDOFF, MapType::PerCpuArray, 4, 4, 1),
 ];
 
 /// Refuse a pinned map whose type or sizes differ from [`LAYOUT`] (aya reuses pins unchecked).
@@ -105,6 +132,7 @@ fn remove_tolerant(r: Result<(), aya::maps::MapError>, what: &'static str) -> Re
 }
 
 pub struct PinnedMaps {
+    listeners: Map,
     active: Map,
     config: Map,
     ports: Map,
@@ -133,6 +161,7 @@ impl PinnedMaps {
         check_layout(paths)?;
         let ports_path = paths.map(MAP_PORTS);
         Ok(PinnedMaps {
+            listeners: open(&paths.map(MAP_LISTENERS))?,
             active: open(&paths.map(MAP_ACTIVE))?,
             config: open(&paths.map(MAP_CONFIG))?,
             ports: open(&ports_path)?,
@@ -161,6 +190,13 @@ impl PinnedMaps {
             FlowTable::In => &mut self.flows_in,
             FlowTable::Embryo => &mut self.embryo,
         }
+    }
+
+    /// What the kernel knows of a listener's SYN cookie mode (`None` also when unreadable:
+    /// only `fw explain` asks).
+    pub fn listener(&self, key: &ListenerKey) -> Option<Listener> {
+        let m: HashMap<_, ListenerKey, Listener> = HashMap::try_from(&self.listeners).ok()?;
+        m.get(key, 0).ok()
     }
 
     pub fn flow(&self, table: FlowTable, key: &FlowKey) -> Result<Option<FlowState>, Error> {

@@ -48,6 +48,8 @@ pub struct IfaceStatus {
     pub rules: Vec<RuleStatus>,
     pub reasons: Vec<ReasonStatus>,
     pub connections: Vec<TableStatus>,
+    /// The SYN cookie path (`None` with `syn_cookies = "off"`).
+    pub syn_cookies: Option<crate::syncookie::CookieStatus>,
 }
 
 /// Occupancy of one connection-tracking table.
@@ -137,7 +139,13 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
         let c = maps.counter(r.slot())?;
         reasons.push(ReasonStatus {
             reason: r.name(),
-            verdict: if r.passes() { "ACCEPT" } else { "DROP" },
+            verdict: if r.answers() {
+                "ANSWER"
+            } else if r.passes() {
+                "ACCEPT"
+            } else {
+                "DROP"
+            },
             description: r.describe(),
             packets: c.packets,
             bytes: c.bytes,
@@ -162,7 +170,13 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
         });
     }
     let flushed = view.current.flushed || maps.config(generation)?.has(fw_common::Config::PASS_ALL);
+    let options = &view.current.policy.options;
+    let syn_cookies = match options.syn_cookies {
+        fw_policy::SynCookies::Off => None,
+        _ => Some(crate::syncookie::status(&paths, options)?),
+    };
     Ok(IfaceStatus {
+        syn_cookies,
         schema: STATUS_SCHEMA,
         connections,
         iface: iface.to_string(),

@@ -155,6 +155,7 @@ impl Pkt {
                 src: ip_bytes(family, value(example_addr(family))),
                 dst: host_addr(family),
                 frag: Fragment::No,
+                ip_options: false,
                 l4,
             },
             ct,

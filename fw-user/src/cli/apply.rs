@@ -75,6 +75,7 @@ pub fn execute_apply(a: ApplyArgs) -> anyhow::Result<()> {
             policy.rules.len()
         );
         super::print_changes(iface, &changes);
+        super::print_syncookie_notes(iface, &policy.options);
         let back = f.state().record.confirmed.source.clone();
         match (a.confirm, was_pending) {
             (Some(secs), _) => println!(

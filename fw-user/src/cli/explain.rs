@@ -122,7 +122,18 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
 }
 
 fn report(d: &Decision, policy: &Policy) {
-    let verdict = if d.pass { "PASS" } else { "DROP" };
+    let verdict = if d.answers() {
+        "ANSWER (XDP_TX)"
+    } else if d.pass {
+        "PASS"
+    } else {
+        "DROP"
+    };
+    if d.why() == Some(fw_common::Reason::SynCookieBad) {
+        println!(
+            "note: a SYN cookie is checked with the kernel's own secret, which fw explain cannot read: an ACK that carries a valid cookie passes (syn-cookie-ack)"
+        );
+    }
     if let Some(r) = d.why() {
         println!("verdict: {verdict}: {} [{}]", r.describe(), r.name());
     } else if let Some((_, id)) = slot_rule(d.slot) {

@@ -199,6 +199,14 @@ pub fn print_changes(iface: &IfaceName, changes: &[String]) {
     }
 }
 
+/// What `syn_cookies` needs of the kernel (the sysctls fw reads but never changes), after a
+/// command that put a policy in force.
+pub fn print_syncookie_notes(iface: &IfaceName, options: &fw_policy::Options) {
+    for n in crate::syncookie::notes(options, &crate::syncookie::Sysctls::read()) {
+        println!("{iface}: syn cookies: {n}");
+    }
+}
+
 /// After a live change: say when the saved policy (what comes back at boot) now differs.
 pub fn note_saved(st: &crate::state::State) {
     if crate::status::saved_differs(st) == crate::status::Saved::Differs {

@@ -147,6 +147,9 @@ fn print_text(s: &IfaceStatus) {
             );
         }
     }
+    if let Some(c) = &s.syn_cookies {
+        print_cookies(c);
+    }
     println!();
     println!(
         "{:>10} {:>12}  {:<7} {:<20} meaning",
@@ -159,4 +162,44 @@ fn print_text(s: &IfaceStatus) {
         );
     }
     println!();
+}
+
+fn print_cookies(c: &crate::syncookie::CookieStatus) {
+    println!();
+    let sysctl = |v: Option<u64>| v.map_or("?".to_string(), |v| v.to_string());
+    println!(
+        "SYN cookies ({}{}): net.ipv4.tcp_syncookies={} tcp_timestamps={} (fw reads these, never sets them)",
+        c.mode.name(),
+        if c.mode == fw_policy::SynCookies::Auto {
+            format!(", above {} SYNs/s", c.threshold)
+        } else {
+            String::new()
+        },
+        sysctl(c.sysctls.tcp_syncookies),
+        sysctl(c.sysctls.tcp_timestamps),
+    );
+    if c.listeners.is_empty() {
+        println!("  no listener seen answering with a cookie yet: every SYN goes to the kernel");
+    }
+    for l in &c.listeners {
+        let addr = std::net::SocketAddr::new(l.addr, l.port);
+        println!(
+            "  {addr:<28} {}  kernel cookie {:.0} s ago, fw answered {}, mss {} wscale {}",
+            if l.answering {
+                "answering"
+            } else {
+                "not answering (the kernel must be seen accepting cookies first)"
+            },
+            l.kernel_cookie_age_s,
+            l.answered_age_s
+                .map_or("never (in 2 min)".to_string(), |a| format!("{a:.0} s ago")),
+            l.mss,
+            l.wscale.map_or("-".to_string(), |w| w.to_string()),
+        );
+    }
+    for (name, n) in &c.events {
+        if *n > 0 {
+            println!("  {n:>10}  {name}");
+        }
+    }
 }

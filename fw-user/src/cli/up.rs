@@ -96,6 +96,7 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
         for n in &report.notes {
             println!("{iface}: note: {n}");
         }
+        super::print_syncookie_notes(iface, &f.state().current().policy.options);
         if report.kind == UpKind::Attached {
             println!("Allowed in:");
             for line in f.state().current().policy.describe() {

@@ -131,7 +131,7 @@ impl Filter {
 
     /// Write `after` into the inactive generation, write it ahead, flip, commit.
     fn flip(&mut self, after: Record, note: String) -> Result<(), Error> {
-        write_record(&mut self.maps, &after)?;
+        write_record(&mut self.maps, &self.paths, &after)?;
         self.state.txn = Some(Txn {
             after: after.clone(),
             flip: true,
@@ -417,8 +417,10 @@ fn entry_changes(old: &Entry, new: &Entry) -> Vec<String> {
     out
 }
 
-/// Write `record`'s policy into its generation (not the active one).
-fn write_record(maps: &mut PinnedMaps, record: &Record) -> Result<(), Error> {
+/// Write `record`'s policy into its generation (not the active one), and the host facts its
+/// SYN cookie answers need.
+fn write_record(maps: &mut PinnedMaps, paths: &IfacePaths, record: &Record) -> Result<(), Error> {
+    crate::syncookie::write_cfg(paths, &record.current.policy.options)?;
     let g = record.generation;
     let mut compiled = Compiled::new(&record.current.policy, g);
     if record.current.flushed {

@@ -170,7 +170,7 @@ impl Filter {
             let max_flows = record.current.policy.options.max_flows;
             let mut ebpf = crate::loader::load_object(&paths, opts.log, max_flows)?;
             let mut maps = PinnedMaps::open(&paths)?;
-            write_record(&mut maps, &record)?;
+            write_record(&mut maps, &paths, &record)?;
             maps.set_active(record.generation)?;
             // Order matters for connections that exist or start meanwhile: the egress recorder
             // first (flows opened from now on get recorded), then the sockets that exist, then
@@ -307,6 +307,8 @@ impl Filter {
         if let Some((p, _)) = opts.policy {
             notes.extend(opts.guard.check(p)?);
         }
+        // The new programs read the host facts too (an MTU or a sysctl may have changed).
+        crate::syncookie::write_cfg(&f.paths, &f.state.current().policy.options)?;
         let egress = attach::replace_egress(&mut ebpf, &f.paths, f.state.egress)?;
         attach::replace_xdp(&mut ebpf, &f.paths)?;
         seed_flows(&mut f.maps)?;

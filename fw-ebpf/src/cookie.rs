@@ -1,0 +1,243 @@
+//! `fw_cookie`: the SYN cookie step, tail-called by `fw_xdp` for the packets
+//! `fw_common::syncookie::needs_step` picks (a SYN an allow rule admits, an ACK of no
+//! connection), with a stack of its own. The decision is `fw_common::syncookie::step`, which
+//! userspace runs too; this file only builds the answer in place: the SYN becomes its SYN+ACK
+//! (MACs, addresses and ports swapped, the cookie as sequence number, the options the kernel
+//! can decode from it, both checksums) and goes back out with XDP_TX.
+
+use aya_ebpf::{
+    bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
+    helpers::{
+        bpf_ktime_get_ns, bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6,
+        bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+    },
+    macros::xdp,
+    programs::XdpContext,
+};
+use fw_common::{
+    Decision, Family, PacketView as _, Parsed, Tables as _,
+    maps::COOKIE_TX_INDEX,
+    parse,
+    syncookie::{
+        self, AnswerParams, ListenerKey, Located, STAT_NO_PROGRAM, STAT_TX_FAILED, ipv4_header,
+        locate, syn_options, synack, tcp_checksum,
+    },
+    tcp::{ACK, SYN},
+};
+
+use crate::{frame::Frame, tables, tables::MapTables};
+
+#[xdp]
+pub fn fw_cookie(ctx: XdpContext) -> u32 {
+    let frame = Frame::new(ctx.data(), ctx.data_end());
+    let t = MapTables::active();
+    let cfg = t.config();
+    let d = Decision::from_slot(tables::handed());
+    let parsed = parse(&frame);
+    let Ok(Parsed::Ip(ip)) = &parsed else {
+        // fw_xdp parsed these very bytes: not reached.
+        return xdp_action::XDP_DROP;
+    };
+    let d = syncookie::step(&t, &cfg, ip, d);
+    tables::count(d.slot, frame.len_u64());
+    if d.answers() {
+        // The answer is built by `fw_cookie_tx`, with a stack of its own again.
+        // SAFETY: a tail call: on success this never returns.
+        unsafe { tables::FW_COOKIE_PROG.tail_call(&ctx, COOKIE_TX_INDEX) };
+        tables::cookie_event(STAT_NO_PROGRAM);
+        return xdp_action::XDP_DROP;
+    }
+    if d.pass {
+        xdp_action::XDP_PASS
+    } else {
+        xdp_action::XDP_DROP
+    }
+}
+
+/// Answer the SYN `fw_cookie` decided to answer: rewrite it into its SYN+ACK, XDP_TX.
+#[xdp]
+pub fn fw_cookie_tx(ctx: XdpContext) -> u32 {
+    if answer(&ctx, &MapTables::active()).is_some() {
+        return xdp_action::XDP_TX;
+    }
+    tables::cookie_event(STAT_TX_FAILED);
+    xdp_action::XDP_DROP
+}
+
+/// `n` bytes at `off` of the frame as it is now, writable.
+#[inline(always)]
+fn at(ctx: &XdpContext, off: usize, n: usize) -> Option<*mut u8> {
+    let (start, end) = (ctx.data(), ctx.data_end());
+    if start + off + n > end {
+        return None;
+    }
+    Some((start + off) as *mut u8)
+}
+
+#[inline(always)]
+fn resize(ctx: &XdpContext, len: usize) -> Option<()> {
+    let delta = len as i32 - (ctx.data_end() - ctx.data()) as i32;
+    if delta == 0 {
+        return Some(());
+    }
+    // SAFETY: the context pointer is the program's own; the helper checks the bounds.
+    (unsafe { bpf_xdp_adjust_tail(ctx.ctx, delta) } == 0).then_some(())
+}
+
+/// The SYN's addresses (IPv4 in the first 4 bytes) and ports.
+struct Syn {
+    src: [u8; 16],
+    dst: [u8; 16],
+    sport: u16,
+    dport: u16,
+    seq: u32,
+    th_len: u32,
+}
+
+#[inline(always)]
+fn read_syn(frame: &Frame, loc: &Located) -> Option<Syn> {
+    let (mut src, mut dst) = ([0u8; 16], [0u8; 16]);
+    if loc.family == Family::V4 {
+        let h: &[u8; 20] = frame.bytes(loc.l3)?;
+        src[..4].copy_from_slice(&h[12..16]);
+        dst[..4].copy_from_slice(&h[16..20]);
+    } else {
+        let h: &[u8; 40] = frame.bytes(loc.l3)?;
+        src.copy_from_slice(&h[8..24]);
+        dst.copy_from_slice(&h[24..40]);
+    }
+    let th: &[u8; 20] = frame.bytes(loc.l4)?;
+    let th_len = ((th[12] >> 4) as u32 * 4) & 0x3c;
+    if th_len < 20 || th[13] & (SYN | ACK) != SYN {
+        return None;
+    }
+    Some(Syn {
+        src,
+        dst,
+        sport: u16::from_be_bytes([th[0], th[1]]),
+        dport: u16::from_be_bytes([th[2], th[3]]),
+        seq: u32::from_be_bytes([th[4], th[5], th[6], th[7]]),
+        th_len,
+    })
+}
+
+/// Turn the SYN into its answer. `None`: it could not be built (the caller drops the SYN).
+#[inline(always)]
+fn answer(ctx: &XdpContext, t: &MapTables) -> Option<()> {
+    let frame = Frame::new(ctx.data(), ctx.data_end());
+    let loc = locate(&frame)?;
+    let Syn {
+        src,
+        dst,
+        sport,
+        dport,
+        seq,
+        th_len,
+    } = read_syn(&frame, &loc)?;
+    // The options, copied out of the packet (a walk over packet bytes at variable offsets is
+    // more than the verifier can follow).
+    // Masked and compared so the verifier knows the bounds (th_len is 20..=60).
+    let opt_len = th_len.wrapping_sub(20) & 0x3c;
+    if opt_len > 40 {
+        return None;
+    }
+    let mut ob = [0u8; 40];
+    if opt_len > 0 {
+        // SAFETY: `ob` holds 40 ≥ opt_len bytes; the helper checks the packet's bounds.
+        let r = unsafe {
+            bpf_xdp_load_bytes(
+                ctx.ctx,
+                (loc.l4 + 20) as u32,
+                ob.as_mut_ptr().cast(),
+                opt_len,
+            )
+        };
+        if r != 0 {
+            return None;
+        }
+    }
+    let opts = syn_options(&ob[..], 0, opt_len as usize);
+    // The cookie helper reads the SYN's whole header, the answer needs up to 40 bytes: make
+    // room for the largest header either could be (it is cut to size at the end).
+    let room = loc.l4 + 60;
+    if frame.len() < room {
+        resize(ctx, room)?;
+    }
+    let cookie = make_cookie(ctx, &loc, th_len)?;
+    let key = ListenerKey::new(loc.family, &dst, dport);
+    let cfg = t.cookie_cfg();
+    // SAFETY: no arguments. The kernel's TCP timestamps count CLOCK_MONOTONIC milliseconds.
+    let now_ms = (unsafe { bpf_ktime_get_ns() } / 1_000_000) as u32;
+    let p = AnswerParams::of(&cfg, t.listener(&key).as_ref(), loc.family, now_ms);
+    let mut a = synack(sport, dport, seq, cookie, &opts, &p);
+    let c = tcp_checksum(loc.family, &dst, &src, &a.tcp[..a.len.min(40)]);
+    a.tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    swap_macs(ctx)?;
+    write_ip(ctx, &loc, &dst, &src, a.len, cfg.ttl)?;
+    let dst = at(ctx, loc.l4, 40)?;
+    // SAFETY: 40 writable bytes at `dst`, checked by `at`.
+    unsafe { core::ptr::write_unaligned(dst.cast::<[u8; 40]>(), a.tcp) };
+    resize(ctx, loc.l4 + a.len)
+}
+
+/// The kernel's cookie for this SYN (its own function and secret).
+#[inline(always)]
+fn make_cookie(ctx: &XdpContext, loc: &Located, th_len: u32) -> Option<u32> {
+    let ip_len = if loc.family == Family::V4 { 20 } else { 40 };
+    let iph = at(ctx, loc.l3, ip_len)?;
+    let th = at(ctx, loc.l4, 60)?;
+    // SAFETY: `iph` and `th` point into the packet with the bytes the helpers read (an IP
+    // header; 60 ≥ th_len bytes of TCP header), checked just above.
+    let r = unsafe {
+        if loc.family == Family::V4 {
+            bpf_tcp_raw_gen_syncookie_ipv4(iph.cast::<iphdr>(), th.cast::<tcphdr>(), th_len)
+        } else {
+            bpf_tcp_raw_gen_syncookie_ipv6(iph.cast::<ipv6hdr>(), th.cast::<tcphdr>(), th_len)
+        }
+    };
+    (r >= 0).then_some(r as u32)
+}
+
+#[inline(always)]
+fn swap_macs(ctx: &XdpContext) -> Option<()> {
+    let p = at(ctx, 0, 12)?;
+    // SAFETY: 12 bytes at `p`, checked by `at`.
+    unsafe {
+        let m = core::ptr::read_unaligned(p.cast::<[u8; 12]>());
+        let mut s = [0u8; 12];
+        s[..6].copy_from_slice(&m[6..]);
+        s[6..].copy_from_slice(&m[..6]);
+        core::ptr::write_unaligned(p.cast::<[u8; 12]>(), s);
+    }
+    Some(())
+}
+
+/// The answer's IP header, from `from` to `to`.
+#[inline(always)]
+fn write_ip(
+    ctx: &XdpContext,
+    loc: &Located,
+    from: &[u8; 16],
+    to: &[u8; 16],
+    tcp_len: usize,
+    ttl: u8,
+) -> Option<()> {
+    if loc.family == Family::V4 {
+        let h = ipv4_header(from, to, tcp_len, ttl);
+        let p = at(ctx, loc.l3, 20)?;
+        // SAFETY: 20 bytes at `p`, checked by `at`.
+        unsafe { core::ptr::write_unaligned(p.cast::<[u8; 20]>(), h) };
+    } else {
+        let mut h = [0u8; 40];
+        h[0] = 0x60;
+        h[4..6].copy_from_slice(&(tcp_len as u16).to_be_bytes());
+        h[6] = fw_common::packet::IPPROTO_TCP;
+        h[7] = ttl;
+        h[8..24].copy_from_slice(from);
+        h[24..40].copy_from_slice(to);
+        let p = at(ctx, loc.l3, 40)?;
+        // SAFETY: 40 bytes at `p`, checked by `at`.
+        unsafe { core::ptr::write_unaligned(p.cast::<[u8; 40]>(), h) };
+    }
+    Some(())
+}
