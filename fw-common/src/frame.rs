@@ -56,6 +56,8 @@ pub struct PacketSpec {
     /// TCP sequence and acknowledgment numbers.
     pub seq: u32,
     pub ack: u32,
+    /// TCP options (a multiple of 4 bytes, at most 40).
+    pub tcp_options: Vec<u8>,
 }
 
 impl PacketSpec {
@@ -95,7 +97,18 @@ impl PacketSpec {
             payload: 0,
             seq: 1,
             ack: 0,
+            tcp_options: Vec::new(),
         }
+    }
+
+    /// TCP options after the fixed header (padded with NOPs to a multiple of 4 bytes).
+    pub fn tcp_options(mut self, o: &[u8]) -> Self {
+        let mut o = o.to_vec();
+        while !o.len().is_multiple_of(4) {
+            o.push(1);
+        }
+        self.tcp_options = o;
+        self
     }
 
     pub fn seq_ack(mut self, seq: u32, ack: u32) -> Self {
@@ -141,10 +154,11 @@ impl PacketSpec {
                 b.extend_from_slice(&dport.to_be_bytes());
                 b.extend_from_slice(&self.seq.to_be_bytes());
                 b.extend_from_slice(&self.ack.to_be_bytes());
-                b.push(5 << 4);
+                b.push((((20 + self.tcp_options.len()) / 4) << 4) as u8);
                 b.push(flags);
                 b.extend_from_slice(&64240u16.to_be_bytes());
                 b.extend_from_slice(&[0, 0, 0, 0]); // checksum, urgent
+                b.extend_from_slice(&self.tcp_options);
                 p::IPPROTO_TCP
             }
             L4Spec::Udp { sport, dport } => {

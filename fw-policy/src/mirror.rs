@@ -4,10 +4,13 @@
 
 use std::{
     cell::{Cell, RefCell},
-    collections::BTreeMap,
+    collections::{BTreeMap, BTreeSet},
 };
 
-use fw_common::{Config, FlowKey, FlowState, FlowTable, PortProto, Tables};
+use fw_common::{
+    Config, FlowKey, FlowState, FlowTable, PortProto, Tables,
+    syncookie::{CookieCfg, CookieRate, CookieTuple, Listener, ListenerKey},
+};
 
 use crate::Compiled;
 
@@ -20,6 +23,16 @@ pub struct Mirror {
     pub embryo_hints: RefCell<BTreeMap<u32, u32>>,
     /// The clock the mirror's `decide()` sees (CLOCK_MONOTONIC_COARSE nanoseconds).
     pub now: Cell<u64>,
+    /// Listeners' SYN cookie mode (the kernel's `FW_LISTENERS`).
+    pub listeners: RefCell<BTreeMap<ListenerKey, Listener>>,
+    /// The host's facts for cookie answers (the kernel's `FW_COOKIE_CFG`).
+    pub cookie_cfg: Cell<CookieCfg>,
+    /// The SYN count of `auto` (the kernel keeps one per CPU: a test that compares it runs on
+    /// one CPU).
+    pub cookie_rate: RefCell<CookieRate>,
+    /// The handshakes whose ACK carries a valid cookie: userspace cannot compute the kernel's
+    /// cookies (its secret), so tests teach the mirror the ones the kernel answered with.
+    pub valid_cookies: RefCell<BTreeSet<CookieTuple>>,
 }
 
 impl Mirror {
@@ -30,6 +43,10 @@ impl Mirror {
             sources: RefCell::new(BTreeMap::new()),
             embryo_hints: RefCell::new(BTreeMap::new()),
             now: Cell::new(0),
+            listeners: RefCell::new(BTreeMap::new()),
+            cookie_cfg: Cell::new(CookieCfg::default()),
+            cookie_rate: RefCell::new(CookieRate::default()),
+            valid_cookies: RefCell::new(BTreeSet::new()),
         }
     }
 }
@@ -98,5 +115,25 @@ impl Tables for Mirror {
 
     fn embryo_hint_set(&self, slot: u32, until: u32) {
         self.embryo_hints.borrow_mut().insert(slot, until);
+    }
+
+    fn listener(&self, key: &ListenerKey) -> Option<Listener> {
+        self.listeners.borrow().get(key).copied()
+    }
+
+    fn listener_write(&self, key: &ListenerKey, l: &Listener) {
+        self.listeners.borrow_mut().insert(*key, *l);
+    }
+
+    fn cookie_cfg(&self) -> CookieCfg {
+        self.cookie_cfg.get()
+    }
+
+    fn cookie_rate_with<R>(&self, f: impl FnOnce(&mut CookieRate) -> R) -> Option<R> {
+        Some(f(&mut self.cookie_rate.borrow_mut()))
+    }
+
+    fn syncookie_valid(&self, c: &CookieTuple) -> bool {
+        self.valid_cookies.borrow().contains(c)
     }
 }

@@ -48,6 +48,8 @@ use fw_policy::mirror::Mirror;
 pub const XDP_ABORTED: u32 = 0;
 pub const XDP_DROP: u32 = 1;
 pub const XDP_PASS: u32 = 2;
+/// A SYN answered with a SYN cookie (`fw_common::syncookie`).
+pub const XDP_TX: u32 = 3;
 /// What the egress recorder must always return: it never drops.
 pub const TC_ACT_OK: u32 = 0;
 
@@ -82,7 +84,13 @@ pub fn require_root() {
 
 /// The XDP verdict `decide()` implies.
 pub fn expected_action(d: &Decision) -> u32 {
-    if d.pass { XDP_PASS } else { XDP_DROP }
+    if d.answers() {
+        XDP_TX
+    } else if d.pass {
+        XDP_PASS
+    } else {
+        XDP_DROP
+    }
 }
 
 pub fn action_name(ret: u32) -> &'static str {
@@ -110,7 +118,13 @@ pub fn slot_name(slot: u32) -> String {
 pub fn describe(d: &Decision) -> String {
     format!(
         "{} [{}]",
-        if d.pass { "PASS" } else { "DROP" },
+        if d.answers() {
+            "ANSWER"
+        } else if d.pass {
+            "PASS"
+        } else {
+            "DROP"
+        },
         slot_name(d.slot)
     )
 }
@@ -306,6 +320,9 @@ impl KernelFilter {
         };
         f.write_generation(policy, 0)?;
         f.set_active(0)?;
+        // The host facts for SYN cookie answers, as `fw up` writes them.
+        fw::syncookie::write_cfg(&f.paths, &policy.options).context("FW_COOKIE_CFG")?;
+        f.mirror.cookie_cfg.set(f.kernel_cookie_cfg()?);
         if !f.kernel_flows()?.is_empty() {
             bail!("fresh flow tables are not empty");
         }
@@ -418,6 +435,131 @@ impl KernelFilter {
             .program(PROG_XDP)
             .with_context(|| format!("program {PROG_XDP} missing"))?;
         Ok(p.try_into()?)
+    }
+
+    /// Run `frame` through the kernel program once; the XDP return value and the frame as
+    /// the program left it (a SYN+ACK after XDP_TX).
+    pub fn run_out(&self, frame: &[u8]) -> anyhow::Result<(u32, Vec<u8>)> {
+        if frame.len() < MIN_FRAME {
+            bail!("BPF_PROG_TEST_RUN refuses XDP frames under {MIN_FRAME} bytes");
+        }
+        // Room for a frame the program grows (the answer is at most 40 bytes of TCP header).
+        let mut out = vec![0u8; frame.len() + 256];
+        let r = self
+            .program()?
+            .test_run(TestRunOptions {
+                data_in: Some(frame),
+                data_out: Some(&mut out),
+                repeat: 1,
+                ..Default::default()
+            })
+            .with_context(|| format!("BPF_PROG_TEST_RUN of a {}-byte frame", frame.len()))?;
+        out.truncate(r.data_size_out as usize);
+        Ok((r.return_value, out))
+    }
+
+    /// The kernel's `FW_COOKIE_CFG`.
+    pub fn kernel_cookie_cfg(&self) -> anyhow::Result<fw_common::syncookie::CookieCfg> {
+        let path = self.paths.map(fw_common::maps::MAP_COOKIE_CFG);
+        let md = aya::maps::MapData::from_pin(&path).with_context(|| path.display().to_string())?;
+        let map = aya::maps::Map::from_map_data(md)?;
+        let a: aya::maps::Array<_, fw_common::syncookie::CookieCfg> =
+            aya::maps::Array::try_from(&map)?;
+        Ok(a.get(&0, 0)?)
+    }
+
+    /// Set the host facts for cookie answers on both sides.
+    pub fn set_cookie_cfg(&self, cfg: fw_common::syncookie::CookieCfg) -> anyhow::Result<()> {
+        let path = self.paths.map(fw_common::maps::MAP_COOKIE_CFG);
+        let md = aya::maps::MapData::from_pin(&path).with_context(|| path.display().to_string())?;
+        let mut map = aya::maps::Map::from_map_data(md)?;
+        let mut a: aya::maps::Array<_, fw_common::syncookie::CookieCfg> =
+            aya::maps::Array::try_from(&mut map)?;
+        a.set(0, cfg, 0)?;
+        self.mirror.cookie_cfg.set(cfg);
+        Ok(())
+    }
+
+    fn listeners_map(&self) -> anyhow::Result<aya::maps::Map> {
+        let path = self.paths.map(fw_common::maps::MAP_LISTENERS);
+        let md = aya::maps::MapData::from_pin(&path).with_context(|| path.display().to_string())?;
+        Ok(aya::maps::Map::from_map_data(md)?)
+    }
+
+    /// Put the same listener entry on both sides (what the egress recorder writes when it
+    /// sees the kernel answer with a cookie).
+    pub fn set_listener(
+        &self,
+        key: &fw_common::syncookie::ListenerKey,
+        l: &fw_common::syncookie::Listener,
+    ) -> anyhow::Result<()> {
+        let mut map = self.listeners_map()?;
+        let mut h: aya::maps::HashMap<
+            _,
+            fw_common::syncookie::ListenerKey,
+            fw_common::syncookie::Listener,
+        > = aya::maps::HashMap::try_from(&mut map)?;
+        h.insert(key, l, 0)?;
+        self.mirror.listeners.borrow_mut().insert(*key, *l);
+        Ok(())
+    }
+
+    /// The kernel's listener entries.
+    pub fn kernel_listeners(
+        &self,
+    ) -> anyhow::Result<BTreeMap<fw_common::syncookie::ListenerKey, fw_common::syncookie::Listener>>
+    {
+        let map = self.listeners_map()?;
+        let h: aya::maps::HashMap<
+            _,
+            fw_common::syncookie::ListenerKey,
+            fw_common::syncookie::Listener,
+        > = aya::maps::HashMap::try_from(&map)?;
+        Ok(h.iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// Where the kernel's listener entries differ from the mirror's (times may differ by one
+    /// tick: the two sides read the clock a moment apart).
+    pub fn listener_diff(&self) -> anyhow::Result<Vec<String>> {
+        let k = self.kernel_listeners()?;
+        let m = self.mirror.listeners.borrow().clone();
+        let close = |a: u32, b: u32| a.abs_diff(b) <= 1;
+        let mut out = Vec::new();
+        for (key, kv) in &k {
+            match m.get(key) {
+                None => out.push(format!("kernel only: {key:?} {kv:?}")),
+                Some(mv)
+                    if !(close(kv.seen, mv.seen)
+                        && close(kv.passed, mv.passed)
+                        && close(kv.answered, mv.answered)
+                        && (kv.mss, kv.window, kv.wscale) == (mv.mss, mv.window, mv.wscale)) =>
+                {
+                    out.push(format!("{key:?}: kernel {kv:?}, mirror {mv:?}"))
+                }
+                Some(_) => {}
+            }
+        }
+        for key in m.keys() {
+            if !k.contains_key(key) {
+                out.push(format!("mirror only: {key:?}"));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Teach the mirror that the ACK described by `c` carries a valid cookie (the kernel
+    /// answered its SYN with it).
+    pub fn learn_cookie(&self, c: fw_common::syncookie::CookieTuple) {
+        self.mirror.valid_cookies.borrow_mut().insert(c);
+    }
+
+    /// The kernel's cookie-path events (`FW_COOKIE_STATS`), summed over CPUs.
+    pub fn cookie_event(&self, stat: u32) -> anyhow::Result<u64> {
+        let path = self.paths.map(fw_common::maps::MAP_COOKIE_STATS);
+        let md = aya::maps::MapData::from_pin(&path).with_context(|| path.display().to_string())?;
+        let map = aya::maps::Map::from_map_data(md)?;
+        let a: aya::maps::PerCpuArray<_, u64> = aya::maps::PerCpuArray::try_from(&map)?;
+        Ok(a.get(&stat, 0)?.iter().sum())
     }
 
     /// Run `frame` through the kernel program once; the XDP return value.
