@@ -2,7 +2,6 @@
 //! sync and the userspace mirror of the kernel's decision; `src/bin/fw.rs` is a thin CLI on top.
 
 pub mod apply;
-pub mod bench_programs;
 pub mod cli;
 mod error;
 pub mod guard;

@@ -7,7 +7,7 @@
 
 use std::net::SocketAddr;
 
-use tests::netns::{CONNECT_DROP, CONNECT_OK, Connect, Pair, TempDir, hping3, preflight};
+use fw_lab::{CONNECT_DROP, CONNECT_OK, Connect, Pair, TempDir, hping3, preflight};
 
 use Connect::{Connected, Refused, TimedOut};
 
@@ -114,13 +114,13 @@ fn udp_allow_rule_delivers_only_its_port() {
         pair.client.send_udp(pair.server_addr(*v6, 5300), 3);
         pair.client.send_udp(pair.server_addr(*v6, 5301), 3);
         assert_eq!(
-            tests::netns::udp_received(allowed, CONNECT_OK, 3),
+            fw_lab::udp_received(allowed, CONNECT_OK, 3),
             3,
             "{} 5300 without fw",
             fam(*v6)
         );
         assert_eq!(
-            tests::netns::udp_received(other, CONNECT_OK, 3),
+            fw_lab::udp_received(other, CONNECT_OK, 3),
             3,
             "{} 5301 without fw",
             fam(*v6)
@@ -133,13 +133,13 @@ fn udp_allow_rule_delivers_only_its_port() {
         pair.client.send_udp(pair.server_addr(*v6, 5300), 5);
         pair.client.send_udp(pair.server_addr(*v6, 5301), 5);
         assert_eq!(
-            tests::netns::udp_received(allowed, CONNECT_OK, 5),
+            fw_lab::udp_received(allowed, CONNECT_OK, 5),
             5,
             "{}: UDP to the allowed port 5300 was not delivered",
             fam(*v6)
         );
         assert_eq!(
-            tests::netns::udp_received(other, wait, 5),
+            fw_lab::udp_received(other, wait, 5),
             0,
             "{}: UDP to 5301 (not allowed) was delivered",
             fam(*v6)
@@ -314,7 +314,7 @@ fn status_counters_follow_the_traffic() {
         "default-drop counts the SYN to 8080 and 2 datagrams to 9999: {:#}",
         s2.0
     );
-    let bytes = |s: &tests::netns::Status| {
+    let bytes = |s: &fw_lab::Status| {
         s.0["reasons"]
             .as_array()
             .unwrap()
@@ -572,7 +572,7 @@ fn replies_to_connections_the_host_opens_pass() {
         assert_eq!(from, asker.local_addr().unwrap());
         answerer.send_to(b"answer", from).expect("send answer");
         assert_eq!(
-            tests::netns::udp_received(&asker, CONNECT_OK, 1),
+            fw_lab::udp_received(&asker, CONNECT_OK, 1),
             1,
             "{}: the UDP answer was dropped",
             fam(v6)
@@ -581,7 +581,7 @@ fn replies_to_connections_the_host_opens_pass() {
             .send_to(b"unsolicited", quiet.local_addr().unwrap())
             .expect("send");
         assert_eq!(
-            tests::netns::udp_received(&quiet, std::time::Duration::from_millis(500), 1),
+            fw_lab::udp_received(&quiet, std::time::Duration::from_millis(500), 1),
             0,
             "{}: an unsolicited datagram was delivered",
             fam(v6)

@@ -8,7 +8,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::netns::{CONNECT_OK, Connect, Pair, Proc, TempDir, fw_bin, parse_hping3, preflight};
+use fw_lab::{CONNECT_OK, Connect, Pair, Proc, TempDir, fw_bin, parse_hping3, preflight};
 
 use Connect::{Connected, TimedOut};
 

@@ -16,11 +16,11 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-use tests::netns::{
+use fw_lab::{
     CONNECT_DROP, CONNECT_OK, Connect, FW_TIMEOUT, NetNs, Output, Pair, Proc, TempDir, echoes,
     fw_bin, host_cmd, preflight, run_with_timeout,
 };
+use serde_json::Value;
 
 use Connect::{Connected, Refused, TimedOut};
 

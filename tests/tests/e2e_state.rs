@@ -21,12 +21,12 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-use socket2::{Domain, Protocol, Socket, Type};
-use tests::netns::{
+use fw_lab::{
     CONNECT_OK, Connect, EchoServer, NetNs, Pair, TempDir, echoes, parse_hping3, preflight,
     udp_received,
 };
+use serde_json::Value;
+use socket2::{Domain, Protocol, Socket, Type};
 
 use Connect::{Connected, TimedOut};
 
@@ -283,7 +283,7 @@ fn quotes(icmp: &[u8], ty: u8, v6: bool, dport: u16) -> bool {
 /// among the frames `raw` captured (its SND.NXT once everything was sent): frames are read for
 /// `wait`.
 fn next_seqs(
-    raw: &tests::netns::RawLink,
+    raw: &fw_lab::RawLink,
     flows: &[(IpAddr, u16, u16)],
     wait: Duration,
 ) -> Vec<Option<u32>> {

@@ -17,7 +17,7 @@ use fw_common::{
     tcp::{ACK, FIN, PSH, RST, SYN},
 };
 use fw_policy::{Policy, SEED_POLICY, parse_policy};
-use tests::testrun::{Expect, KernelFilter, MIN_FRAME, Rng, Tally, require_root};
+use fw_testrun::{Expect, KernelFilter, MIN_FRAME, Rng, Tally, require_root};
 
 use Expect::{Is, Rule};
 
@@ -156,7 +156,7 @@ fn expect_flow(
             if got.map(|s| s.state) != want {
                 t.fail(format!(
                     "{what}: {table:?} {}: expected state {want:?}, kernel has {got:?}",
-                    tests::testrun::flow_name(k)
+                    fw_testrun::flow_name(k)
                 ));
             }
         }
@@ -1204,7 +1204,7 @@ fn random_stateful_differential() {
                         fr
                     };
                     if let Some(d) = t.ingress(&f, &format!("{name} in"), &fr, None) {
-                        *verdicts.entry(tests::testrun::describe(&d)).or_default() += 1;
+                        *verdicts.entry(fw_testrun::describe(&d)).or_default() += 1;
                     }
                 }
                 _ => {

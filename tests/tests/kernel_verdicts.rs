@@ -13,7 +13,7 @@ use std::net::IpAddr;
 use fw_common::frame::{FragSpec, L4Spec, PacketSpec, arp_frame};
 use fw_common::{Config, Reason, packet as pkt, tcp};
 use fw_policy::{Policy, SEED_POLICY, parse_policy};
-use tests::testrun::{Expect, KernelFilter, MIN_FRAME, Rng, Tally, require_root};
+use fw_testrun::{Expect, KernelFilter, MIN_FRAME, Rng, Tally, require_root};
 
 use Expect::{Is, Rule};
 
@@ -2146,7 +2146,7 @@ fn random_differential() {
             let base = rng.pick(&bases);
             let fr = mutate(&mut rng, base);
             if let Some(d) = tally.any(&f, &format!("{name}: mutated frame {n}"), &fr) {
-                *verdicts.entry(tests::testrun::describe(&d)).or_default() += 1;
+                *verdicts.entry(fw_testrun::describe(&d)).or_default() += 1;
             }
         }
         for n in 0..RANDOM {
@@ -2190,7 +2190,7 @@ fn random_differential() {
             spec.dst = dst;
             let fr = spec.build();
             if let Some(d) = tally.any(&f, &format!("{name}: SYN from {src} to {dport}"), &fr) {
-                *verdicts.entry(tests::testrun::describe(&d)).or_default() += 1;
+                *verdicts.entry(fw_testrun::describe(&d)).or_default() += 1;
             }
         }
     }
@@ -2254,7 +2254,7 @@ fn harness_detects_disagreement() {
         .expect_err("echo: kernel passes, decide() drops");
     assert_eq!(
         (m.kernel_ret, m.slot_delta),
-        (tests::testrun::XDP_PASS, (0, 0)),
+        (fw_testrun::XDP_PASS, (0, 0)),
         "{m}"
     );
     assert!(!m.user.pass);
@@ -2269,7 +2269,7 @@ fn harness_detects_disagreement() {
         .expect_err("kernel counts flushed, decide() rule 0");
     assert_eq!(
         (m.kernel_ret, m.slot_delta),
-        (tests::testrun::XDP_PASS, (0, 0)),
+        (fw_testrun::XDP_PASS, (0, 0)),
         "{m}"
     );
     assert!(m.user.pass);

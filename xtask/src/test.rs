@@ -25,10 +25,10 @@ pub struct Args {
     pub extra: Vec<String>,
 }
 
-/// Not built for the host: fw-ebpf is BPF-target code (its binaries have no `main` on the host);
-/// its logic lives in fw-common, which is tested. `--workspace` would include it, default
-/// members or not.
-const HOST_ONLY_EXCLUDES: [&str; 2] = ["--exclude", "fw-ebpf"];
+/// Not built for the host: fw-ebpf and fw-bench-ebpf are BPF-target code (their binaries have no
+/// `main` on the host); fw-ebpf's logic lives in fw-common, which is tested. `--workspace` would
+/// include them, default members or not.
+const HOST_ONLY_EXCLUDES: [&str; 4] = ["--exclude", "fw-ebpf", "--exclude", "fw-bench-ebpf"];
 
 /// Returns whether everything passed.
 pub fn run(a: Args) -> anyhow::Result<bool> {
