@@ -16,7 +16,7 @@ use anyhow::bail;
 
 use crate::{
     build_run,
-    proc::{Cmd, is_root},
+    proc::{cmd, is_root},
     repo_root, setup,
 };
 
@@ -38,7 +38,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
         println!(
             "[test] host unit tests: cargo test --workspace --exclude tests --exclude fw-ebpf"
         );
-        let out = Cmd::new(cargo)
+        let out = cmd(cargo)
             .args(["test", "--workspace", "--exclude", "tests"])
             .args(HOST_ONLY_EXCLUDES)
             .arg("--no-fail-fast")
@@ -63,7 +63,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
         "[test] all tiers: cargo test --workspace --exclude fw-ebpf (FW_BIN={})",
         bin.display()
     );
-    let out = Cmd::new(cargo)
+    let out = cmd(cargo)
         .args(["test", "--workspace"])
         .args(HOST_ONLY_EXCLUDES)
         .arg("--no-fail-fast")
