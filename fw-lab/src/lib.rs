@@ -42,11 +42,31 @@ pub use fw::{
     workspace_root,
 };
 pub use netns::{NetNs, netns_list};
-pub use pair::Pair;
+pub use pair::{FAMILIES, Pair, family};
 pub use proc::{CMD_TIMEOUT, Cmd, Output, Proc, host_cmd, run_with_timeout};
 pub use raw::RawLink;
 pub use rng::Rng;
-pub use scan::{hping3, nmap, parse_hping3, port_arg};
+pub use scan::{hping3, hping3_args, nmap, parse_hping3, port_arg, unpredictable_u32};
 pub use sock::{
-    CONNECT_DROP, CONNECT_OK, Connect, EchoServer, IcmpObserver, Listener, echoes, udp_received,
+    CONNECT_DROP, CONNECT_OK, Connect, EchoServer, IcmpObserver, Listener, QUIET, echo_msg, echoes,
+    udp_received,
 };
+
+/// Wait (bounded by `timeout`, polling every 50 ms) until `done` holds; returns whether it did.
+pub fn wait_until(timeout: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if done() {
+            return true;
+        }
+        if std::time::Instant::now() >= deadline {
+            return false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+}
+
+/// A path as a string argument.
+pub fn path_str(p: &std::path::Path) -> String {
+    p.display().to_string()
+}

@@ -19,6 +19,14 @@ use crate::{
     sock::{CONNECT_DROP, CONNECT_OK, Connect, Listener},
 };
 
+/// Both address families, IPv4 first (`for v6 in FAMILIES`).
+pub const FAMILIES: [bool; 2] = [false, true];
+
+/// "IPv4" or "IPv6", for messages.
+pub fn family(v6: bool) -> &'static str {
+    if v6 { "IPv6" } else { "IPv4" }
+}
+
 /// A server and a client namespace joined by a veth pair: server `fwsrv` with 10.250.N.1/24
 /// and fd00:fa:N::1/64, client `fwcli` with .2 and ::2 (N unique in this process). Links and lo
 /// are up; IPv6 addresses are added with `nodad` and waited for, so they are usable at once.
@@ -148,6 +156,26 @@ impl Pair {
             .connect_tcp(self.server_addr(v6, port), None, CONNECT_DROP)
     }
 
+    /// Connect from the client to each port at once (drops cost [`CONNECT_DROP`] each, not in
+    /// turn); how each connect ended, in the order given.
+    pub fn reach(&self, v6: bool, ports: &[u16]) -> Vec<(u16, Connect)> {
+        thread::scope(|s| {
+            let handles: Vec<_> = ports
+                .iter()
+                .map(|&p| {
+                    s.spawn(move || {
+                        let to = self.server_addr(v6, p);
+                        (p, self.client.connect_tcp(to, None, CONNECT_DROP))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .map(|h| h.join().expect("connect thread"))
+                .collect()
+        })
+    }
+
     /// `fw ARGS` in the server namespace.
     #[track_caller]
     pub fn fw(&self, args: &[&str]) -> Output {
@@ -201,6 +229,56 @@ impl Pair {
         v.as_array()
             .cloned()
             .unwrap_or_else(|| panic!("fw conns --json is not a list: {out}"))
+    }
+
+    /// `fw conns --json` entries for one TCP/UDP flow, by the server's and the client's address.
+    #[track_caller]
+    pub fn conn_entries(&self, proto: &str, local: SocketAddr, remote: SocketAddr) -> Vec<Value> {
+        let (l, r) = (local.to_string(), remote.to_string());
+        self.conns()
+            .into_iter()
+            .filter(|c| {
+                c["proto"] == proto && c["local"] == l.as_str() && c["remote"] == r.as_str()
+            })
+            .collect()
+    }
+
+    /// Poll `fw conns` (bounded by [`CONNECT_OK`]) until the flow's single entry satisfies
+    /// `done`; return it (or the first entry there is, or none).
+    #[track_caller]
+    pub fn conn_when(
+        &self,
+        proto: &str,
+        local: SocketAddr,
+        remote: SocketAddr,
+        done: impl Fn(&Value) -> bool,
+    ) -> Option<Value> {
+        let deadline = Instant::now() + CONNECT_OK;
+        loop {
+            let e = self.conn_entries(proto, local, remote);
+            if let [one] = e.as_slice()
+                && done(one)
+            {
+                return Some(one.clone());
+            }
+            if Instant::now() >= deadline {
+                return e.into_iter().next();
+            }
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Whether the policy in force on the server veth came from a file named `name`.
+    #[track_caller]
+    pub fn source_is(&self, name: &str) -> bool {
+        self.status().source().ends_with(name)
+    }
+
+    /// The confirmation `fw apply --confirm` left pending, if any.
+    pub fn pending(&self) -> Option<Value> {
+        self.state_file()
+            .and_then(|s| s.get("pending").cloned())
+            .filter(|p| !p.is_null())
     }
 
     /// The state file fw keeps for the server veth (`/run/fw/v1/<inode>/fwsrv/state.json`),

@@ -2,12 +2,14 @@
 //! Ethernet frames and reads every frame that passes the interface (after XDP, before IP).
 
 use std::{
+    cell::Cell,
     io,
+    net::IpAddr,
     os::fd::{AsRawFd, FromRawFd, OwnedFd},
     time::{Duration, Instant},
 };
 
-use crate::NetNs;
+use crate::{NetNs, frames::tcp_segment};
 
 /// Linux 4.20: do not deliver the frames this host sends itself.
 const PACKET_IGNORE_OUTGOING: libc::c_int = 23;
@@ -188,6 +190,21 @@ impl RawLink {
         }
         false
     }
+}
+
+/// For each TCP flow `(src, sport, dport)`, the sequence number that follows its last segment
+/// among the frames `raw` captures within `wait` (its SND.NXT once everything was sent).
+pub fn next_seqs(raw: &RawLink, flows: &[(IpAddr, u16, u16)], wait: Duration) -> Vec<Option<u32>> {
+    let last: Vec<Cell<Option<u32>>> = flows.iter().map(|_| Cell::new(None)).collect();
+    raw.wait_for(wait, |f| {
+        if let Some((src, sport, dport, seq, len)) = tcp_segment(f)
+            && let Some(i) = flows.iter().position(|f| *f == (src, sport, dport))
+        {
+            last[i].set(Some(seq.wrapping_add(len)));
+        }
+        false
+    });
+    last.iter().map(Cell::get).collect()
 }
 
 impl NetNs {

@@ -179,6 +179,24 @@ pub fn hping3(
     parse_hping3(&out)
 }
 
+/// hping3 from `ns` with `args` (target last), bounded by 60 s; returns (sent, replies).
+#[track_caller]
+pub fn hping3_args(ns: &NetNs, args: &[&str]) -> (u64, u64) {
+    let out = ns.run("hping3", args, Duration::from_secs(60));
+    assert!(!out.timed_out(), "hping3 did not finish: {out}");
+    parse_hping3(&out)
+}
+
+/// A number for hping3's `-L` (acknowledgment) or `-M` (sequence) that nobody could have
+/// predicted.
+pub fn unpredictable_u32() -> u32 {
+    let n = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or_default()
+        .subsec_nanos();
+    n ^ 0x5a5a_5a5a
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

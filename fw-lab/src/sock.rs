@@ -24,6 +24,30 @@ pub const CONNECT_OK: Duration = Duration::from_secs(10);
 /// veth comes back within microseconds; the kernel retransmits a SYN only after 1 s.
 pub const CONNECT_DROP: Duration = Duration::from_millis(1000);
 
+/// How long to wait for a packet that should not arrive (a reply on a veth takes
+/// microseconds).
+pub const QUIET: Duration = Duration::from_millis(500);
+
+/// A message for an echo round trip, unique per call site.
+pub fn echo_msg(what: &str, round: usize) -> Vec<u8> {
+    format!("fw-e2e {what} round {round}\n").into_bytes()
+}
+
+/// The server's and the client's end of a stream held on the server (`server_side`) or the
+/// client.
+pub fn ends(s: &TcpStream, server_side: bool) -> (SocketAddr, SocketAddr) {
+    let (l, p) = (
+        s.local_addr().expect("local address"),
+        s.peer_addr().expect("peer address"),
+    );
+    if server_side { (l, p) } else { (p, l) }
+}
+
+/// The local port of a stream.
+pub fn local_port(s: &TcpStream) -> u16 {
+    s.local_addr().expect("local address").port()
+}
+
 /// How a TCP connect ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Connect {

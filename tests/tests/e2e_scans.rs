@@ -4,10 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use fw_lab::{Pair, hping3, nmap, preflight};
-
-/// The seed policy's TCP ports.
-const SEED_OPEN: [u16; 9] = [80, 443, 25, 465, 110, 995, 143, 993, 22];
+use fw_lab::{Pair, fixtures::SEED_OPEN, hping3, nmap, preflight};
 
 /// Ports that differ from `want`, as "port: got (want)".
 fn differences(got: &BTreeMap<u16, String>, want: impl Fn(u16) -> &'static str) -> Vec<String> {
