@@ -284,7 +284,7 @@ impl Cmd {
                 let _ = pipe.write_all(&input);
             });
         }
-        let (tx, rx) = mpsc::channel::<(bool, String)>();
+        let (tx, rx) = mpsc::channel::<(bool, Vec<u8>)>();
         if let Some(r) = merged_reader {
             spawn_line_reader(r, false, tx.clone());
         } else if self.capture {
@@ -310,8 +310,8 @@ impl Cmd {
         Ok(Output {
             cmdline: self.desc,
             status,
-            stdout: sink.stdout,
-            stderr: sink.stderr,
+            stdout: String::from_utf8_lossy(&sink.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&sink.stderr).into_owned(),
             lines: sink.lines,
         })
     }
@@ -321,7 +321,7 @@ impl Cmd {
     fn wait(
         &self,
         child: &mut Child,
-        rx: &mpsc::Receiver<(bool, String)>,
+        rx: &mpsc::Receiver<(bool, Vec<u8>)>,
         sink: &mut Sink,
     ) -> Result<Option<ExitStatus>> {
         let pgid = child.id() as libc::pid_t;
@@ -395,16 +395,32 @@ impl Cmd {
     }
 }
 
+/// What a command printed: each stream byte for byte, and its lines in arrival order.
 #[derive(Default)]
 struct Sink {
     echo: bool,
-    stdout: String,
-    stderr: String,
+    stdout: Vec<u8>,
+    stderr: Vec<u8>,
     lines: Vec<(bool, String)>,
 }
 
 impl Sink {
-    fn take(&mut self, (is_err, line): (bool, String)) {
+    /// One line as read, with its line end (the last one may have none).
+    fn take(&mut self, (is_err, raw): (bool, Vec<u8>)) {
+        let buf = if is_err {
+            &mut self.stderr
+        } else {
+            &mut self.stdout
+        };
+        if buf.len() >= MAX_OUTPUT {
+            return;
+        }
+        buf.extend_from_slice(&raw);
+        let mut text = &raw[..];
+        while let [rest @ .., b'\n' | b'\r'] = text {
+            text = rest;
+        }
+        let line = String::from_utf8_lossy(text).into_owned();
         if self.echo {
             if is_err {
                 eprintln!("{line}");
@@ -412,39 +428,23 @@ impl Sink {
                 println!("{line}");
             }
         }
-        let buf = if is_err {
-            &mut self.stderr
-        } else {
-            &mut self.stdout
-        };
-        if buf.len() < MAX_OUTPUT {
-            buf.push_str(&line);
-            buf.push('\n');
-            self.lines.push((is_err, line));
-        }
+        self.lines.push((is_err, line));
     }
 }
 
 fn spawn_line_reader(
     r: impl Read + Send + 'static,
     is_err: bool,
-    tx: mpsc::Sender<(bool, String)>,
+    tx: mpsc::Sender<(bool, Vec<u8>)>,
 ) {
     thread::spawn(move || {
         let mut r = BufReader::new(r);
-        let mut buf = Vec::new();
         loop {
-            buf.clear();
+            let mut buf = Vec::new();
             match r.read_until(b'\n', &mut buf) {
                 Ok(0) | Err(_) => break,
                 Ok(_) => {
-                    while buf.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
-                        buf.pop();
-                    }
-                    if tx
-                        .send((is_err, String::from_utf8_lossy(&buf).into_owned()))
-                        .is_err()
-                    {
+                    if tx.send((is_err, buf)).is_err() {
                         break;
                     }
                 }
@@ -667,6 +667,14 @@ mod tests {
         assert_eq!(out.stdout, "started\n");
         let e = out.ok().unwrap_err();
         assert!(e.to_string().contains("did not finish"), "{e}");
+    }
+
+    #[test]
+    fn output_is_kept_byte_for_byte_and_line_by_line() {
+        let out = Cmd::new("printf").arg("a\\r\\nb\\n\\nc").run().unwrap();
+        assert_eq!(out.stdout, "a\r\nb\n\nc");
+        let lines: Vec<&str> = out.lines.iter().map(|(_, l)| l.as_str()).collect();
+        assert_eq!(lines, ["a", "b", "", "c"]);
     }
 
     #[test]

@@ -175,21 +175,31 @@ impl RawLink {
 
     /// Read frames for up to `wait` (at most 100,000) until `pred` matches one.
     pub fn wait_for(&self, wait: Duration, pred: impl Fn(&[u8]) -> bool) -> bool {
-        let deadline = Instant::now() + wait;
-        let mut buf = vec![0u8; 65536];
-        for _ in 0..100_000 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            match self.recv_into(&mut buf, left) {
-                Ok(Some(n)) if pred(&buf[..n]) => return true,
-                Ok(_) => {}
-                Err(_) => return false,
-            }
-        }
-        false
+        read_until(wait, |buf, left| self.recv_into(buf, left), pred)
     }
+}
+
+/// Read messages with `recv` (into a 64 KiB buffer, waiting at most the time left) for up to
+/// `wait` and at most 100,000 messages, until `pred` matches one. A receive error ends it.
+pub(crate) fn read_until(
+    wait: Duration,
+    mut recv: impl FnMut(&mut [u8], Duration) -> io::Result<Option<usize>>,
+    pred: impl Fn(&[u8]) -> bool,
+) -> bool {
+    let deadline = Instant::now() + wait;
+    let mut buf = vec![0u8; 65536];
+    for _ in 0..100_000 {
+        let left = deadline.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return false;
+        }
+        match recv(&mut buf, left) {
+            Ok(Some(n)) if pred(&buf[..n]) => return true,
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    false
 }
 
 /// For each TCP flow `(src, sport, dport)`, the sequence number that follows its last segment

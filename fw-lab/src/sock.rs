@@ -80,6 +80,45 @@ struct Worker {
 }
 
 impl Worker {
+    /// Accept on `l` in a background loop bounded by `max` connections and `lifetime`, handing
+    /// each connection to `on_conn` (with the stop flag and the deadline); the threads it
+    /// returns are joined when the loop ends.
+    fn accept_loop(
+        l: TcpListener,
+        max: usize,
+        lifetime: Duration,
+        on_conn: impl Fn(TcpStream, Arc<AtomicBool>, Instant) -> Option<JoinHandle<()>> + Send + 'static,
+    ) -> Worker {
+        l.set_nonblocking(true).expect("nonblocking listener");
+        let count = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (n, st) = (count.clone(), stop.clone());
+        let thread = thread::spawn(move || {
+            let deadline = Instant::now() + lifetime;
+            let mut handlers = Vec::new();
+            while !st.load(Ordering::Relaxed)
+                && Instant::now() < deadline
+                && n.load(Ordering::Relaxed) < max
+            {
+                match l.accept() {
+                    Ok((conn, _)) => {
+                        n.fetch_add(1, Ordering::Relaxed);
+                        handlers.extend(on_conn(conn, st.clone(), deadline));
+                    }
+                    Err(_) => thread::sleep(Duration::from_millis(2)),
+                }
+            }
+            for h in handlers {
+                let _ = h.join();
+            }
+        });
+        Worker {
+            count,
+            stop,
+            thread: Some(thread),
+        }
+    }
+
     fn stop(&mut self) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
@@ -101,37 +140,16 @@ impl Listener {
     const MAX_LIFETIME: Duration = Duration::from_secs(900);
 
     fn start(addr: SocketAddr, l: TcpListener, greeting: Option<String>) -> Listener {
-        l.set_nonblocking(true).expect("nonblocking listener");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, st) = (accepted.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let deadline = Instant::now() + Self::MAX_LIFETIME;
-            while !st.load(Ordering::Relaxed)
-                && Instant::now() < deadline
-                && a.load(Ordering::Relaxed) < Self::MAX_ACCEPTS
-            {
-                match l.accept() {
-                    Ok((mut conn, _)) => {
-                        a.fetch_add(1, Ordering::Relaxed);
-                        if let Some(g) = &greeting {
-                            let _ = conn.set_nonblocking(false);
-                            let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
-                            let _ = conn.write_all(g.as_bytes());
-                        }
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(2)),
-                }
+        let on_conn = move |mut conn: TcpStream, _: Arc<AtomicBool>, _: Instant| {
+            if let Some(g) = &greeting {
+                let _ = conn.set_nonblocking(false);
+                let _ = conn.set_write_timeout(Some(Duration::from_secs(1)));
+                let _ = conn.write_all(g.as_bytes());
             }
-        });
-        Listener {
-            addr,
-            w: Worker {
-                count: accepted,
-                stop,
-                thread: Some(thread),
-            },
-        }
+            None
+        };
+        let w = Worker::accept_loop(l, Self::MAX_ACCEPTS, Self::MAX_LIFETIME, on_conn);
+        Listener { addr, w }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -175,38 +193,11 @@ impl EchoServer {
     const MAX_LIFETIME: Duration = Duration::from_secs(600);
 
     fn start(addr: SocketAddr, l: TcpListener) -> EchoServer {
-        l.set_nonblocking(true).expect("nonblocking listener");
-        let accepted = Arc::new(AtomicUsize::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (a, st) = (accepted.clone(), stop.clone());
-        let thread = thread::spawn(move || {
-            let deadline = Instant::now() + Self::MAX_LIFETIME;
-            let mut conns = Vec::new();
-            while !st.load(Ordering::Relaxed)
-                && Instant::now() < deadline
-                && a.load(Ordering::Relaxed) < Self::MAX_CONNS
-            {
-                match l.accept() {
-                    Ok((conn, _)) => {
-                        a.fetch_add(1, Ordering::Relaxed);
-                        let st = st.clone();
-                        conns.push(thread::spawn(move || echo_loop(conn, &st, deadline)));
-                    }
-                    Err(_) => thread::sleep(Duration::from_millis(2)),
-                }
-            }
-            for c in conns {
-                let _ = c.join();
-            }
-        });
-        EchoServer {
-            addr,
-            w: Worker {
-                count: accepted,
-                stop,
-                thread: Some(thread),
-            },
-        }
+        let on_conn = |conn, stop: Arc<AtomicBool>, deadline| {
+            Some(thread::spawn(move || echo_loop(conn, &stop, deadline)))
+        };
+        let w = Worker::accept_loop(l, Self::MAX_CONNS, Self::MAX_LIFETIME, on_conn);
+        EchoServer { addr, w }
     }
 
     pub fn addr(&self) -> SocketAddr {
@@ -306,9 +297,10 @@ impl NetNs {
             .unwrap_or_else(|e| panic!("socket in {}: {e}", self.name()))
     }
 
-    /// A TCP socket bound to `addr` and listening (IPv6 only for IPv6 addresses).
+    /// A TCP socket bound to `addr` (SO_REUSEADDR; IPv6 only for IPv6 addresses) and
+    /// listening, for a server of the caller's own.
     #[track_caller]
-    fn tcp_listening(&self, addr: SocketAddr, backlog: i32) -> TcpListener {
+    pub fn tcp_listening(&self, addr: SocketAddr, backlog: i32) -> TcpListener {
         let s = self.socket(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP));
         s.set_reuse_address(true).expect("SO_REUSEADDR");
         if addr.is_ipv6() {
@@ -445,30 +437,25 @@ impl IcmpObserver {
     /// Read messages for up to `wait` (at most 100,000) until one (the ICMP part, from its type
     /// on) matches.
     pub fn saw(&self, wait: Duration, pred: impl Fn(&[u8]) -> bool) -> bool {
-        let deadline = Instant::now() + wait;
-        let mut buf = vec![0u8; 65536];
-        for _ in 0..100_000 {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            self.sock
-                .set_read_timeout(Some(left.max(Duration::from_millis(1))))
-                .expect("SO_RCVTIMEO");
-            let Ok(n) = io::Read::read(&mut &self.sock, &mut buf) else {
-                return false;
-            };
-            // IPv4 raw sockets deliver the IP header too; ICMPv6 ones do not.
-            let icmp = if self.v6 {
-                &buf[..n]
-            } else {
-                let ihl = usize::from(buf[0] & 0x0f) * 4;
-                &buf[ihl.min(n)..n]
-            };
-            if pred(icmp) {
-                return true;
-            }
-        }
-        false
+        let v6 = self.v6;
+        crate::raw::read_until(
+            wait,
+            |buf, left| {
+                self.sock
+                    .set_read_timeout(Some(left.max(Duration::from_millis(1))))
+                    .expect("SO_RCVTIMEO");
+                io::Read::read(&mut &self.sock, buf).map(Some)
+            },
+            |buf| {
+                // IPv4 raw sockets deliver the IP header too; ICMPv6 ones do not.
+                let icmp = if v6 {
+                    buf
+                } else {
+                    let ihl = usize::from(buf.first().map_or(0, |b| b & 0x0f)) * 4;
+                    &buf[ihl.min(buf.len())..]
+                };
+                pred(icmp)
+            },
+        )
     }
 }

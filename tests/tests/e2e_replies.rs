@@ -18,7 +18,6 @@ use fw_lab::{
     CONNECT_OK, Connect, FAMILIES, IcmpObserver, NetNs, Pair, QUIET, family, frames::echo_reply,
     hping3_args, preflight, udp_received, unpredictable_u32,
 };
-use socket2::{Domain, Protocol, Type};
 
 use Connect::{Connected, TimedOut};
 
@@ -296,15 +295,7 @@ impl HttpServer {
     const MAX_LIFETIME: Duration = Duration::from_secs(300);
 
     fn start(ns: &NetNs, addr: SocketAddr, body: Arc<Vec<u8>>) -> HttpServer {
-        let s = ns.socket(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP));
-        s.set_reuse_address(true).expect("SO_REUSEADDR");
-        if addr.is_ipv6() {
-            s.set_only_v6(true).expect("IPV6_V6ONLY");
-        }
-        s.bind(&addr.into())
-            .unwrap_or_else(|e| panic!("bind {addr}: {e}"));
-        s.listen(16).expect("listen");
-        let l: std::net::TcpListener = s.into();
+        let l = ns.tcp_listening(addr, 16);
         l.set_nonblocking(true).expect("nonblocking");
         let stop = Arc::new(AtomicBool::new(false));
         let served = Arc::new(AtomicUsize::new(0));
