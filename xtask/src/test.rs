@@ -1,8 +1,10 @@
 //! `cargo xtask test`: every test tier, then a check that the tests left nothing behind.
 //!
-//! Tiers: host unit tests (fw-common, fw-user, xtask), kernel tests (the real XDP program under
-//! BPF_PROG_TEST_RUN) and end-to-end tests (real traffic between network namespaces). The last
-//! two live in the `tests` crate and need root.
+//! Tiers: host unit tests (fw-common, fw-policy, fw-user, the lab and its harnesses: fw-lab,
+//! fw-testrun, fw-bench, fw-diff, and xtask), kernel tests (the real XDP program under
+//! BPF_PROG_TEST_RUN) and end-to-end tests (real traffic between network namespaces, and a
+//! sample of the differential test). The last two live in the `tests` crate and need root;
+//! `--workspace` picks up every crate, so a crate added to the workspace is tested too.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -36,7 +38,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     if a.unit {
         setup::run(setup::Steps::TOOLCHAIN)?;
         println!(
-            "[test] host unit tests: cargo test --workspace --exclude tests --exclude fw-ebpf"
+            "[test] host unit tests: cargo test --workspace --exclude tests --exclude fw-ebpf --exclude fw-bench-ebpf"
         );
         let out = cmd(cargo)
             .args(["test", "--workspace", "--exclude", "tests"])
@@ -60,7 +62,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     let bin = build_run::cargo_build(false)?;
     let before = Snapshot::take();
     println!(
-        "[test] all tiers: cargo test --workspace --exclude fw-ebpf (FW_BIN={})",
+        "[test] all tiers: cargo test --workspace --exclude fw-ebpf --exclude fw-bench-ebpf (FW_BIN={})",
         bin.display()
     );
     let out = cmd(cargo)
