@@ -246,12 +246,21 @@ impl Lab {
             self.listeners.clear();
             println!("   ✓ listeners stopped");
         }
+        let mut dirs = Vec::new();
         for ns in [self.cli.take(), self.srv.take()].into_iter().flatten() {
+            dirs.extend([ns.pins_dir(), ns.state_dir()]);
             let c = ns.close();
             for s in c.steps {
                 println!("   ✓ {s}");
             }
             failures.extend(c.failures);
+        }
+        // fw keeps pins and state per namespace inode: none may be left for these two.
+        match dirs.iter().find(|d| d.exists()) {
+            None => println!(
+                "   ✓ no pins or state left under /sys/fs/bpf/fw, /run/fw for these namespaces"
+            ),
+            Some(d) => failures.push(format!("{} is left behind", d.display())),
         }
         for f in &failures {
             println!("   ✗ cleanup: {f}");
