@@ -132,116 +132,16 @@ impl Host {
         };
         let ns = NetNs::create(tag)?;
         let sender = NetNs::create(&format!("{tag}-s"))?;
-        veth(
-            End {
-                ns: &ns,
-                name: HOST_IF,
-                mac: Some(frames::HOST_MAC),
-            },
-            End {
-                ns: &sender,
-                name: PEER_IF,
-                mac: Some(PEER_MAC),
-            },
-        )?;
-        let sysctls_host = [
-            "net.ipv4.conf.all.rp_filter=0".to_string(),
-            "net.ipv4.conf.default.rp_filter=0".into(),
-            format!("net.ipv4.conf.{HOST_IF}.rp_filter=0"),
-            format!(
-                "net.ipv4.ip_local_port_range={} {}",
-                EPHEMERAL.0, EPHEMERAL.1
-            ),
-            format!("net.ipv6.conf.{HOST_IF}.accept_ra=0"),
-            format!("net.ipv6.conf.{HOST_IF}.accept_dad=0"),
-            format!("net.ipv6.conf.{HOST_IF}.router_solicitations=0"),
-        ];
-        for s in &sysctls_host {
-            ns.sysctl(s)?;
-        }
-        sender.sysctl(&format!("net.ipv6.conf.{PEER_IF}.disable_ipv6=1"))?;
-        ns.add_addr(HOST_IF, H4.into(), 24)?;
-        ns.add_addr(HOST_IF, H6.into(), 64)?;
-        sender.link_up(PEER_IF)?;
-        ns.link_up(HOST_IF)?;
-        ns.cmd("ethtool")
-            .args(["-K", HOST_IF, "gro", "off"])
-            .timeout(CMD_TIMEOUT)
-            .ok()?;
-        ns.wait_ipv6_ready(HOST_IF, H6, Duration::from_secs(10))?;
-        ns.try_ip(&[
-            "route",
-            "add",
-            "default",
-            "via",
-            &PEER4.to_string(),
-            "dev",
-            HOST_IF,
-        ])?;
-        ns.try_ip(&[
-            "-6",
-            "route",
-            "add",
-            "default",
-            "via",
-            &PEER6.to_string(),
-            "dev",
-            HOST_IF,
-        ])?;
-        for a in [IpAddr::V4(PEER4), IpAddr::V6(PEER6)] {
-            ns.neigh_permanent(HOST_IF, a, PEER_MAC)?;
-        }
+        link(&ns, &sender)?;
         let obs = dir.write(&format!("{tag}-observe.nft"), &observation_rules());
-        let run = |prog: &str, file: &Path| -> anyhow::Result<()> {
-            ns.cmd(prog)
-                .arg(file)
-                .timeout(CMD_TIMEOUT)
-                .ok()
-                .map(drop)
-                .map_err(Into::into)
-        };
-        run("nft", &obs)?;
-        let mut xdp_mode = String::new();
-        match kind {
+        run_file(&ns, "nft", &obs)?;
+        let xdp_mode = match kind {
             Kind::Iptables => {
-                let (t4, t6) = match ipt.flavour {
-                    "nft" => ("iptables-nft-restore", "ip6tables-nft-restore"),
-                    _ => ("iptables-legacy-restore", "ip6tables-legacy-restore"),
-                };
-                let f4 = dir.write("rules.v4", ipt.v4);
-                let f6 = dir.write("rules.v6", ipt.v6);
-                run(t4, &f4)?;
-                run(t6, &f6)?;
+                load_iptables(&ns, dir, ipt)?;
+                String::new()
             }
-            Kind::Fw => {
-                let up = || {
-                    ns.cmd(fw_bin())
-                        .args(["up", "--iface", HOST_IF, "--force", "--policy"])
-                        .arg(fw_policy)
-                        .env_remove("SSH_CONNECTION")
-                        .env_remove("SSH_CLIENT")
-                        .timeout(FW_TIMEOUT)
-                        .run()
-                };
-                // BPF_PROG_LOAD may fail with EAGAIN (see engine::is_eagain): try again.
-                let mut out = up()?;
-                for _ in 0..4 {
-                    if out.success() || !out.text().contains("os error 11") {
-                        break;
-                    }
-                    std::thread::sleep(Duration::from_millis(50));
-                    out = up()?;
-                }
-                let out = out.ok()?;
-                xdp_mode = if out.text().contains("xdp native") {
-                    "native".into()
-                } else if out.text().contains("skb") {
-                    "skb (generic)".into()
-                } else {
-                    "?".into()
-                };
-            }
-        }
+            Kind::Fw => fw_up(&ns, fw_policy)?,
+        };
         let log = ns
             .enter(|| NfLog::open(NFLOG_GROUP))
             .with_context(|| format!("NFLOG group {NFLOG_GROUP} in {}", ns.name()))?;
@@ -392,4 +292,104 @@ impl Host {
             Kind::Fw => self.ns.fw(&["status", "--iface", HOST_IF]).stdout,
         }
     }
+}
+
+/// The host's veth to its sender, the same in both hosts: addresses, routes and a permanent
+/// neighbour through the sender's side, sysctls, GRO off; the sender has no IPv6 at all.
+fn link(ns: &NetNs, sender: &NetNs) -> anyhow::Result<()> {
+    veth(
+        End {
+            ns,
+            name: HOST_IF,
+            mac: Some(frames::HOST_MAC),
+        },
+        End {
+            ns: sender,
+            name: PEER_IF,
+            mac: Some(PEER_MAC),
+        },
+    )?;
+    let sysctls_host = [
+        "net.ipv4.conf.all.rp_filter=0".to_string(),
+        "net.ipv4.conf.default.rp_filter=0".into(),
+        format!("net.ipv4.conf.{HOST_IF}.rp_filter=0"),
+        format!(
+            "net.ipv4.ip_local_port_range={} {}",
+            EPHEMERAL.0, EPHEMERAL.1
+        ),
+        format!("net.ipv6.conf.{HOST_IF}.accept_ra=0"),
+        format!("net.ipv6.conf.{HOST_IF}.accept_dad=0"),
+        format!("net.ipv6.conf.{HOST_IF}.router_solicitations=0"),
+    ];
+    for s in &sysctls_host {
+        ns.sysctl(s)?;
+    }
+    sender.sysctl(&format!("net.ipv6.conf.{PEER_IF}.disable_ipv6=1"))?;
+    ns.add_addr(HOST_IF, H4.into(), 24)?;
+    ns.add_addr(HOST_IF, H6.into(), 64)?;
+    sender.link_up(PEER_IF)?;
+    ns.link_up(HOST_IF)?;
+    ns.cmd("ethtool")
+        .args(["-K", HOST_IF, "gro", "off"])
+        .timeout(CMD_TIMEOUT)
+        .ok()?;
+    ns.wait_ipv6_ready(HOST_IF, H6, Duration::from_secs(10))?;
+    for (v6, via) in [(false, IpAddr::V4(PEER4)), (true, IpAddr::V6(PEER6))] {
+        let via = via.to_string();
+        let mut args = vec!["route", "add", "default", "via", &via, "dev", HOST_IF];
+        if v6 {
+            args.insert(0, "-6");
+        }
+        ns.try_ip(&args)?;
+    }
+    for a in [IpAddr::V4(PEER4), IpAddr::V6(PEER6)] {
+        ns.neigh_permanent(HOST_IF, a, PEER_MAC)?;
+    }
+    Ok(())
+}
+
+/// `program FILE` inside `ns`.
+fn run_file(ns: &NetNs, program: &str, file: &Path) -> anyhow::Result<()> {
+    ns.cmd(program).arg(file).timeout(CMD_TIMEOUT).ok()?;
+    Ok(())
+}
+
+/// The policy's iptables form, with iptables-legacy (or iptables-nft).
+fn load_iptables(ns: &NetNs, dir: &TempDir, ipt: &IptablesSetup<'_>) -> anyhow::Result<()> {
+    let (t4, t6) = match ipt.flavour {
+        "nft" => ("iptables-nft-restore", "ip6tables-nft-restore"),
+        _ => ("iptables-legacy-restore", "ip6tables-legacy-restore"),
+    };
+    run_file(ns, t4, &dir.write("rules.v4", ipt.v4))?;
+    run_file(ns, t6, &dir.write("rules.v6", ipt.v6))
+}
+
+/// `fw up --force` with the policy (no SSH session to guard); the XDP mode it got.
+fn fw_up(ns: &NetNs, fw_policy: &Path) -> anyhow::Result<String> {
+    let up = || {
+        ns.cmd(fw_bin())
+            .args(["up", "--iface", HOST_IF, "--force", "--policy"])
+            .arg(fw_policy)
+            .env_remove("SSH_CONNECTION")
+            .env_remove("SSH_CLIENT")
+            .timeout(FW_TIMEOUT)
+            .run()
+    };
+    // BPF_PROG_LOAD may fail with EAGAIN (see engine::is_eagain): try again.
+    let mut out = up()?;
+    for _ in 0..4 {
+        if out.success() || !out.text().contains("os error 11") {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+        out = up()?;
+    }
+    let out = out.ok()?;
+    Ok(if out.text().contains("xdp native") {
+        "native".into()
+    } else if out.text().contains("skb") {
+        "skb (generic)".into()
+    } else {
+        "?".into()
+    })
 }
