@@ -176,12 +176,15 @@ pub fn nft_seed() -> String {
 
 /// fw loaded on a receiver (private pins), with handles to its maps.
 ///
-/// TODO(lead): [`FwInstance::apply`] and [`FwInstance::edit`] repeat what `fw apply` and
-/// `fw allow`/`fw deny` do to the maps (fw-user/src/apply.rs, fw-user/src/cli/allow.rs: fill the
-/// inactive generation and flip; single-element edits of the active one with `apply_diff` and
-/// the new rules' counter slots), so the benchmark measures a copy of the product's map-edit
-/// protocol. When `fw::Filter` exists, open it on this instance's pin directory and call its
-/// `apply`/`edit` here instead (keeping the timing around the same calls).
+/// TODO(lead): the benchmark measures a copy of the product's map-edit protocol, not the
+/// product: [`FwInstance::edit`] is the tail of `fw allow`/`fw deny` (fw-user/src/cli/allow.rs:
+/// `Compiled` of the old and the new policy in the active generation, the counter slots of the
+/// rules that are new, `PinnedMaps::apply_diff`), and [`FwInstance::apply`] is `fw apply`'s
+/// `swap_in` (fw-user/src/apply.rs: write the inactive generation, flip `FW_ACTIVE`; without its
+/// flow seeding). When `fw::Filter` exists, open it on this instance's pin directory
+/// (`self.loaded.paths`) and call its `edit`/`apply` here instead, keeping the timing around
+/// the same calls (live.rs measures from before the call to the first packet judged by the new
+/// policy).
 pub struct FwInstance {
     pub loaded: LoadedFw,
     pub generation: u32,

@@ -57,6 +57,10 @@ impl LoadedFw {
 
     /// Fill generation `g` with `policy` (as `fw up` does for the inactive one), without
     /// flipping to it; returns what was written.
+    ///
+    /// TODO(lead): this and [`LoadedFw::set_active`] repeat fw-user/src/loader.rs (`rule_slots`,
+    /// `write_generation`, `set_active`); with `fw::Filter`, a test pin directory opened as a
+    /// Filter should do both.
     pub fn write_generation(&mut self, policy: &Policy, g: u32) -> anyhow::Result<Compiled> {
         let c = Compiled::new(policy, g);
         self.maps
