@@ -134,7 +134,7 @@ impl Host {
         let sender = NetNs::create(&format!("{tag}-s"))?;
         link(&ns, &sender)?;
         let obs = dir.write(&format!("{tag}-observe.nft"), &observation_rules());
-        run_file(&ns, "nft", &obs)?;
+        run_file(&ns, "nft", &["-f"], &obs)?;
         let xdp_mode = match kind {
             Kind::Iptables => {
                 load_iptables(&ns, dir, ipt)?;
@@ -348,9 +348,13 @@ fn link(ns: &NetNs, sender: &NetNs) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// `program FILE` inside `ns`.
-fn run_file(ns: &NetNs, program: &str, file: &Path) -> anyhow::Result<()> {
-    ns.cmd(program).arg(file).timeout(CMD_TIMEOUT).ok()?;
+/// `program ARGS FILE` inside `ns`.
+fn run_file(ns: &NetNs, program: &str, args: &[&str], file: &Path) -> anyhow::Result<()> {
+    ns.cmd(program)
+        .args(args)
+        .arg(file)
+        .timeout(CMD_TIMEOUT)
+        .ok()?;
     Ok(())
 }
 
@@ -360,8 +364,8 @@ fn load_iptables(ns: &NetNs, dir: &TempDir, ipt: &IptablesSetup<'_>) -> anyhow::
         "nft" => ("iptables-nft-restore", "ip6tables-nft-restore"),
         _ => ("iptables-legacy-restore", "ip6tables-legacy-restore"),
     };
-    run_file(ns, t4, &dir.write("rules.v4", ipt.v4))?;
-    run_file(ns, t6, &dir.write("rules.v6", ipt.v6))
+    run_file(ns, t4, &[], &dir.write("rules.v4", ipt.v4))?;
+    run_file(ns, t6, &[], &dir.write("rules.v6", ipt.v6))
 }
 
 /// `fw up --force` with the policy (no SSH session to guard); the XDP mode it got.
