@@ -37,7 +37,7 @@ fn main() -> ExitCode {
             _ => usage(),
         }
     }
-    let root = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..");
+    let root = fw_lab::workspace_root();
     let opts = bench::Opts {
         quick,
         rounds: rounds.unwrap_or(if quick { 2 } else { 5 }),
