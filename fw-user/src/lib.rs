@@ -5,7 +5,6 @@
 //! `fw_common::decide()`.
 
 pub mod attach;
-pub mod bench_programs;
 pub mod cli;
 mod error;
 pub mod filter;

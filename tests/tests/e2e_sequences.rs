@@ -9,10 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-use tests::netns::{
+use fw_lab::{
     CMD_TIMEOUT, Connect::*, FW_TIMEOUT, Output, Pair, TempDir, fw_bin, preflight, run_with_timeout,
 };
+use serde_json::Value;
 
 const SEED_OPEN: u16 = 80;
 const A_PORT: u16 = 1111;

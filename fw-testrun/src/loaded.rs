@@ -1,0 +1,81 @@
+//! [`LoadedFw`]: the real fw object (the `fw_xdp` filter and the `fw_egress` recorder) loaded
+//! with its maps pinned in a private bpffs directory, not attached, with a policy written into
+//! a generation exactly as `fw up` writes it. The kernel tests ([`crate::KernelFilter`]) and
+//! the benchmark build on it.
+
+use anyhow::{Context as _, bail};
+use aya::Ebpf;
+use fw::{
+    loader::load_object,
+    maps::PinnedMaps,
+    paths::{IfacePaths, ensure_bpffs},
+};
+use fw_common::maps::{FLOWS_OUT_MAX, rule_slot};
+use fw_lab::PrivateDirs;
+use fw_policy::{Compiled, Policy};
+
+/// The counter slots of a policy's rules in generation `generation`.
+pub fn rule_slots(policy: &Policy, generation: u32) -> Vec<u32> {
+    policy
+        .rules
+        .iter()
+        .map(|r| rule_slot(generation, r.id))
+        .collect()
+}
+
+/// The fw object loaded in private directories (see the module documentation).
+pub struct LoadedFw {
+    // Field order is drop order: close the program and maps, then remove the pins.
+    pub ebpf: Ebpf,
+    pub maps: PinnedMaps,
+    pub paths: IfacePaths,
+    _dirs: PrivateDirs,
+}
+
+impl LoadedFw {
+    /// Load with maps under `/sys/fs/bpf/<prefix>-<pid>-<n>` (state under /run), flow tables
+    /// of the default size; nothing is written yet.
+    pub fn load(prefix: &str, iface: &str) -> anyhow::Result<Self> {
+        Self::load_sized(prefix, iface, FLOWS_OUT_MAX)
+    }
+
+    /// As [`LoadedFw::load`], with flow tables of `max_flows` entries.
+    pub fn load_sized(prefix: &str, iface: &str, max_flows: u32) -> anyhow::Result<Self> {
+        ensure_bpffs().context("bpffs")?;
+        let dirs = PrivateDirs::new(prefix)?;
+        let paths = IfacePaths::at(iface, dirs.pins.clone(), dirs.state.clone());
+        std::fs::create_dir_all(&paths.state).with_context(|| paths.state.display().to_string())?;
+        let ebpf = load_object(&paths, false, max_flows).context("loading the fw object")?;
+        let maps = PinnedMaps::open(&paths).context("opening the pinned maps")?;
+        Ok(LoadedFw {
+            ebpf,
+            maps,
+            paths,
+            _dirs: dirs,
+        })
+    }
+
+    /// Fill generation `g` with `policy` (as `fw up` does for the inactive one), without
+    /// flipping to it; returns what was written.
+    ///
+    /// TODO(lead): this and [`LoadedFw::set_active`] repeat fw-user/src/loader.rs (`rule_slots`,
+    /// `write_generation`, `set_active`); with `fw::Filter`, a test pin directory opened as a
+    /// Filter should do both.
+    pub fn write_generation(&mut self, policy: &Policy, g: u32) -> anyhow::Result<Compiled> {
+        let c = Compiled::new(policy, g);
+        self.maps
+            .write_generation(&c, &rule_slots(policy, g))
+            .with_context(|| format!("writing generation {g}"))?;
+        Ok(c)
+    }
+
+    /// The flip: generation `g` is in force from the next packet on.
+    pub fn set_active(&mut self, g: u32) -> anyhow::Result<()> {
+        self.maps.set_active(g).context("flipping FW_ACTIVE")?;
+        let got = self.maps.active_generation()?;
+        if got != g {
+            bail!("FW_ACTIVE reads {got} after setting {g}");
+        }
+        Ok(())
+    }
+}
