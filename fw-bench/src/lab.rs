@@ -16,12 +16,12 @@ use aya::{
     programs::{LinkOrder, TcAttachType, Xdp, XdpMode, tc::TcAttachOptions},
 };
 use fw::loader::{egress_program, xdp_program};
-use fw_common::maps::{ALL_MAPS, rule_slot};
+use fw_common::maps::ALL_MAPS;
 use fw_lab::{
     Cmd, NetNs,
     link::{End, NetDev, ifindex, set_gro, veth},
 };
-use fw_policy::{Compiled, Policy};
+use fw_policy::Policy;
 use fw_testrun::LoadedFw;
 
 use super::{programs as bp, sys};
@@ -176,15 +176,10 @@ pub fn nft_seed() -> String {
 
 /// fw loaded on a receiver (private pins), with handles to its maps.
 ///
-/// TODO(lead): the benchmark measures a copy of the product's map-edit protocol, not the
-/// product: [`FwInstance::edit`] is the tail of `fw allow`/`fw deny` (fw-user/src/cli/allow.rs:
-/// `Compiled` of the old and the new policy in the active generation, the counter slots of the
-/// rules that are new, `PinnedMaps::apply_diff`), and [`FwInstance::apply`] is `fw apply`'s
-/// `swap_in` (fw-user/src/apply.rs: write the inactive generation, flip `FW_ACTIVE`; without its
-/// flow seeding). When `fw::Filter` exists, open it on this instance's pin directory
-/// (`self.loaded.paths`) and call its `edit`/`apply` here instead, keeping the timing around
-/// the same calls (live.rs measures from before the call to the first packet judged by the new
-/// policy).
+/// fw loaded for the benchmark. Its policy changes go through the product's own protocol —
+/// [`PinnedMaps::write_policy`] + flip for `fw apply`, [`PinnedMaps::edit_policy`] for
+/// `fw allow`/`fw deny` — so the benchmark measures what fw does to the maps (without the
+/// state file and lock, which cost the command, not the packets).
 pub struct FwInstance {
     pub loaded: LoadedFw,
     pub generation: u32,
@@ -220,7 +215,7 @@ impl FwInstance {
     /// What `fw apply` does to the maps: fill the inactive generation, flip.
     pub fn apply(&mut self, policy: &Policy) -> anyhow::Result<()> {
         let next = 1 - self.generation;
-        self.loaded.write_generation(policy, next)?;
+        self.loaded.maps.write_policy(policy, next, false)?;
         self.loaded.maps.set_active(next)?;
         self.generation = next;
         self.policy = policy.clone();
@@ -229,17 +224,9 @@ impl FwInstance {
 
     /// What `fw allow` / `fw deny` do to the maps: single-element edits of the active generation.
     pub fn edit(&mut self, policy: &Policy) -> anyhow::Result<()> {
-        let g = self.generation;
-        let old = Compiled::new(&self.policy, g);
-        let new = Compiled::new(policy, g);
-        let old_ids: Vec<u32> = self.policy.rules.iter().map(|r| r.id).collect();
-        let slots: Vec<u32> = policy
-            .rules
-            .iter()
-            .filter(|r| !old_ids.contains(&r.id))
-            .map(|r| rule_slot(g, r.id))
-            .collect();
-        self.loaded.maps.apply_diff(&old, &new, &slots)?;
+        self.loaded
+            .maps
+            .edit_policy(self.generation, &self.policy, policy)?;
         self.policy = policy.clone();
         Ok(())
     }

@@ -20,7 +20,7 @@ pub use filter::{
     Egress, Flows, KernelFilter, LAST_SEEN_SLACK_NS, Mismatch, flow_name, tc_test_run_refuses,
 };
 pub use fw_lab::Rng;
-pub use loaded::{LoadedFw, rule_slots};
+pub use loaded::LoadedFw;
 pub use tally::Tally;
 
 use fw::paths::ensure_bpffs;

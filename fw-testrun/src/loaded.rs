@@ -10,18 +10,9 @@ use fw::{
     maps::PinnedMaps,
     paths::{IfacePaths, ensure_bpffs},
 };
-use fw_common::maps::{FLOWS_OUT_MAX, rule_slot};
+use fw_common::maps::FLOWS_OUT_MAX;
 use fw_lab::PrivateDirs;
 use fw_policy::{Compiled, Policy};
-
-/// The counter slots of a policy's rules in generation `generation`.
-pub fn rule_slots(policy: &Policy, generation: u32) -> Vec<u32> {
-    policy
-        .rules
-        .iter()
-        .map(|r| rule_slot(generation, r.id))
-        .collect()
-}
 
 /// The fw object loaded in private directories (see the module documentation).
 pub struct LoadedFw {
@@ -55,18 +46,13 @@ impl LoadedFw {
         })
     }
 
-    /// Fill generation `g` with `policy` (as `fw up` does for the inactive one), without
-    /// flipping to it; returns what was written.
-    ///
-    /// TODO(lead): this and [`LoadedFw::set_active`] repeat fw-user/src/loader.rs (`rule_slots`,
-    /// `write_generation`, `set_active`); with `fw::Filter`, a test pin directory opened as a
-    /// Filter should do both.
+    /// Fill generation `g` with `policy` (as `fw up` does for the inactive one, through the
+    /// product's own [`PinnedMaps::write_policy`]), without flipping to it; returns what was
+    /// written.
     pub fn write_generation(&mut self, policy: &Policy, g: u32) -> anyhow::Result<Compiled> {
-        let c = Compiled::new(policy, g);
         self.maps
-            .write_generation(&c, &rule_slots(policy, g))
-            .with_context(|| format!("writing generation {g}"))?;
-        Ok(c)
+            .write_policy(policy, g, false)
+            .with_context(|| format!("writing generation {g}"))
     }
 
     /// The flip: generation `g` is in force from the next packet on.

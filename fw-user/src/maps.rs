@@ -313,6 +313,50 @@ impl PinnedMaps {
         Ok(())
     }
 
+    /// Put `policy` into generation `generation`, which must not be the one in force (`flushed`:
+    /// with `fw flush` in force): what every generation flip writes before flipping. The one
+    /// copy of that protocol; [`crate::filter::Filter`], the kernel tests and the benchmark
+    /// call it.
+    pub fn write_policy(
+        &mut self,
+        policy: &fw_policy::Policy,
+        generation: u32,
+        flushed: bool,
+    ) -> Result<Compiled, Error> {
+        let mut compiled = Compiled::new(policy, generation);
+        if flushed {
+            compiled = compiled.flushed();
+        }
+        let slots: Vec<u32> = policy
+            .rules
+            .iter()
+            .map(|r| fw_common::maps::rule_slot(generation, r.id))
+            .collect();
+        self.write_generation(&compiled, &slots)?;
+        Ok(compiled)
+    }
+
+    /// Change the policy of generation `generation` (the one in force) from `before` to
+    /// `after` in place, element by element (see [`PinnedMaps::apply_diff`]): what a live edit
+    /// (`fw allow`, `fw deny`) writes. The counters of rules that are new start at zero.
+    pub fn edit_policy(
+        &mut self,
+        generation: u32,
+        before: &fw_policy::Policy,
+        after: &fw_policy::Policy,
+    ) -> Result<(), Error> {
+        let old = Compiled::new(before, generation);
+        let new = Compiled::new(after, generation);
+        let old_ids: Vec<u32> = before.rules.iter().map(|r| r.id).collect();
+        let new_slots: Vec<u32> = after
+            .rules
+            .iter()
+            .filter(|r| !old_ids.contains(&r.id))
+            .map(|r| fw_common::maps::rule_slot(generation, r.id))
+            .collect();
+        self.apply_diff(&old, &new, &new_slots)
+    }
+
     /// Remove every LPM entry of generation `g`.
     fn clear_sources(&mut self, g: u32) -> Result<(), Error> {
         let mut t: LpmTrie<_, SrcKeyV4, u32> =
