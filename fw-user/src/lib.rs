@@ -21,5 +21,6 @@ pub mod state;
 pub mod status;
 pub mod sys;
 pub mod timer;
+pub mod watch;
 
 pub use error::Error;

@@ -3,11 +3,12 @@
 //! Kept in /run (gone at reboot, like the pins), mode 0600 in a 0700 directory.
 //!
 //! **History, not toggles.** `current` is the policy in force (possibly flushed); `confirmed`
-//! is the last policy an operator confirmed: the one a filter was attached with, or one made
-//! so by `fw confirm` (which works also when no timer is pending). Every rollback, by command
-//! or by the timer, returns to `confirmed`, whatever happened since, and is idempotent.
-//! `fw apply` (with or without `--confirm`) and a flush put an entry in force without
-//! confirming it; a live edit of the confirmed policy keeps it confirmed.
+//! is the last policy an operator confirmed: the one a filter was attached with, one set by
+//! `fw up --policy`/`fw restore`, or one made so by `fw confirm` (which works also when no
+//! timer is pending). Every rollback, by command or by the timer, returns to `confirmed`,
+//! whatever happened since, and is idempotent. `fw apply` (with or without `--confirm`) and a
+//! flush put an entry in force without confirming it; a live edit of the confirmed policy
+//! keeps it confirmed.
 //!
 //! **Write-ahead.** A change the kernel will see is first written here as a [`Txn`] (the whole
 //! record as it will be afterwards, and for a generation flip the generation it flips to),

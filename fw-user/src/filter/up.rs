@@ -322,7 +322,13 @@ impl Filter {
                 };
                 let old = f.state.current().policy.clone();
                 let next = 1 - f.state.record.generation;
-                let after = f.state.record.applied(entry, next, None);
+                // `fw up --policy` and `fw restore` set the policy deliberately: it is
+                // confirmed, unless an `fw apply --confirm` is still waiting (its safety net
+                // stays).
+                let mut after = f.state.record.applied(entry, next, None);
+                if after.pending.is_none() {
+                    after = after.confirmed_now();
+                }
                 f.flip(after, format!("up: policy replaced by {source}"))?;
                 Some(fw_policy::diff::changes(&old, p))
             }
