@@ -269,6 +269,8 @@ impl Filter {
                 iface: iface.to_string(),
                 ifindex,
                 mode,
+                variant: crate::loader::loaded_variant(&ebpf),
+                why_not_native: why.clone(),
                 egress,
                 record: record.clone(),
                 txn: None,
@@ -390,10 +392,24 @@ impl Filter {
         if let Some((p, _)) = opts.policy {
             notes.extend(opts.guard.check(p)?);
         }
+        let asked = match opts.mode {
+            Mode::Native => Some(AttachMode::Native),
+            Mode::Skb => Some(AttachMode::Skb),
+            Mode::Auto => None,
+        };
+        if let Some(m) = asked.filter(|m| *m != f.state.mode) {
+            notes.push(format!(
+                "the filter stays in {} mode: a link cannot change its XDP mode. To run in {} mode: `fw down --iface {iface}`, then `fw up --iface {iface} --mode {}` (nothing filters in between)",
+                f.state.mode.name(),
+                m.name(),
+                m.name()
+            ));
+        }
         let egress = attach::replace_egress(&mut ebpf, &f.paths, f.state.egress)?;
         attach::replace_xdp(&mut ebpf, &f.paths)?;
         seed_flows(&mut f.maps)?;
         f.state.egress = egress;
+        f.state.variant = crate::loader::loaded_variant(&ebpf);
         f.state.note("up: programs replaced on the running links");
         f.state.save(&f.paths)?;
         let changes = match opts.policy {

@@ -106,9 +106,15 @@ pub fn check(
         }
     }
     if state.mode == AttachMode::Skb {
+        let why = match &state.why_not_native {
+            Some(w) => format!("native mode was not available: {w}"),
+            None => "chosen with `--mode skb`".into(),
+        };
         out.push(Problem {
             code: "generic-mode",
-            detail: "XDP runs in generic (skb) mode: packets are judged after the kernel allocated an skb for them (slower); see `fw up --mode native` for why native fails".into(),
+            detail: format!(
+                "XDP runs in generic (skb) mode: packets are judged after the kernel allocated an skb for them (slower); {why}"
+            ),
             degraded: false,
         });
     }

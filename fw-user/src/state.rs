@@ -120,6 +120,13 @@ pub struct State {
     /// The interface index the filter was attached to (a recreated interface gets another).
     pub ifindex: u32,
     pub mode: AttachMode,
+    /// Which build of the XDP program runs (states written before fw recorded it ran the
+    /// single-buffer build).
+    #[serde(default = "linear")]
+    pub variant: crate::loader::Variant,
+    /// Why native mode was not used, when generic mode was chosen automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_not_native: Option<String>,
     pub egress: EgressAttach,
     #[serde(flatten)]
     pub record: Record,
@@ -127,6 +134,10 @@ pub struct State {
     pub txn: Option<Txn>,
     #[serde(default)]
     pub log: Vec<LogEntry>,
+}
+
+fn linear() -> crate::loader::Variant {
+    crate::loader::Variant::Linear
 }
 
 pub fn unix_now() -> u64 {
@@ -378,6 +389,8 @@ mod tests {
             iface: "eth0".into(),
             ifindex: 2,
             mode: AttachMode::Native,
+            variant: crate::loader::Variant::Frags,
+            why_not_native: Some("the MTU".into()),
             egress: EgressAttach::Clsact {
                 priority: 1,
                 handle: 7,

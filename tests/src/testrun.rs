@@ -33,13 +33,13 @@ use aya::{
 };
 use fw::sys::monotonic_coarse_ns;
 use fw::{
-    loader::load_object,
+    loader::{Load, Variant, load_object_with, xdp_program},
     maps::PinnedMaps,
     paths::{BPFFS, IfacePaths, ensure_bpffs},
 };
 use fw_common::{
     Config, Counter, Decision, FlowKey, FlowState, FlowTable, Reason, decide, egress,
-    maps::{GENERATIONS, PROG_EGRESS, PROG_XDP, rule_slot},
+    maps::{GENERATIONS, PROG_EGRESS, rule_slot},
 };
 use fw_policy::Compiled;
 use fw_policy::Policy;
@@ -271,8 +271,14 @@ pub struct KernelFilter {
 }
 
 impl KernelFilter {
-    /// Load the program with `policy` in generation 0, active.
+    /// Load the program with `policy` in generation 0, active: the multi-buffer build
+    /// (`xdp.frags`) where the kernel has it, unless `FW_XDP_FRAGS=0` asks for the other.
     pub fn load(policy: &Policy) -> anyhow::Result<Self> {
+        Self::load_variant(policy, Variant::probe())
+    }
+
+    /// [`KernelFilter::load`] with the build of the XDP program chosen.
+    pub fn load_variant(policy: &Policy, variant: Variant) -> anyhow::Result<Self> {
         ensure_bpffs().context("bpffs")?;
         sweep_stale();
         let n = NEXT.fetch_add(1, Ordering::Relaxed);
@@ -288,8 +294,14 @@ impl KernelFilter {
         }
         let paths = IfacePaths::at("test", dirs.pins.clone(), dirs.state.clone());
         fs::create_dir_all(&paths.state).with_context(|| paths.state.display().to_string())?;
-        let ebpf = load_object(&paths, false, fw_common::maps::FLOWS_OUT_MAX)
-            .context("loading the fw XDP object")?;
+        let how = Load {
+            log: false,
+            max_flows: fw_common::maps::FLOWS_OUT_MAX,
+            variant,
+            extension_of: None,
+        };
+        let ebpf = load_object_with(&paths, how)
+            .with_context(|| format!("loading the fw XDP object ({variant:?})"))?;
         let maps = PinnedMaps::open(&paths).context("opening the pinned maps")?;
         let mut f = KernelFilter {
             ebpf,
@@ -409,11 +421,43 @@ impl KernelFilter {
     }
 
     fn program(&self) -> anyhow::Result<&Xdp> {
+        let name = self.variant().program();
         let p = self
             .ebpf
-            .program(PROG_XDP)
-            .with_context(|| format!("program {PROG_XDP} missing"))?;
+            .program(name)
+            .with_context(|| format!("program {name} missing"))?;
         Ok(p.try_into()?)
+    }
+
+    /// The build of the XDP program this filter runs.
+    pub fn variant(&self) -> Variant {
+        fw::loader::loaded_variant(&self.ebpf)
+    }
+
+    /// The XDP program itself (to attach it in tests that need a real interface).
+    pub fn xdp_mut(&mut self) -> anyhow::Result<&mut Xdp> {
+        Ok(xdp_program(&mut self.ebpf)?)
+    }
+
+    /// Run `frame` once as a multi-buffer frame whose first buffer holds `linear` bytes (the
+    /// rest in fragments), where the kernel lets a test choose that (`data_end` in the
+    /// context shorter than the frame: Linux 6.18). `Ok(None)`: this kernel cannot.
+    pub fn run_split(&self, frame: &[u8], linear: usize) -> anyhow::Result<Option<u32>> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(linear as u32).to_ne_bytes());
+        let r = self.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        });
+        match r {
+            Ok(r) => Ok(Some(r.return_value)),
+            Err(e) if os_errno(&e) == Some(libc::EINVAL) => Ok(None),
+            Err(e) => Err(e).context("BPF_PROG_TEST_RUN with a split frame"),
+        }
     }
 
     /// Run `frame` through the kernel program once; the XDP return value.
@@ -828,4 +872,18 @@ impl Rng {
     pub fn pick<'a, T>(&mut self, items: &'a [T]) -> &'a T {
         &items[self.below(items.len())]
     }
+}
+
+/// The OS error at the root of `e`, if any.
+fn os_errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(c) = io.raw_os_error()
+        {
+            return Some(c);
+        }
+        cur = err.source();
+    }
+    None
 }

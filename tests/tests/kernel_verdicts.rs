@@ -10,6 +10,7 @@
 
 use std::net::IpAddr;
 
+use fw::loader::Variant;
 use fw_common::frame::{FragSpec, L4Spec, PacketSpec, arp_frame};
 use fw_common::{Config, Reason, packet as pkt, tcp};
 use fw_policy::{Policy, SEED_POLICY, parse_policy};
@@ -1814,38 +1815,51 @@ fn load(p: &Policy) -> KernelFilter {
     KernelFilter::load(p).unwrap_or_else(|e| panic!("loading the fw XDP program: {e:#}"))
 }
 
+/// Both builds of the XDP program: multi-buffer (`xdp.frags`, what fw loads on Linux ≥ 5.18)
+/// and single-buffer (older kernels). The tables must come out the same for both.
+fn variants() -> Vec<Variant> {
+    let mut v = vec![Variant::Linear];
+    if fw::probe::xdp_frags() {
+        v.insert(0, Variant::Frags);
+    } else {
+        eprintln!("this kernel has no multi-buffer XDP: only the single-buffer build runs");
+    }
+    v
+}
+
+/// Run `table` for `policy` through each build of the program.
+fn run_both(name: &str, p: &Policy, table: &Table) {
+    require_root();
+    for v in variants() {
+        let f = KernelFilter::load_variant(p, v)
+            .unwrap_or_else(|e| panic!("loading the {v:?} build: {e:#}"));
+        let mut tally = Tally::new(format!("{name} ({v:?})"));
+        run_table(&mut tally, &f, table);
+        tally.finish();
+    }
+}
+
 #[test]
 fn seed_policy_verdicts() {
     let p = seed();
-    let f = load(&p);
-    let mut tally = Tally::new("seed");
-    run_table(&mut tally, &f, &seed_table(&p));
-    tally.finish();
+    run_both("seed", &p, &seed_table(&p));
 }
 
 #[test]
 fn source_restricted_policy_verdicts() {
     let p = policy("restricted", RESTRICTED);
-    let f = load(&p);
-    let mut tally = Tally::new("ssh-restricted");
-    run_table(&mut tally, &f, &restricted_table(&p));
-    tally.finish();
+    run_both("ssh-restricted", &p, &restricted_table(&p));
 }
 
 #[test]
 fn options_policy_verdicts() {
     let p = policy("options", OPTIONS);
-    let f = load(&p);
-    let mut tally = Tally::new("options");
-    run_table(&mut tally, &f, &options_table(&p));
-    tally.finish();
+    run_both("options", &p, &options_table(&p));
 }
 
 #[test]
 fn empty_policy_verdicts() {
     let p = policy("empty", "");
-    let f = load(&p);
-    let mut tally = Tally::new("empty");
     let mut t = structural(&Env::of(&p));
     for port in [22u16, 80, 443] {
         t.ok(
@@ -1854,8 +1868,7 @@ fn empty_policy_verdicts() {
             Is(Reason::DefaultDrop),
         );
     }
-    run_table(&mut tally, &f, &t);
-    tally.finish();
+    run_both("empty", &p, &t);
 }
 
 /// `fw flush`: everything passes, counted as flushed; unflushing restores the policy.

@@ -83,7 +83,7 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
             ),
         }
         if let Some(why) = &report.native_unavailable {
-            println!("{iface}: warning: generic (skb) mode: {why}");
+            println!("{iface}: warning: XDP runs in generic (skb) mode, slower than native: {why}");
         }
         match &report.changes {
             Some(c) => super::print_changes(iface, c),
