@@ -429,6 +429,17 @@ impl KernelFilter {
         Ok(p.try_into()?)
     }
 
+    /// Mean run time of `frame` through the kernel program over `repeat` runs, in ns
+    /// (BPF_PROG_TEST_RUN's own clock): for comparisons within one run, never for pass/fail.
+    pub fn time_ns(&self, frame: &[u8], repeat: u32) -> anyhow::Result<u64> {
+        let r = self.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })?;
+        Ok(r.duration.as_nanos() as u64)
+    }
+
     /// The build of the XDP program this filter runs.
     pub fn variant(&self) -> Variant {
         fw::loader::loaded_variant(&self.ebpf)

@@ -119,3 +119,39 @@ fn headers_past_the_first_buffer_are_dropped_and_counted_as_split() {
         }
     }
 }
+
+/// The cost of the multi-buffer build against the single-buffer one, same frames, same run
+/// (one helper call, bpf_xdp_get_buff_len, and a flag per failed read). Prints; asserts
+/// nothing about time. `cargo test -p tests --test kernel_frags -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, not a test"]
+fn cost_of_the_multi_buffer_build() {
+    let frags = load(Variant::Frags);
+    let linear = load(Variant::Linear);
+    let frames = [
+        (
+            "SYN to 80",
+            PacketSpec::syn("198.51.100.7", "192.0.2.1", 80).build(),
+        ),
+        (
+            "SYN to 8080 (dropped)",
+            PacketSpec::syn("198.51.100.7", "192.0.2.1", 8080).build(),
+        ),
+        (
+            "ACK, no flow (dropped)",
+            PacketSpec::tcp("198.51.100.7", "192.0.2.1", 1, 80, tcp::ACK).build(),
+        ),
+    ];
+    for (name, frame) in &frames {
+        let mut best = [u64::MAX; 2];
+        for _ in 0..5 {
+            for (i, f) in [&frags, &linear].iter().enumerate() {
+                best[i] = best[i].min(f.time_ns(frame, 200_000).expect("test run"));
+            }
+        }
+        println!(
+            "{name:24} frags {:>4} ns  linear {:>4} ns",
+            best[0], best[1]
+        );
+    }
+}
