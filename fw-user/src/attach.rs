@@ -371,6 +371,10 @@ fn check_link(path: &std::path::Path, iface: &IfaceName, want_type: u32) -> Link
 }
 
 pub fn xdp_health(paths: &IfacePaths, iface: &IfaceName) -> LinkHealth {
+    if std::fs::symlink_metadata(paths.link()).is_err() && paths.prog().exists() {
+        // In a libxdp dispatcher: no link of fw's own.
+        return crate::multiprog::health(paths, iface);
+    }
     check_link(&paths.link(), iface, BPF_LINK_TYPE_XDP)
 }
 

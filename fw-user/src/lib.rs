@@ -7,6 +7,8 @@
 pub mod attach;
 pub mod bench_programs;
 pub mod cli;
+pub mod dispatcher;
+mod dispatcher_sys;
 mod error;
 pub mod filter;
 pub mod guard;
@@ -15,6 +17,7 @@ pub mod live_tables;
 pub mod loader;
 pub mod lock;
 pub mod maps;
+pub mod multiprog;
 pub mod native;
 pub mod paths;
 pub mod persist;
@@ -24,5 +27,6 @@ pub mod state;
 pub mod status;
 pub mod sys;
 pub mod timer;
+pub mod xdp_netlink;
 
 pub use error::Error;

@@ -30,9 +30,11 @@ pub struct IfaceStatus {
     pub mode: AttachMode,
     /// `frags`: multi-buffer aware (jumbo frames in native mode); `linear`: one buffer.
     pub variant: crate::loader::Variant,
-    /// How the XDP program is attached, in words ("native (driver) mode, multi-buffer, own
-    /// bpf_link").
+    /// How the XDP program is attached, in words ("native (driver) mode, multi-buffer
+    /// program, alone on the interface (its own bpf_link)").
     pub xdp: String,
+    /// fw's place in a libxdp dispatcher, when it shares the interface.
+    pub multiprog: Option<crate::state::MultiProg>,
     pub mtu: Option<u32>,
     pub egress: EgressAttach,
     pub generation: u32,
@@ -174,7 +176,8 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
         iface: iface.to_string(),
         mode: state.mode,
         variant: state.variant,
-        xdp: describe_xdp(&state),
+        multiprog: state.multiprog,
+        xdp: describe_xdp(&state, iface),
         mtu: crate::native::Facts::of(iface.as_str()).mtu,
         egress: state.egress,
         generation,
@@ -194,12 +197,16 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
 }
 
 /// The XDP attachment in plain words.
-pub fn describe_xdp(state: &State) -> String {
+pub fn describe_xdp(state: &State, iface: &IfaceName) -> String {
     let mode = match state.mode {
         AttachMode::Native => "native (driver) mode",
         AttachMode::Skb => "generic (skb) mode",
     };
-    format!("{mode}, {} program", state.variant.describe())
+    let how = match &state.multiprog {
+        Some(mp) => crate::multiprog::describe(iface, mp),
+        None => "alone on the interface (its own bpf_link)".into(),
+    };
+    format!("{mode}, {} program, {how}", state.variant.describe())
 }
 
 /// How the running policy compares with the saved one (/etc/fw/fw.toml), which the boot unit

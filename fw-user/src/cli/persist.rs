@@ -50,6 +50,8 @@ pub struct RestoreArgs {
     /// Restore even if the policy would cut a live SSH session.
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub share: super::up::ShareArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,6 +160,7 @@ pub fn execute_restore(a: RestoreArgs) -> anyhow::Result<()> {
             policy: Some((&policy, &source)),
             guard,
             log: false,
+            share: a.share.share(),
         };
         let r = wait_for(iface, a.wait)
             .and_then(|_| Filter::up(iface, &opts).map_err(anyhow::Error::from));
