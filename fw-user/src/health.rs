@@ -43,6 +43,10 @@ pub fn check(
     let mut out = Vec::new();
     match attach::xdp_health(paths, iface) {
         LinkHealth::Attached => {}
+        LinkHealth::Missing if state.multiprog.is_some() => out.push(problem(
+            "xdp-missing",
+            format!("fw's program is no longer in the libxdp dispatcher on {iface} (another tool removed it): nothing of fw filters {iface}; `fw up --iface {iface}` puts it back"),
+        )),
         LinkHealth::Missing => out.push(problem(
             "xdp-missing",
             format!("the XDP link pin is gone: nothing filters {iface}; `fw up --iface {iface}` attaches the policy again"),

@@ -24,7 +24,7 @@ pub fn not_a_dispatcher(ifindex: u32, id: u32, name: &str, mode: XdpMode) -> Err
         ),
     };
     Error::Other(format!(
-        "{iface}: XDP program {name:?} (id {id}, {}) holds the interface on its own, not through a libxdp dispatcher, so nothing can run beside it. {what_to_do}",
+        "{iface}: another XDP program, {name:?} (id {id}, {}), holds the interface on its own, not through a libxdp dispatcher, so nothing can run beside it. {what_to_do}",
         match mode {
             XdpMode::Native => "native mode",
             XdpMode::Skb => "generic mode",
