@@ -176,6 +176,52 @@ pub fn replace_xdp(ebpf: &mut Ebpf, paths: &IfacePaths) -> Result<(), Error> {
     }
 }
 
+/// Take over the links another fw (another map layout) pinned in `old_dir`: replace their
+/// programs with this object's (no gap: the same links), pin them where this fw keeps its
+/// links, and remove the old pins. Returns how the egress recorder is attached (attached anew
+/// if the old fw had none).
+pub fn adopt_links(
+    ebpf: &mut Ebpf,
+    old_dir: &std::path::Path,
+    paths: &IfacePaths,
+) -> Result<EgressAttach, Error> {
+    let pinned = |p: &std::path::Path| {
+        PinnedLink::from_pin(p).map_err(|e| Error::bpf(p.display().to_string(), e))
+    };
+    let old_tc = old_dir.join("tc_link");
+    let egress = if old_tc.exists() {
+        let link = SchedClassifierLink::try_from(FdLink::from(pinned(&old_tc)?))
+            .map_err(|e| Error::bpf("the old egress link is not TC", e))?;
+        let tc = egress_program(ebpf)?;
+        let id = tc
+            .attach_to_link(link)
+            .map_err(|e| Error::bpf("replacing the old fw's egress program", e))?;
+        let link = tc.take_link(id).map_err(|e| Error::bpf("TC link", e))?;
+        FdLink::try_from(link)
+            .map_err(|e| Error::bpf("the old egress link", e))?
+            .pin(paths.tc_link())
+            .map_err(|e| Error::bpf(format!("pinning {}", paths.tc_link().display()), e))?;
+        std::fs::remove_file(&old_tc).map_err(|e| Error::io(&old_tc, e))?;
+        EgressAttach::Tcx
+    } else {
+        attach_egress(ebpf, paths, EgressMode::Auto)?
+    };
+    let old_link = old_dir.join("link");
+    let link = XdpLink::try_from(FdLink::from(pinned(&old_link)?))
+        .map_err(|e| Error::bpf("the old XDP link is not XDP", e))?;
+    let prog = xdp_program(ebpf)?;
+    let id = prog
+        .attach_to_link(link)
+        .map_err(|e| Error::bpf("replacing the old fw's XDP program", e))?;
+    let link = prog.take_link(id).map_err(|e| Error::bpf("XDP link", e))?;
+    FdLink::try_from(link)
+        .map_err(|e| Error::bpf("the old XDP link", e))?
+        .pin(paths.link())
+        .map_err(|e| Error::bpf(format!("pinning {}", paths.link().display()), e))?;
+    std::fs::remove_file(&old_link).map_err(|e| Error::io(&old_link, e))?;
+    Ok(egress)
+}
+
 /// Attach the egress recorder. `Auto` tries TCX and falls back to clsact where the kernel has
 /// no TCX (EINVAL from bpf_link_create before 6.6).
 pub fn attach_egress(

@@ -19,6 +19,7 @@ use crate::{
     state::{EgressAttach, Entry, Pending, Record, State, Txn},
 };
 
+mod migrate;
 mod up;
 
 pub use up::{UpKind, UpOptions, UpReport};

@@ -79,12 +79,7 @@ impl Filter {
         let ifindex = check_iface(iface)?;
         paths::ensure_bpffs()?;
         if let Some((found, dir)) = paths::other_layout(iface)? {
-            return Err(Error::OtherLayout {
-                iface: iface.to_string(),
-                found,
-                ours: fw_common::maps::LAYOUT_VERSION,
-                dir,
-            });
+            return Self::migrate(iface, ifindex, &found, &dir, opts);
         }
         let paths = IfacePaths::new(iface)?;
         Self::up_at(iface, ifindex, paths, opts)
