@@ -77,7 +77,10 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
         }
     }
     for iface in &a.ifaces {
-        let attached = crate::paths::IfacePaths::new(iface)?.is_attached()?;
+        // An fw of another map layout counts as attached: its policy comes along (the seed
+        // policy would silently replace it and its live edits).
+        let attached = crate::paths::IfacePaths::new(iface)?.is_attached()?
+            || crate::paths::other_layout(iface)?.is_some();
         let policy = match (&given, attached) {
             (Some((p, s)), _) => Some((p, s.as_str())),
             (None, false) => Some((&seed, seed_source.as_str())),
