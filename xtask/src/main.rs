@@ -5,6 +5,7 @@ mod bench;
 mod build_run;
 mod demo;
 mod diff;
+mod dist;
 mod lab;
 mod proc;
 mod setup;
@@ -70,6 +71,14 @@ enum Task {
         #[arg(last = true)]
         extra: Vec<String>,
     },
+    /// Packages in target/dist/: a static (musl) stripped `fw` with its XDP programs, a .deb and
+    /// a .tar.gz (man pages, completions, systemd unit, default policy).
+    Dist {
+        /// Then install the .deb on this machine with dpkg, check it and purge it (root; `cargo
+        /// xtask test` runs this after the other tiers).
+        #[arg(long)]
+        check: bool,
+    },
     /// Benchmarks against iptables, nftables and xdp-filter (root); writes docs/benchmarks.md.
     Bench {
         /// Fewer rounds and scale points (under two minutes); results go to target/bench-quick/.
@@ -110,6 +119,7 @@ fn main() -> ExitCode {
             policies: policy,
             extra,
         }),
+        Task::Dist { check } => dist::run(dist::Args { check }),
         Task::Bench { quick, extra } => bench::run(bench::Args { quick, extra }),
     };
     match result {

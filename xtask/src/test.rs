@@ -2,7 +2,8 @@
 //!
 //! Tiers: host unit tests (fw-common, fw-user, xtask), kernel tests (the real XDP program under
 //! BPF_PROG_TEST_RUN) and end-to-end tests (real traffic between network namespaces). The last
-//! two live in the `tests` crate and need root.
+//! two live in the `tests` crate and need root. After them, the package check (`cargo xtask
+//! dist --check`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -76,7 +77,22 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     let results = Results::parse(&out.lines);
     let leftovers = Snapshot::take().leftovers_since(&before);
     results.print(out.success(), Some(&leftovers));
-    Ok(out.success() && results.failed == 0 && leftovers.is_empty())
+    let tiers_ok = out.success() && results.failed == 0 && leftovers.is_empty();
+    let after_ok = after_tiers(&a.extra, &bin)?;
+    Ok(tiers_ok && after_ok)
+}
+
+/// After the cargo tiers: the package check (`cargo xtask dist --check`: builds the static
+/// binary and the .deb, installs, checks and purges it). Skipped when a test filter was given.
+fn after_tiers(extra: &[String], _bin: &Path) -> anyhow::Result<bool> {
+    if !extra.is_empty() {
+        println!("[test] a test filter was given: the package check is skipped");
+        return Ok(true);
+    }
+    println!();
+    println!("[test] package check: cargo xtask dist --check");
+    let ok = crate::dist::run(crate::dist::Args { check: true })?;
+    Ok(ok)
 }
 
 #[derive(Default)]
