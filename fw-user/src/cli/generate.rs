@@ -130,9 +130,11 @@ fn top_extra_sections() -> String {
     systemd_section(&mut r);
     r.control("SH", ["REQUIREMENTS"]);
     r.text([roman(
-        "Linux 5.15 or newer with BTF; native XDP where the driver has it. Root, or the \
-         capabilities CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN to mount bpffs, and on older \
-         kernels for BPF itself; CAP_PERFMON lets the verifier skip Spectre hardening).",
+        "Linux 5.15 or newer: XDP through a bpf_link (5.9), the BPF ring buffer (5.8), \
+         bpf_ktime_get_coarse_ns (5.11); the egress recorder attaches through TCX (6.6) or a \
+         clsact qdisc. Root, or the capabilities CAP_BPF and CAP_NET_ADMIN (CAP_SYS_ADMIN to \
+         mount bpffs on /sys/fs/bpf, and on kernels without CAP_BPF; CAP_PERFMON lets the \
+         verifier accept the program without Spectre hardening).",
     )]);
     r.control("SH", ["EXIT STATUS"]);
     r.text([roman(
