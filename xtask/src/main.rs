@@ -10,6 +10,7 @@ mod lab;
 mod proc;
 mod setup;
 mod test;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -79,6 +80,16 @@ enum Task {
         #[arg(long)]
         check: bool,
     },
+    /// Boot a Debian kernel in QEMU and run fw's guest test there (root): fw up, traffic,
+    /// status, conns, replace, down, each check printed.
+    Vm {
+        /// Debian kernel series: 6.1 (Debian 12's own) or 6.12 (bookworm-security, has TCX).
+        #[arg(long, default_value = "6.1")]
+        kernel: String,
+        /// The fw binary to test (default: build it like `cargo xtask build`).
+        #[arg(long, value_name = "PATH")]
+        fw: Option<PathBuf>,
+    },
     /// Benchmarks against iptables, nftables and xdp-filter (root); writes docs/benchmarks.md.
     Bench {
         /// Fewer rounds and scale points (under two minutes); results go to target/bench-quick/.
@@ -120,6 +131,7 @@ fn main() -> ExitCode {
             extra,
         }),
         Task::Dist { check } => dist::run(dist::Args { check }),
+        Task::Vm { kernel, fw } => vm::run(vm::Args { kernel, fw }),
         Task::Bench { quick, extra } => bench::run(bench::Args { quick, extra }),
     };
     match result {
