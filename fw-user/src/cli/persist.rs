@@ -199,8 +199,9 @@ pub fn execute_restore(a: RestoreArgs) -> anyhow::Result<()> {
 /// removes it. The sandbox keeps what fw needs: BPF and netlink, the host's /sys/fs/bpf (an API
 /// file system, writable under ProtectSystem=strict) and /run/fw (RuntimeDirectory, preserved so
 /// the state outlives the unit like the pins do). A bpffs mounted inside the sandbox would die
-/// with it, and the filter with its pins: the `+` ExecStartPre mounts it on the host if systemd
-/// has not.
+/// with it, and the filter with its pins, so the sandbox cannot mount (the system call filter
+/// has no mount), and the ExecStartPre mounts it in PID 1's mount namespace if it is missing
+/// (`+` lifts the sandbox, but systemd still runs the command in a mount namespace of its own).
 pub fn unit_text(bin: &Path) -> String {
     let bin = bin.display();
     format!(
@@ -217,7 +218,7 @@ ConditionPathExists={DEFAULT_FILE}
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStartPre=+/bin/sh -c 'findmnt -n -t bpf -M /sys/fs/bpf >/dev/null || mount -t bpf bpf /sys/fs/bpf'
+ExecStartPre=+/usr/bin/nsenter -t 1 -m /bin/sh -c 'findmnt -n -t bpf -M /sys/fs/bpf >/dev/null || mount -t bpf bpf /sys/fs/bpf'
 ExecStart={bin} restore {DEFAULT_FILE} --wait 30
 # Atomic: each interface's program and maps are replaced through its pinned link.
 ExecReload={bin} restore {DEFAULT_FILE}
@@ -382,7 +383,11 @@ mod tests {
         // /sys must stay writable (pins) and bpffs must be mounted outside the sandbox.
         assert!(!u.contains("ProtectKernelTunables"), "{u}");
         assert!(!u.contains("PrivateNetwork"), "{u}");
-        assert!(u.contains("ExecStartPre=+"), "{u}");
+        assert!(
+            u.contains("ExecStartPre=+/usr/bin/nsenter -t 1 -m "),
+            "bpffs must be mounted in the host's namespace: {u}"
+        );
+        assert!(!u.contains("@mount"), "the sandbox must not mount: {u}");
         assert!(u.contains("RuntimeDirectoryPreserve=yes"), "{u}");
     }
 }
