@@ -2,8 +2,9 @@
 # build-initramfs.sh KROOT FW_BINARY OUT.cpio.gz
 # KROOT: a Debian linux-image .deb extracted with `dpkg-deb -x` (has boot/ and lib/modules/KVER/).
 # Packs: a static busybox, fw (static, or with its shared libraries), iproute2 (ip, tc), bpftool
-# (if installed), the veth/sch_ingress/cls_bpf modules of that kernel (with their dependencies),
-# /init (guest-init.sh) and /guest-test.sh (or $TEST_SCRIPT).
+# (if installed), the modules in $MODULES (default veth sch_ingress cls_bpf) of that kernel with
+# their dependencies, /init ($INIT_SCRIPT, default guest-init.sh), /guest-test.sh ($TEST_SCRIPT,
+# default guest-test.sh) and the files in $EXTRA ("SRC=DEST SRC=DEST ...").
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${FW_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fw-vm}
@@ -60,8 +61,11 @@ done
 cp "$MODDIR"/modules.builtin* "$MODDIR/modules.order" "$R/lib/modules/$KVER/" 2>/dev/null || true
 depmod -b "$R" "$KVER"
 
-install -m755 "$HERE/guest-init.sh" "$R/init"
+install -m755 "${INIT_SCRIPT:-$HERE/guest-init.sh}" "$R/init"
 install -m755 "${TEST_SCRIPT:-$HERE/guest-test.sh}" "$R/guest-test.sh"
+for pair in ${EXTRA:-}; do
+	install -D -m755 "${pair%%=*}" "$R${pair#*=}"
+done
 
 mkdir -p "$(dirname "$OUT")"
 # busybox-static provides cpio -o; GNU cpio works too.

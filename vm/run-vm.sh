@@ -5,7 +5,8 @@
 #      kvm_pvm, as on these VMs, cannot run stock kernels), BOOT=auto|pvh|bzimage (auto: pvh when the
 #      kernel has CONFIG_PVH=y: boot the extracted ELF vmlinux, ~4 s faster under TCG),
 #      MEM=1G, SMP=2, TIMEOUT=300 (s), OUTDIR, TEST_SCRIPT (default: guest-test.sh),
-#      QEMU (default: qemu-system-x86_64 on PATH).
+#      QEMU (default: qemu-system-x86_64 on PATH), QEMU_ARGS (more QEMU arguments, split on
+#      spaces), APPEND (more kernel command line). INIT_SCRIPT, MODULES, EXTRA: build-initramfs.sh.
 set -uo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
 CACHE=${FW_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fw-vm}
@@ -49,9 +50,9 @@ echo "booting $KVER ($BOOT) with $ACCEL, -m $MEM -smp $SMP (console: $LOG)"
 start=$(date +%s%N)
 timeout --foreground -k 5 "$TIMEOUT" "${QEMU:-qemu-system-x86_64}" "${ACCEL_OPTS[@]}" \
 	-machine pc -m "$MEM" -smp "$SMP" -nodefaults -no-user-config -display none \
-	-serial stdio -monitor none -no-reboot \
+	-serial stdio -monitor none -no-reboot ${QEMU_ARGS:-} \
 	-kernel "$KIMG" -initrd "$OUTDIR/initramfs.cpio.gz" \
-	-append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic" </dev/null 2>&1 |
+	-append "console=ttyS0 quiet loglevel=4 panic=-1 oops=panic${APPEND:+ $APPEND}" </dev/null 2>&1 |
 	tr -d '\r' | tee "$LOG"
 qrc=${PIPESTATUS[0]}
 end=$(date +%s%N)

@@ -3,7 +3,7 @@
 //! is then installed on this machine, exercised and purged again (`check`).
 
 mod aside;
-mod assets;
+pub mod assets;
 mod check;
 mod deb;
 mod tarball;
@@ -42,6 +42,21 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
         );
     }
     setup::dist(a.check)?;
+    let built = build_packages()?;
+    if a.check {
+        return check::run(&built.deb, &built.assets);
+    }
+    Ok(true)
+}
+
+/// What `build_packages` made.
+pub struct Built {
+    pub deb: PathBuf,
+    pub assets: assets::Assets,
+}
+
+/// The static binary, then the .deb and the .tar.gz (setup done by the caller).
+pub fn build_packages() -> anyhow::Result<Built> {
     let started = Instant::now();
     let bin = build()?;
     let out = dist_dir();
@@ -64,10 +79,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
         size(&bin),
         bin.display()
     );
-    if a.check {
-        return check::run(&deb, &assets);
-    }
-    Ok(true)
+    Ok(Built { deb, assets })
 }
 
 /// target/dist: the packages (and their staging directory).

@@ -83,12 +83,18 @@ enum Task {
     /// Boot a Debian kernel in QEMU and run fw's guest test there (root): fw up, traffic,
     /// status, conns, replace, down, each check printed.
     Vm {
-        /// Debian kernel series: 6.1 (Debian 12's own) or 6.12 (bookworm-security, has TCX).
-        #[arg(long, default_value = "6.1")]
-        kernel: String,
+        /// Debian kernel series: 6.1 (Debian 12's own; the default) or 6.12 (bookworm-security,
+        /// has TCX; the default with --unit).
+        #[arg(long)]
+        kernel: Option<String>,
         /// The fw binary to test (default: build it like `cargo xtask build`).
         #[arg(long, value_name = "PATH")]
         fw: Option<PathBuf>,
+        /// Test fw.service under systemd instead: boot this machine's root file system
+        /// (read-only, under an overlay) with systemd, install the .deb of `cargo xtask dist`,
+        /// start, reload, restart and stop the unit.
+        #[arg(long)]
+        unit: bool,
     },
     /// Benchmarks against iptables, nftables and xdp-filter (root); writes docs/benchmarks.md.
     Bench {
@@ -131,7 +137,7 @@ fn main() -> ExitCode {
             extra,
         }),
         Task::Dist { check } => dist::run(dist::Args { check }),
-        Task::Vm { kernel, fw } => vm::run(vm::Args { kernel, fw }),
+        Task::Vm { kernel, fw, unit } => vm::run(vm::Args { kernel, fw, unit }),
         Task::Bench { quick, extra } => bench::run(bench::Args { quick, extra }),
     };
     match result {

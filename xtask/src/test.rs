@@ -99,8 +99,9 @@ fn after_tiers(extra: &[String], bin: &Path) -> anyhow::Result<bool> {
         println!();
         println!("[test] FW_TEST_VM: cargo xtask vm --kernel {kernel}");
         ok &= crate::vm::run(crate::vm::Args {
-            kernel: kernel.to_string(),
+            kernel: Some(kernel.to_string()),
             fw: Some(bin.to_path_buf()),
+            unit: false,
         })?;
     }
     Ok(ok)

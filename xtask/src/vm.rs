@@ -2,7 +2,10 @@
 //! bookworm-security's, TCX-capable) under QEMU with a tiny initramfs holding fw, and runs
 //! vm/guest-test.sh in it: fw up, traffic (an allowed port open, a closed one dropped, the
 //! reply to an outgoing connection let back in), status, conns, a replacing `fw up --policy`,
-//! fw down. The scripts in vm/ also run by hand (see vm/README.md).
+//! fw down. With `--unit`, the guest boots the host's own root file system (read-only, under a
+//! tmpfs overlay) with systemd as PID 1 instead, installs the .deb of `cargo xtask dist` and
+//! puts fw.service through start, reload, restart and stop (vm/unit-test.sh). The scripts in
+//! vm/ also run by hand (see vm/README.md).
 
 mod prereq;
 mod qemu;
@@ -15,16 +18,19 @@ use std::{
 use anyhow::bail;
 
 use crate::{
-    build_run,
+    build_run, dist,
     proc::{Cmd, is_root},
-    repo_root,
+    repo_root, setup,
 };
 
 pub struct Args {
-    /// Debian kernel series: 6.1 (Debian 12) or 6.12 (bookworm-security); any "X.Y" Debian ships.
-    pub kernel: String,
+    /// Debian kernel series: 6.1 (Debian 12) or 6.12 (bookworm-security); any "X.Y" Debian
+    /// ships. Default: 6.1, or 6.12 with `unit` (fw up needs TCX until the clsact fallback).
+    pub kernel: Option<String>,
     /// The fw binary to test (default: `cargo xtask build`'s).
     pub fw: Option<PathBuf>,
+    /// Test fw.service under systemd instead (the .deb of `cargo xtask dist`).
+    pub unit: bool,
 }
 
 /// Returns whether every check in the guest passed.
@@ -34,44 +40,90 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
             "`cargo xtask vm` installs QEMU and unpacks kernels with apt and depmod: run it as root"
         );
     }
-    if !a
+    let series = a
         .kernel
+        .unwrap_or_else(|| if a.unit { "6.12" } else { "6.1" }.to_string());
+    if !series
         .split('.')
         .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
     {
-        bail!(
-            "--kernel takes a Debian kernel series such as 6.1 or 6.12, not {:?}",
-            a.kernel
-        );
+        bail!("--kernel takes a Debian kernel series such as 6.1 or 6.12, not {series:?}");
+    }
+    if a.unit && a.fw.is_some() {
+        bail!("--unit tests the .deb that `cargo xtask dist` builds; --fw does not go with it");
     }
     let cache = prereq::cache_dir();
     std::fs::create_dir_all(&cache)?;
     prereq::packages()?;
     let busybox = prereq::static_busybox(&cache)?;
     let qemu = qemu::qemu(&cache)?;
-    let fw = match a.fw {
-        Some(p) => std::path::absolute(&p)?,
-        None => build_run::build(false)?,
+    let vm_dir = repo_root().join("vm");
+    let (fw, env) = if a.unit {
+        setup::dist(false)?;
+        let built = dist::build_packages()?;
+        let env = unit_env(&vm_dir, &built.deb, &busybox);
+        (built.assets.bin, env)
+    } else {
+        let fw = match a.fw {
+            Some(p) => std::path::absolute(&p)?,
+            None => build_run::build(false)?,
+        };
+        (fw, Vec::new())
     };
     if !fw.is_file() {
         bail!("{} is not a file", fw.display());
     }
-    let vm_dir = repo_root().join("vm");
-    let kroot = prereq::kernel(&vm_dir, &a.kernel, &cache)?;
+    let kroot = prereq::kernel(&vm_dir, &series, &cache)?;
     println!("[vm] kernel {}, fw {}", kroot.display(), fw.display());
     let started = Instant::now();
-    let out = Cmd::new(vm_dir.join("run-vm.sh"))
+    let mut cmd = Cmd::new(vm_dir.join("run-vm.sh"))
         .arg(&kroot)
         .arg(&fw)
         .env("FW_VM_CACHE", &cache)
         .env("BUSYBOX", &busybox)
-        .env("QEMU", &qemu)
+        .env("QEMU", &qemu);
+    for (k, v) in env {
+        cmd = cmd.env(k, v);
+    }
+    if a.unit {
+        let kver = kroot.file_name().unwrap_or_default().to_string_lossy();
+        cmd = cmd.env("OUTDIR", cache.join("out").join(format!("unit-{kver}")));
+    }
+    let out = cmd
         .merged_echo()
         .timeout(Duration::from_secs(12 * 60))
         .run()?;
     let wall = started.elapsed();
     let lines: Vec<&str> = out.lines.iter().map(|(_, l)| l.as_str()).collect();
     Ok(summarize(&kroot, &lines, out.code(), wall))
+}
+
+/// The environment of run-vm.sh for the unit test: the systemd /init, unit-test.sh, the .deb
+/// and busybox inside, 9p and overlay modules, the host's / shared read-only.
+fn unit_env(vm_dir: &Path, deb: &Path, busybox: &Path) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "INIT_SCRIPT",
+            vm_dir.join("guest-init-systemd.sh").display().to_string(),
+        ),
+        ("TEST_SCRIPT", vm_dir.join("unit-test.sh").display().to_string()),
+        (
+            "EXTRA",
+            format!(
+                "{}=/fwtest/fw.deb {}=/fwtest/busybox",
+                deb.display(),
+                busybox.display()
+            ),
+        ),
+        ("MODULES", "veth sch_ingress cls_bpf 9p 9pnet_virtio overlay".into()),
+        (
+            "QEMU_ARGS",
+            "-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
+                .into(),
+        ),
+        ("APPEND", "systemd.unit=fwtest.target systemd.show_status=0".into()),
+        ("TIMEOUT", "600".into()),
+    ]
 }
 
 /// Print the checks' outcome; true if the guest ran them all and all passed.
