@@ -218,7 +218,7 @@ ConditionPathExists={DEFAULT_FILE}
 [Service]
 Type=oneshot
 RemainAfterExit=yes
-ExecStartPre=+/usr/bin/nsenter -t 1 -m /bin/sh -c 'findmnt -n -t bpf -M /sys/fs/bpf >/dev/null || mount -t bpf bpf /sys/fs/bpf'
+ExecStartPre=+/usr/bin/nsenter -t 1 -m /bin/sh -c 'findmnt -n -t bpf -M /sys/fs/bpf >/dev/null || mount -t bpf -o mode=0700 bpf /sys/fs/bpf'
 ExecStart={bin} restore {DEFAULT_FILE} --wait 30
 # Atomic: each interface's program and maps are replaced through its pinned link.
 ExecReload={bin} restore {DEFAULT_FILE}
@@ -227,6 +227,7 @@ CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN CAP_PERFMON
 NoNewPrivileges=yes
 ProtectSystem=strict
 RuntimeDirectory=fw
+RuntimeDirectoryMode=0700
 RuntimeDirectoryPreserve=yes
 ProtectHome=yes
 PrivateTmp=yes
