@@ -7,7 +7,7 @@
 mount -t proc proc /proc
 mount -t sysfs sysfs /sys
 mount -t devtmpfs devtmpfs /dev
-for m in 9pnet_virtio 9p overlay veth sch_ingress cls_bpf; do modprobe $m || echo "modprobe $m failed"; done
+for m in virtio_pci 9pnet_virtio 9p overlay veth sch_ingress cls_bpf; do modprobe $m || echo "modprobe $m failed"; done
 mkdir -p /lower /rw /newroot
 mount -t 9p -o trans=virtio,version=9p2000.L,ro,msize=262144,cache=loose hostroot /lower || { echo "FWVM-EXIT rc=3 (no 9p root)"; poweroff -f; }
 mount -t tmpfs -o mode=755 tmpfs /rw

@@ -146,6 +146,7 @@ run $BB timeout 60 $FW down --iface $IF
 # After a failed fw up there is nothing to take down; after a good one, down must succeed.
 [ $UP != 0 ] || check "fw down" 0 $rc
 check "no pins after fw down" 0 "$(pins)"
+check "no egress filter after fw down" 0 "$(/usr/sbin/tc filter show dev $IF egress | wc -l)"
 baseline after
 
 echo "FWVM-SUMMARY kernel=$(uname -r) checks=$CHECKS failed=$FAILS"

@@ -1,7 +1,8 @@
 #!/bin/sh
 # unit-test.sh - fw.service under a real systemd (PID 1), run as a service inside the VM that
 # guest-init-systemd.sh boots (the host's root file system under a tmpfs overlay). Installs the
-# .deb, then: start, reload (atomic: same link, new program), restart (same link: no window),
+# .deb, then: start, reload (the saved policy again, atomically: same link, new program),
+# restart (same link: no window),
 # stop (the filter stays), and a start with bpffs unmounted (the unit mounts it on the host, so
 # the pins outlive the unit's sandbox). Every check prints `FWVM-CHECK ok|FAIL what: result`;
 # the last lines are FWVM-SUMMARY and FWVM-EXIT.
@@ -75,9 +76,12 @@ check "tcp/22 in after start" OPEN "$(tcp_in 22)"
 L1=$(xdp_link)
 echo "xdp link, program: $L1"
 
-echo "===== systemctl reload fw"
+echo "===== fw allow 8080/tcp (live), then systemctl reload fw: the saved policy again"
+run /usr/sbin/fw allow 8080/tcp --iface $IF
+check "tcp/8080 in after fw allow" OPEN "$(tcp_in 8080)"
 run systemctl reload fw.service
 check "reload" 0 $rc
+check "tcp/8080 in after reload (the saved policy)" DROPPED "$(tcp_in 8080)"
 L2=$(xdp_link)
 check "reload kept the link" "${L1%% *}" "${L2%% *}"
 check "reload loaded a new program" yes "$([ -n "$L1" ] && [ "$L1" != "$L2" ] && echo yes || echo no)"

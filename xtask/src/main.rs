@@ -83,8 +83,8 @@ enum Task {
     /// Boot a Debian kernel in QEMU and run fw's guest test there (root): fw up, traffic,
     /// status, conns, replace, down, each check printed.
     Vm {
-        /// Debian kernel series: 6.1 (Debian 12's own; the default) or 6.12 (bookworm-security,
-        /// has TCX; the default with --unit).
+        /// Debian kernel series: 6.1 (Debian 12's own, no TCX; the default) or 6.12
+        /// (bookworm-security, has TCX).
         #[arg(long)]
         kernel: Option<String>,
         /// The fw binary to test (default: build it like `cargo xtask build`).

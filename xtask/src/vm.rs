@@ -24,8 +24,8 @@ use crate::{
 };
 
 pub struct Args {
-    /// Debian kernel series: 6.1 (Debian 12) or 6.12 (bookworm-security); any "X.Y" Debian
-    /// ships. Default: 6.1, or 6.12 with `unit` (fw up needs TCX until the clsact fallback).
+    /// Debian kernel series: 6.1 (Debian 12; the default) or 6.12 (bookworm-security); any
+    /// "X.Y" Debian ships.
     pub kernel: Option<String>,
     /// The fw binary to test (default: `cargo xtask build`'s).
     pub fw: Option<PathBuf>,
@@ -40,9 +40,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
             "`cargo xtask vm` installs QEMU and unpacks kernels with apt and depmod: run it as root"
         );
     }
-    let series = a
-        .kernel
-        .unwrap_or_else(|| if a.unit { "6.12" } else { "6.1" }.to_string());
+    let series = a.kernel.unwrap_or_else(|| "6.1".to_string());
     if !series
         .split('.')
         .all(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
@@ -115,7 +113,7 @@ fn unit_env(vm_dir: &Path, deb: &Path, busybox: &Path) -> Vec<(&'static str, Str
                 busybox.display()
             ),
         ),
-        ("MODULES", "veth sch_ingress cls_bpf 9p 9pnet_virtio overlay".into()),
+        ("MODULES", "veth sch_ingress cls_bpf virtio_pci 9p 9pnet_virtio overlay".into()),
         (
             "QEMU_ARGS",
             "-virtfs local,path=/,mount_tag=hostroot,security_model=none,readonly=on,multidevs=remap"
