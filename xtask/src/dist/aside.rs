@@ -63,7 +63,10 @@ enum Saved {
         path: PathBuf,
         target: PathBuf,
     },
-    Dir(PathBuf),
+    Dir {
+        path: PathBuf,
+        mode: u32,
+    },
 }
 
 /// Files moved out of the package's way; on drop: purge the package if `installed`, then put
@@ -96,8 +99,15 @@ impl Aside {
             installed: false,
             package,
         };
-        me.saved
-            .extend(dirs.iter().filter(|d| d.is_dir()).cloned().map(Saved::Dir));
+        for d in dirs {
+            if let Some(m) = fs::metadata(d).ok().filter(|m| m.is_dir()) {
+                let mode = m.permissions().mode();
+                me.saved.push(Saved::Dir {
+                    path: d.clone(),
+                    mode,
+                });
+            }
+        }
         for (i, path) in files.iter().enumerate() {
             let Ok(meta) = fs::symlink_metadata(path) else {
                 continue;
@@ -131,14 +141,17 @@ impl Aside {
     pub fn existed(&self, dir: &Path) -> bool {
         self.saved
             .iter()
-            .any(|s| matches!(s, Saved::Dir(d) if d == dir))
+            .any(|s| matches!(s, Saved::Dir { path, .. } if path == dir))
     }
 
     fn restore(&self) -> anyhow::Result<()> {
         for s in &self.saved {
             match s {
-                Saved::Dir(d) => {
-                    fs::create_dir_all(d)?;
+                Saved::Dir { path, mode } => {
+                    if !path.is_dir() {
+                        fs::create_dir_all(path)?;
+                        fs::set_permissions(path, fs::Permissions::from_mode(*mode))?;
+                    }
                 }
                 Saved::Link { path, target } => {
                     fs::create_dir_all(path.parent().expect("absolute"))?;

@@ -22,15 +22,20 @@ use crate::proc::{self, Cmd, Output};
 
 const LOCK: &str = "/run/lock/fw-dist-check.lock";
 
-/// Counts and prints each check.
+/// Counts and prints each check; after Ctrl-C, the remaining ones are skipped.
 #[derive(Default)]
 struct Checks {
     failed: Vec<String>,
     passed: usize,
+    interrupted: bool,
 }
 
 impl Checks {
     fn check(&mut self, name: &str, r: anyhow::Result<String>) {
+        if self.interrupted || proc::interrupted() {
+            self.interrupted = true;
+            return;
+        }
         match r {
             Ok(detail) => {
                 self.passed += 1;
@@ -80,6 +85,9 @@ pub fn run(deb: &Path, assets: &Assets) -> anyhow::Result<bool> {
     aside.installed = package_state()?.is_some();
     c.check("nothing is left", nothing_left(&files, &dirs, &aside));
     drop(aside);
+    if c.interrupted {
+        bail!(proc::Interrupted);
+    }
     println!(
         "[dist-check] {} passed, {} failed in {:.0} s{}",
         c.passed,
