@@ -5,7 +5,7 @@
 use std::{
     fs,
     io::{self, Write as _},
-    path::PathBuf,
+    path::{Path, PathBuf},
 };
 
 use anyhow::Context as _;
@@ -50,21 +50,31 @@ pub fn execute_completions(a: CompletionsArgs) -> anyhow::Result<()> {
 }
 
 pub fn execute_man(a: ManArgs) -> anyhow::Result<()> {
-    let pages = man_pages()?;
     let Some(dir) = a.out else {
+        let pages = man_pages()?;
         let (_, top) = &pages[0];
         return io::stdout()
             .lock()
             .write_all(top)
             .context("writing the man page");
     };
-    fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-    for (name, text) in &pages {
-        let path = dir.join(name);
-        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+    for path in write_man_pages(&dir)? {
         println!("{}", path.display());
     }
     Ok(())
+}
+
+/// Every page into `dir` (created if missing); returns their paths. `fw install` can use it
+/// for /usr/local/share/man/man8, so that the unit's Documentation=man:fw(8) resolves.
+pub fn write_man_pages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
+    fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let mut out = Vec::new();
+    for (name, text) in man_pages()? {
+        let path = dir.join(name);
+        fs::write(&path, text).with_context(|| format!("writing {}", path.display()))?;
+        out.push(path);
+    }
+    Ok(out)
 }
 
 pub fn execute_unit(a: UnitArgs) -> anyhow::Result<()> {
