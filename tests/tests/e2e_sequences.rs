@@ -9,10 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-use tests::netns::{
+use fw_lab::{
     CMD_TIMEOUT, Connect::*, FW_TIMEOUT, Output, Pair, TempDir, fw_bin, preflight, run_with_timeout,
 };
+use serde_json::Value;
 
 const SEED_OPEN: u16 = 80;
 const A_PORT: u16 = 1111;
@@ -490,5 +490,93 @@ fn restore_refuses_a_policy_that_cuts_the_ssh_session() {
     );
     let out = restore(None).check();
     assert!(out.stdout.contains("restored"), "{out}");
+    pair.finish();
+}
+
+/// Recreate the server's veth (same names and addresses), as a hot-plug or a container restart
+/// does.
+fn recreate_veth(pair: &Pair) {
+    let iface = Pair::SERVER_IF;
+    pair.server.ip(&["link", "del", iface]);
+    pair.server.ip(&[
+        "link",
+        "add",
+        iface,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        Pair::CLIENT_IF,
+        "netns",
+        pair.client.name(),
+    ]);
+    for (ns, ifname, host) in [(&pair.server, iface, 1), (&pair.client, Pair::CLIENT_IF, 2)] {
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", pair.v4(host)),
+            "dev",
+            ifname,
+        ]);
+        ns.ip(&["link", "set", ifname, "up"]);
+    }
+}
+
+/// `fw restore --watch` (what the boot unit can run) attaches the policy again when its
+/// interface is deleted and recreated, with the live edits that were in force, and leaves the
+/// filter attached when stopped.
+#[test]
+fn restore_watch_reattaches_a_recreated_interface() {
+    preflight(&[]);
+    let dir = TempDir::new("watch");
+    let file = dir.write(
+        "saved.toml",
+        &format!(
+            "interfaces = [\"{}\"]\n[[allow]]\nports = [22, 80]\n",
+            Pair::SERVER_IF
+        ),
+    );
+    let pair = Pair::new("watch");
+    let mut watcher = pair.server.spawn(
+        fw_bin().display().to_string(),
+        &["restore", &path_str(&file), "--watch"],
+    );
+    assert!(
+        watcher.wait_for_stdout("watching", FW_TIMEOUT),
+        "{}",
+        watcher.stdout()
+    );
+    pair.fw(&["allow", "8080", "-i", Pair::SERVER_IF]).check();
+    recreate_veth(&pair);
+    let _l = [pair.listen(false, 8080), pair.listen(false, 7777)];
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let (out, v) = status(&pair);
+            out.success() && problem_codes(&v).is_empty()
+        }),
+        "not healed: {}\nwatcher: {}{}",
+        status(&pair).0,
+        watcher.stdout(),
+        watcher.stderr()
+    );
+    assert!(
+        watcher.stdout().contains("attached again"),
+        "{}",
+        watcher.stdout()
+    );
+    assert_eq!(
+        pair.connect(false, 8080),
+        Connected,
+        "the live edit survived"
+    );
+    assert_eq!(pair.probe(false, 7777), TimedOut, "filtered again");
+    watcher.signal(libc::SIGTERM);
+    let st = watcher.wait_timeout(Duration::from_secs(15));
+    assert!(st.is_some_and(|s| s.success()), "{}", watcher.stderr());
+    assert_eq!(
+        pair.probe(false, 7777),
+        TimedOut,
+        "still filtered after the watcher"
+    );
     pair.finish();
 }

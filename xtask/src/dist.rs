@@ -18,7 +18,7 @@ use anyhow::{Context as _, bail};
 
 use crate::{
     build_run,
-    proc::{Cmd, is_root},
+    proc::{cmd, is_root},
     repo_root,
     setup::{self, MUSL_TARGET},
 };
@@ -100,7 +100,7 @@ fn build() -> anyhow::Result<PathBuf> {
         "[dist] cargo build -p fw-user --profile {PROFILE} --target {MUSL_TARGET} (the XDP programs are compiled and embedded by fw-user's build.rs)"
     );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    Cmd::new(cargo)
+    cmd(cargo)
         .args(["build", "--locked", "-p", "fw-user", "--profile", PROFILE])
         .args(["--target", MUSL_TARGET])
         .current_dir(repo_root())
@@ -111,7 +111,7 @@ fn build() -> anyhow::Result<PathBuf> {
     if !bin.is_file() {
         bail!("cargo build succeeded but {} is missing", bin.display());
     }
-    let ldd = Cmd::new("ldd")
+    let ldd = cmd("ldd")
         .arg(&bin)
         .env("LC_ALL", "C")
         .timeout(Duration::from_secs(30))
@@ -120,7 +120,7 @@ fn build() -> anyhow::Result<PathBuf> {
     if !(said.contains("not a dynamic executable") || said.contains("statically linked")) {
         bail!("{} is not static; ldd says:\n{said}", bin.display());
     }
-    let version = Cmd::new(&bin).arg("--version").ok()?.stdout;
+    let version = cmd(&bin).arg("--version").ok()?.stdout;
     if version.trim() != format!("fw {VERSION}") {
         bail!(
             "{} --version says {:?}, the workspace version is {VERSION}",
@@ -134,7 +134,7 @@ fn build() -> anyhow::Result<PathBuf> {
 /// SHA256SUMS beside the packages.
 fn checksums(out: &Path, files: &[&Path]) -> anyhow::Result<()> {
     let names: Vec<&std::ffi::OsStr> = files.iter().filter_map(|f| f.file_name()).collect();
-    let sums = Cmd::new("sha256sum").args(names).current_dir(out).ok()?;
+    let sums = cmd("sha256sum").args(names).current_dir(out).ok()?;
     let path = out.join("SHA256SUMS");
     fs::write(&path, sums.stdout).with_context(|| format!("writing {}", path.display()))
 }
@@ -147,7 +147,7 @@ fn size(p: &Path) -> String {
 
 /// The commit time of HEAD, for reproducible timestamps in the packages (or 0 outside git).
 pub fn source_date_epoch() -> String {
-    Cmd::new("git")
+    cmd("git")
         .args(["log", "-1", "--format=%ct"])
         .current_dir(repo_root())
         .ok()

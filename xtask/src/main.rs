@@ -144,7 +144,7 @@ fn main() -> ExitCode {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            if e.is::<proc::Interrupted>() {
+            if proc::is_interrupted(&e) {
                 eprintln!("xtask: interrupted");
                 return ExitCode::from(130);
             }

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::proc::{Cmd, indent, is_root};
+use crate::proc::{cmd, indent, is_root};
 
 /// The bpf-linker release whose `llvm-NN` features match the nightly compilers used here.
 const BPF_LINKER: &str = "bpf-linker@0.13.0";
@@ -103,7 +103,7 @@ fn say(step: &str, what: &str) {
 fn nightly_sysroot() -> anyhow::Result<PathBuf> {
     const STEP: &str = "nightly toolchain";
     let query = || {
-        Cmd::new("rustc")
+        cmd("rustc")
             .args(["+nightly", "--print", "sysroot"])
             .timeout(Duration::from_secs(120))
             .run()
@@ -114,7 +114,7 @@ fn nightly_sysroot() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(out.stdout.trim()));
     }
     say(STEP, "missing; installing with rustup…");
-    Cmd::new("rustup")
+    cmd("rustup")
         .args([
             "toolchain",
             "install",
@@ -149,7 +149,7 @@ fn rust_src(sysroot: &Path) -> anyhow::Result<()> {
         STEP,
         "missing; installing (rustup component add rust-src --toolchain nightly)…",
     );
-    Cmd::new("rustup")
+    cmd("rustup")
         .args(["component", "add", "rust-src", "--toolchain", "nightly"])
         .timeout(Duration::from_secs(15 * 60))
         .ok()?;
@@ -181,7 +181,7 @@ fn install_bin_dir() -> PathBuf {
 
 /// A bpf-linker that runs and whose libLLVM (if linked dynamically) is nightly's own.
 fn usable_bpf_linker(path: &Path, sysroot: &Path) -> Result<(), String> {
-    match Cmd::new(path)
+    match cmd(path)
         .arg("--version")
         .timeout(Duration::from_secs(30))
         .run()
@@ -198,11 +198,7 @@ fn usable_bpf_linker(path: &Path, sysroot: &Path) -> Result<(), String> {
     }
     // A linker built against an older nightly links to a libLLVM soname this nightly does not
     // ship any more: rebuild it rather than link objects with another LLVM than rustc's.
-    if let Ok(ldd) = Cmd::new("ldd")
-        .arg(path)
-        .timeout(Duration::from_secs(30))
-        .run()
-    {
+    if let Ok(ldd) = cmd("ldd").arg(path).timeout(Duration::from_secs(30)).run() {
         for line in ldd.stdout.lines() {
             let name = line.split_whitespace().next().unwrap_or("");
             if name.starts_with("libLLVM") && !sysroot.join("lib").join(name).exists() {
@@ -254,7 +250,7 @@ fn bpf_linker(sysroot: &Path) -> anyhow::Result<PathBuf> {
     );
     llvm_prefix(sysroot, &prefix)?;
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Cmd::new(cargo).args([
+    let mut cmd = cmd(cargo).args([
         "install",
         BPF_LINKER,
         "--locked",
@@ -290,7 +286,7 @@ fn bpf_linker(sysroot: &Path) -> anyhow::Result<PathBuf> {
 
 /// The major LLVM version of nightly rustc ("LLVM version: 22.1.4" → 22).
 fn llvm_major() -> anyhow::Result<u32> {
-    let out = Cmd::new("rustc")
+    let out = cmd("rustc")
         .args(["+nightly", "-vV"])
         .timeout(Duration::from_secs(60))
         .ok()?;
@@ -355,7 +351,7 @@ fn bpffs() -> anyhow::Result<()> {
     }
     say(STEP, "not mounted; mounting…");
     fs::create_dir_all("/sys/fs/bpf").context("creating /sys/fs/bpf")?;
-    Cmd::new("mount")
+    cmd("mount")
         .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
         .timeout(Duration::from_secs(30))
         .ok()?;
@@ -375,7 +371,7 @@ pub fn bpffs_mounted() -> anyhow::Result<bool> {
 }
 
 fn installed(pkg: &str) -> anyhow::Result<bool> {
-    let out = Cmd::new("dpkg-query")
+    let out = cmd("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .timeout(Duration::from_secs(30))
         .run()
@@ -453,7 +449,7 @@ pub fn dist(check: bool) -> anyhow::Result<()> {
 fn musl_target() -> anyhow::Result<()> {
     const STEP: &str = "rust target x86_64-unknown-linux-musl";
     let has_std = || -> anyhow::Result<bool> {
-        let out = Cmd::new("rustc")
+        let out = cmd("rustc")
             .args(["--print", "sysroot"])
             .current_dir(crate::repo_root())
             .timeout(Duration::from_secs(120))
@@ -469,7 +465,7 @@ fn musl_target() -> anyhow::Result<()> {
         return Ok(());
     }
     say(STEP, &format!("missing; rustup target add {MUSL_TARGET}…"));
-    Cmd::new("rustup")
+    cmd("rustup")
         .args(["target", "add", MUSL_TARGET])
         .current_dir(crate::repo_root())
         .timeout(Duration::from_secs(15 * 60))
@@ -483,7 +479,7 @@ fn musl_target() -> anyhow::Result<()> {
 
 pub fn apt(args: &[&str], timeout_s: u64) -> anyhow::Result<()> {
     // Wait for a lock another apt holds instead of failing at once.
-    let out = Cmd::new("apt-get")
+    let out = cmd("apt-get")
         .args(["-o", "DPkg::Lock::Timeout=300"])
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")

@@ -19,7 +19,7 @@ use anyhow::bail;
 
 use crate::{
     build_run, dist,
-    proc::{Cmd, is_root},
+    proc::{cmd, is_root},
     repo_root, setup,
 };
 
@@ -74,7 +74,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     let kroot = prereq::kernel(&vm_dir, &series, &cache)?;
     println!("[vm] kernel {}, fw {}", kroot.display(), fw.display());
     let started = Instant::now();
-    let mut cmd = Cmd::new(vm_dir.join("run-vm.sh"))
+    let mut cmd = cmd(vm_dir.join("run-vm.sh"))
         .arg(&kroot)
         .arg(&fw)
         .env("FW_VM_CACHE", &cache)

@@ -169,6 +169,7 @@ impl Pkt {
             flags,
             seq: 0,
             ack: 0,
+            len: 0,
         };
         Pkt::new(family, IPPROTO_TCP, l4, ct)
     }

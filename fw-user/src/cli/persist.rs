@@ -50,6 +50,12 @@ pub struct RestoreArgs {
     /// Restore even if the policy would cut a live SSH session.
     #[arg(long)]
     pub force: bool,
+    /// Keep running and attach the policy again whenever one of the interfaces appears or is
+    /// recreated (hot-plug, container veth, bond rebuild); stop with SIGTERM or Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub share: super::up::ShareArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,6 +164,7 @@ pub fn execute_restore(a: RestoreArgs) -> anyhow::Result<()> {
             policy: Some((&policy, &source)),
             guard,
             log: false,
+            share: a.share.share(),
         };
         let r = wait_for(iface, a.wait)
             .and_then(|_| Filter::up(iface, &opts).map_err(anyhow::Error::from));
@@ -186,9 +193,50 @@ pub fn execute_restore(a: RestoreArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if a.watch {
+        return watch_ifaces(&ifaces, &policy, &source, a.mode);
+    }
     if !failed.is_empty() {
         bail!("could not restore on {}", failed.join(", "));
     }
+    Ok(())
+}
+
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `fw restore --watch`: heal the interfaces as they come and go, until SIGTERM/SIGINT.
+fn watch_ifaces(
+    ifaces: &[IfaceName],
+    policy: &fw_policy::Policy,
+    source: &str,
+    mode: Mode,
+) -> anyhow::Result<()> {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
+    }
+    let names: Vec<String> = ifaces.iter().map(|i| i.to_string()).collect();
+    println!(
+        "watching {} for interfaces that appear or are recreated",
+        names.join(", ")
+    );
+    crate::watch::watch(
+        ifaces,
+        policy,
+        source,
+        mode,
+        &|| STOP.load(std::sync::atomic::Ordering::Relaxed),
+        &mut |iface, r| match r {
+            Ok(h) => println!("{iface}: {h}"),
+            Err(e) => eprintln!("fw: {iface}: {e}"),
+        },
+    )?;
+    println!("stopped watching; the filters stay attached");
     Ok(())
 }
 

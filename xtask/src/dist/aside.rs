@@ -12,7 +12,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::proc::{self, Cmd};
+use crate::proc::{self, cmd};
 
 /// An exclusive flock(2), released when dropped (or when the process dies).
 pub struct Lock(#[expect(dead_code, reason = "held for its file descriptor")] fs::File);
@@ -172,7 +172,7 @@ impl Drop for Aside {
     fn drop(&mut self) {
         if self.installed {
             println!("[dist-check] cleanup: dpkg --purge {}", self.package);
-            let _ = Cmd::new("dpkg")
+            let _ = cmd("dpkg")
                 .args(["--purge", self.package])
                 .env("DEBIAN_FRONTEND", "noninteractive")
                 .timeout(Duration::from_secs(300))

@@ -10,7 +10,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::proc::Cmd;
+use crate::proc::cmd;
 
 /// Where the .deb installs fw (and where its unit runs it from).
 pub const PACKAGED_BIN: &str = "/usr/sbin/fw";
@@ -35,16 +35,13 @@ pub struct Assets {
 pub fn generate(bin: &Path, dir: &Path) -> anyhow::Result<Assets> {
     fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let write = |name: &str, args: &[&str]| -> anyhow::Result<PathBuf> {
-        let out = Cmd::new(bin)
-            .args(args)
-            .timeout(Duration::from_secs(60))
-            .ok()?;
+        let out = cmd(bin).args(args).timeout(Duration::from_secs(60)).ok()?;
         let path = dir.join(name);
         fs::write(&path, out.stdout).with_context(|| format!("writing {}", path.display()))?;
         Ok(path)
     };
     let policy = write("fw.toml", &["policy", "default"])?;
-    Cmd::new(bin)
+    cmd(bin)
         .args(["policy", "check"])
         .arg(&policy)
         .timeout(Duration::from_secs(60))
@@ -64,7 +61,7 @@ pub fn generate(bin: &Path, dir: &Path) -> anyhow::Result<Assets> {
 
 /// `fw man --out DIR`, then `gzip -9n` (no name or time stamp: reproducible) each page.
 fn man_pages(bin: &Path, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
-    Cmd::new(bin)
+    cmd(bin)
         .arg("man")
         .arg("--out")
         .arg(dir)
@@ -80,7 +77,7 @@ fn man_pages(bin: &Path, dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
     if !pages.iter().any(|p| p.ends_with("fw.8")) {
         bail!("`fw man --out {}` wrote no fw.8", dir.display());
     }
-    Cmd::new("gzip")
+    cmd("gzip")
         .args(["-9", "-n", "-f"])
         .args(&pages)
         .timeout(Duration::from_secs(60))

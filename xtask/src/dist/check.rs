@@ -18,7 +18,7 @@ use super::{
     assets::{Assets, PACKAGED_BIN},
     deb::{BASH_COMPLETION, CONFFILE, FISH_COMPLETION, MAN_DIR, PACKAGE, UNIT, ZSH_COMPLETION},
 };
-use crate::proc::{self, Cmd, Output};
+use crate::proc::{self, Output, cmd};
 
 const LOCK: &str = "/run/lock/fw-dist-check.lock";
 
@@ -32,7 +32,7 @@ struct Checks {
 
 impl Checks {
     fn check(&mut self, name: &str, r: anyhow::Result<String>) {
-        if self.interrupted || proc::interrupted() {
+        if self.interrupted || fw_lab::signal::interrupted() {
             self.interrupted = true;
             return;
         }
@@ -86,7 +86,7 @@ pub fn run(deb: &Path, assets: &Assets) -> anyhow::Result<bool> {
     c.check("nothing is left", nothing_left(&files, &dirs, &aside));
     drop(aside);
     if c.interrupted {
-        bail!(proc::Interrupted);
+        return Err(fw_lab::Error::Interrupted.into());
     }
     println!(
         "[dist-check] {} passed, {} failed in {:.0} s{}",
@@ -136,7 +136,7 @@ fn installed_checks(c: &mut Checks, a: &Assets) {
 
 /// The package's state when dpkg knows it (installed, or removed with its conffiles), else None.
 fn package_state() -> anyhow::Result<Option<String>> {
-    let out = Cmd::new("dpkg-query")
+    let out = cmd("dpkg-query")
         .args(["-W", "-f=${Status}", PACKAGE])
         .run()?;
     let s = out.stdout.trim().to_string();
@@ -144,7 +144,7 @@ fn package_state() -> anyhow::Result<Option<String>> {
 }
 
 fn status_is(want: &str) -> anyhow::Result<String> {
-    let out = Cmd::new("dpkg-query")
+    let out = cmd("dpkg-query")
         .args(["-W", "-f=${Status} ${Version}", PACKAGE])
         .ok()?;
     let got = out.stdout.trim();
@@ -156,7 +156,7 @@ fn status_is(want: &str) -> anyhow::Result<String> {
 
 /// The package's regular files and directories (absolute), from `dpkg-deb --contents`.
 fn contents(deb: &Path) -> anyhow::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
-    let out = Cmd::new("dpkg-deb").arg("--contents").arg(deb).ok()?;
+    let out = cmd("dpkg-deb").arg("--contents").arg(deb).ok()?;
     let (mut files, mut dirs) = (Vec::new(), Vec::new());
     for line in out.stdout.lines() {
         let Some(name) = line.split_whitespace().last() else {
@@ -181,7 +181,7 @@ fn contents(deb: &Path) -> anyhow::Result<(Vec<PathBuf>, Vec<PathBuf>)> {
 /// dpkg ARGS [DEB], retried while another dpkg or apt holds its lock (bounded).
 fn dpkg(args: &[&str], deb: &Path) -> anyhow::Result<String> {
     for _ in 0..60 {
-        let mut cmd = Cmd::new("dpkg")
+        let mut cmd = cmd("dpkg")
             .args(["--force-confold"])
             .args(args)
             .env("DEBIAN_FRONTEND", "noninteractive")
@@ -203,22 +203,22 @@ fn dpkg(args: &[&str], deb: &Path) -> anyhow::Result<String> {
 }
 
 fn fw(args: &[&str]) -> anyhow::Result<Output> {
-    Cmd::new(PACKAGED_BIN)
+    Ok(cmd(PACKAGED_BIN)
         .args(args)
         .timeout(Duration::from_secs(60))
-        .ok()
+        .ok()?)
 }
 
 fn shell(argv: &[&str]) -> anyhow::Result<String> {
-    Cmd::new(argv[0])
+    let out = cmd(argv[0])
         .args(&argv[1..])
         .timeout(Duration::from_secs(60))
-        .ok()
-        .map(|o| o.both())
+        .ok()?;
+    Ok(out.both())
 }
 
 fn conffile() -> anyhow::Result<String> {
-    let out = Cmd::new("dpkg-query")
+    let out = cmd("dpkg-query")
         .args(["-W", "-f=${Conffiles}", PACKAGE])
         .ok()?;
     if !out
@@ -254,7 +254,7 @@ fn same_as_built(a: &Assets) -> anyhow::Result<String> {
 /// `systemd-analyze verify` on the installed unit: no complaint at all (it also looks up the
 /// man page of Documentation=man:fw(8) and the executables).
 fn verify_unit() -> anyhow::Result<String> {
-    let out = Cmd::new("systemd-analyze")
+    let out = cmd("systemd-analyze")
         .args(["verify", UNIT])
         .env("SYSTEMD_LOG_LEVEL", "notice")
         .timeout(Duration::from_secs(120))
@@ -268,7 +268,7 @@ fn verify_unit() -> anyhow::Result<String> {
 
 /// Every installed page renders with man-db (groff warnings on), and `man 8 fw` finds fw.8.
 fn man_pages() -> anyhow::Result<String> {
-    let found = Cmd::new("man").args(["-w", "8", "fw"]).ok()?.stdout;
+    let found = cmd("man").args(["-w", "8", "fw"]).ok()?.stdout;
     if found.trim() != format!("{MAN_DIR}/fw.8.gz") {
         bail!("`man -w 8 fw` finds {:?}", found.trim());
     }
@@ -282,7 +282,7 @@ fn man_pages() -> anyhow::Result<String> {
         .collect();
     pages.sort();
     for page in &pages {
-        let out = Cmd::new("man")
+        let out = cmd("man")
             .args(["--warnings", "-l"])
             .arg(page)
             .env("MANWIDTH", "80")
@@ -307,7 +307,7 @@ fn bash_completion() -> anyhow::Result<String> {
 fn traces() -> BTreeSet<String> {
     let mut out = BTreeSet::new();
     let sh = "find /sys/fs/bpf/fw /run/fw /etc/systemd/system -name '*fw*' 2>/dev/null";
-    if let Ok(o) = Cmd::new("sh").args(["-c", sh]).run() {
+    if let Ok(o) = cmd("sh").args(["-c", sh]).run() {
         out.extend(o.stdout.lines().map(str::to_string));
     }
     out

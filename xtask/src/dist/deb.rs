@@ -15,7 +15,7 @@ use super::{
     assets::{Assets, PACKAGED_BIN},
     source_date_epoch,
 };
-use crate::proc::Cmd;
+use crate::proc::cmd;
 
 pub const PACKAGE: &str = "fw";
 pub const ARCH: &str = "amd64";
@@ -71,7 +71,7 @@ pub fn build(a: &Assets, root: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     put(root, "/DEBIAN/postrm", POSTRM, 0o755)?;
     let deb = out.join(format!("{PACKAGE}_{VERSION}_{ARCH}.deb"));
     println!("[dist] dpkg-deb --build {}", deb.display());
-    Cmd::new("dpkg-deb")
+    cmd("dpkg-deb")
         .args(["--root-owner-group", "-Zxz", "--build"])
         .arg(root)
         .arg(&deb)
@@ -181,7 +181,7 @@ fn installed_size_kib(root: &Path) -> anyhow::Result<u64> {
 fn md5sums(root: &Path) -> anyhow::Result<String> {
     let conffile = Path::new(CONFFILE.trim_start_matches('/'));
     let files: Vec<PathBuf> = files(root)?.into_iter().filter(|f| f != conffile).collect();
-    let out = Cmd::new("md5sum")
+    let out = cmd("md5sum")
         .args(files)
         .current_dir(root)
         .timeout(Duration::from_secs(120))

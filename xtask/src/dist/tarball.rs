@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use super::{VERSION, assets::Assets, source_date_epoch};
-use crate::{proc::Cmd, repo_root, setup::MUSL_TARGET};
+use crate::{proc::cmd, repo_root, setup::MUSL_TARGET};
 
 pub fn build(a: &Assets, stage: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let name = format!("fw-{VERSION}");
@@ -46,7 +46,7 @@ pub fn build(a: &Assets, stage: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let arch = MUSL_TARGET.replace("-unknown", "");
     let tgz = out.join(format!("{name}-{arch}.tar.gz"));
     println!("[dist] tar {}", tgz.display());
-    Cmd::new("tar")
+    cmd("tar")
         .args(["--sort=name", "--owner=0", "--group=0", "--numeric-owner"])
         .arg(format!("--mtime=@{}", source_date_epoch()))
         .args(["--mode=go-w", "--use-compress-program=gzip -9n", "-cf"])

@@ -12,7 +12,7 @@ use std::{
 use anyhow::{Context as _, bail};
 
 use crate::{
-    proc::Cmd,
+    proc::cmd,
     setup::{apt, install_packages},
 };
 
@@ -43,14 +43,10 @@ pub fn packages() -> anyhow::Result<()> {
 }
 
 fn is_static(bin: &Path) -> bool {
-    Cmd::new("ldd")
-        .arg(bin)
-        .env("LC_ALL", "C")
-        .run()
-        .is_ok_and(|o| {
-            let s = o.both();
-            s.contains("not a dynamic executable") || s.contains("statically linked")
-        })
+    cmd("ldd").arg(bin).env("LC_ALL", "C").run().is_ok_and(|o| {
+        let s = o.both();
+        s.contains("not a dynamic executable") || s.contains("statically linked")
+    })
 }
 
 /// /bin/busybox if it is static, else busybox-static's binary, unpacked into the cache (the
@@ -80,7 +76,7 @@ pub fn static_busybox(cache: &Path) -> anyhow::Result<PathBuf> {
         .map(|e| e.path())
         .find(|p| p.extension().is_some_and(|e| e == "deb"))
         .context("apt-get download left no .deb")?;
-    Cmd::new("dpkg-deb")
+    cmd("dpkg-deb")
         .arg("-x")
         .arg(&deb)
         .arg(tmp.join("root"))
@@ -99,7 +95,7 @@ pub fn static_busybox(cache: &Path) -> anyhow::Result<PathBuf> {
 /// `apt-get download PKG` into `dir`, with an `apt-get update` first if apt does not know it.
 fn download(dir: &Path, pkg: &str) -> anyhow::Result<()> {
     let get = || {
-        Cmd::new("apt-get")
+        cmd("apt-get")
             .args(["download", "-q", pkg])
             .current_dir(dir)
             .timeout(Duration::from_secs(10 * 60))
@@ -120,7 +116,7 @@ fn download(dir: &Path, pkg: &str) -> anyhow::Result<()> {
 /// returns its root. Retried once after `apt-get update` (old ABI packages leave the archive).
 pub fn kernel(vm_dir: &Path, series: &str, cache: &Path) -> anyhow::Result<PathBuf> {
     let get = || {
-        Cmd::new(vm_dir.join("get-kernel.sh"))
+        cmd(vm_dir.join("get-kernel.sh"))
             .arg(series)
             .env("FW_VM_CACHE", cache)
             .timeout(Duration::from_secs(15 * 60))

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::{proc::Cmd, setup::apt};
+use crate::{proc::cmd, setup::apt};
 
 /// Unpacked into the cache; their dependencies, apart from each other, are installed.
 const PACKAGES: [&str; 5] = [
@@ -69,7 +69,7 @@ fn on_path(name: &str) -> Option<PathBuf> {
 
 fn runs(bin: &Path) -> bool {
     bin.is_file()
-        && Cmd::new(bin)
+        && cmd(bin)
             .arg("--version")
             .timeout(Duration::from_secs(30))
             .run()
@@ -80,7 +80,7 @@ fn runs(bin: &Path) -> bool {
 fn dependencies() -> anyhow::Result<String> {
     let mut deps: Vec<String> = Vec::new();
     for pkg in PACKAGES {
-        let out = Cmd::new("apt-cache")
+        let out = cmd("apt-cache")
             .args(["show", "--no-all-versions", pkg])
             .ok()?;
         let line = out
@@ -112,7 +112,7 @@ fn unpack(root: &Path) -> anyhow::Result<()> {
     fs::create_dir_all(&tmp)?;
     // apt-get download fetches as the _apt user, which must be able to write here.
     fs::set_permissions(&tmp, fs::Permissions::from_mode(0o777))?;
-    Cmd::new("apt-get")
+    cmd("apt-get")
         .args(["download", "-q"])
         .args(PACKAGES)
         .current_dir(&tmp)
@@ -120,7 +120,7 @@ fn unpack(root: &Path) -> anyhow::Result<()> {
         .ok()?;
     for e in fs::read_dir(&tmp)?.flatten() {
         if e.path().extension().is_some_and(|x| x == "deb") {
-            Cmd::new("dpkg-deb")
+            cmd("dpkg-deb")
                 .arg("-x")
                 .arg(e.path())
                 .arg(root)
