@@ -54,7 +54,6 @@ async fn run(a: Args) -> anyhow::Result<()> {
             policy: Some((&policy, &source)),
             guard: Guard::Check,
             log: a.log,
-            share: crate::multiprog::Share::Auto,
         };
         match Filter::up(iface, &opts) {
             Ok((_, report, ebpf)) => {
