@@ -5,8 +5,10 @@
 /// Pins live under `/sys/fs/bpf/fw/v{LAYOUT_VERSION}/…`.
 pub const LAYOUT_VERSION: u32 = 2;
 
-/// The XDP program's name in the object file.
+/// The XDP program's name in the object file: multi-buffer aware (`xdp.frags`, Linux ≥ 5.18).
 pub const PROG_XDP: &str = "fw_xdp";
+/// The same program without multi-buffer support, for kernels before 5.18.
+pub const PROG_XDP_LINEAR: &str = "fw_xdp_linear";
 
 /// `Array<u32>`, 1 entry: the policy generation (0 or 1) packets are judged by. Userspace fills
 /// the other generation, then flips this one value: no packet sees half a policy.

@@ -11,23 +11,47 @@ mod tables;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
+    helpers::bpf_xdp_get_buff_len,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
 use aya_log_ebpf::info;
-use fw_common::{Counter, decide, egress};
+use fw_common::{Counter, Reason, decide, egress};
 
 use crate::{frame::Frame, tables::MapTables};
 
-#[xdp]
+/// The XDP program, multi-buffer aware (`xdp.frags`, Linux ≥ 5.18): native mode works on
+/// interfaces whose MTU needs more than one buffer per frame (jumbo frames). The parser reads
+/// the first buffer only; the frame's length is the whole packet's. Also the program fw loads
+/// as an freplace extension into a libxdp dispatcher.
+#[xdp(frags)]
 pub fn fw_xdp(ctx: XdpContext) -> u32 {
-    let frame = Frame::new(ctx.data(), ctx.data_end());
+    // SAFETY: the helper only reads the xdp_buff behind the context.
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    judge(&ctx, Frame::with_len(ctx.data(), ctx.data_end(), len))
+}
+
+/// The same program for kernels without multi-buffer XDP (< 5.18): every frame is one buffer.
+#[xdp]
+pub fn fw_xdp_linear(ctx: XdpContext) -> u32 {
+    judge(&ctx, Frame::new(ctx.data(), ctx.data_end()))
+}
+
+#[inline(always)]
+fn judge(ctx: &XdpContext, frame: Frame) -> u32 {
     let tables = MapTables::active();
     let d = decide(&frame, &tables);
-    tables::count(d.slot, frame.len_u64());
+    // Fail closed: headers beyond the first buffer cannot be read, so the frame is dropped
+    // (as truncated); counted apart so `fw status` can say why.
+    let slot = if d.slot == Reason::Truncated.slot() && frame.split() {
+        Reason::HeadersSplit.slot()
+    } else {
+        d.slot
+    };
+    tables::count(slot, frame.len_u64());
     if !d.pass {
         // Compiled out by the verifier unless the loader raised AYA_LOG_LEVEL (`fw run --log`).
-        info!(&ctx, "drop slot={} len={}", d.slot, frame.len_u64());
+        info!(ctx, "drop slot={} len={}", slot, frame.len_u64());
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_PASS

@@ -16,10 +16,10 @@ use aya::{
     TestRunOptions,
     programs::{SchedClassifier, TestRun as _, Xdp},
 };
-use fw::{maps::PinnedMaps, sys::monotonic_coarse_ns};
+use fw::{loader::Variant, maps::PinnedMaps, sys::monotonic_coarse_ns};
 use fw_common::{
     Config, Counter, Decision, FlowKey, FlowState, FlowTable, decide, egress,
-    maps::{GENERATIONS, PROG_EGRESS, PROG_XDP},
+    maps::{GENERATIONS, PROG_EGRESS},
 };
 use fw_policy::{Compiled, Policy, mirror::Mirror};
 
@@ -135,7 +135,17 @@ impl KernelFilter {
 
     /// [`KernelFilter::load`] with flow tables of `max_flows` entries (the policy option).
     pub fn load_sized(policy: &Policy, max_flows: u32) -> anyhow::Result<Self> {
-        let fw = LoadedFw::load_sized("fw-testrun", "test", max_flows)?;
+        Self::load_full(policy, max_flows, Variant::probe())
+    }
+
+    /// [`KernelFilter::load`] with the build of the XDP program chosen: multi-buffer
+    /// (`xdp.frags`, Linux ≥ 5.18) or single-buffer.
+    pub fn load_variant(policy: &Policy, variant: Variant) -> anyhow::Result<Self> {
+        Self::load_full(policy, fw_common::maps::FLOWS_OUT_MAX, variant)
+    }
+
+    fn load_full(policy: &Policy, max_flows: u32, variant: Variant) -> anyhow::Result<Self> {
+        let fw = LoadedFw::load_with("fw-testrun", "test", max_flows, variant)?;
         let mut f = KernelFilter {
             fw,
             gens: [None, None],
@@ -244,12 +254,55 @@ impl KernelFilter {
     }
 
     fn program(&self) -> anyhow::Result<&Xdp> {
+        let name = self.variant().program();
         let p = self
             .fw
             .ebpf
-            .program(PROG_XDP)
-            .with_context(|| format!("program {PROG_XDP} missing"))?;
+            .program(name)
+            .with_context(|| format!("program {name} missing"))?;
         Ok(p.try_into()?)
+    }
+
+    /// Mean run time of `frame` through the kernel program over `repeat` runs, in ns
+    /// (BPF_PROG_TEST_RUN's own clock): for comparisons within one run, never for pass/fail.
+    pub fn time_ns(&self, frame: &[u8], repeat: u32) -> anyhow::Result<u64> {
+        let r = self.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })?;
+        Ok(r.duration.as_nanos() as u64)
+    }
+
+    /// The build of the XDP program this filter runs.
+    pub fn variant(&self) -> Variant {
+        fw::loader::loaded_variant(&self.fw.ebpf)
+    }
+
+    /// The XDP program itself (to attach it in tests that need a real interface).
+    pub fn xdp_mut(&mut self) -> anyhow::Result<&mut Xdp> {
+        Ok(fw::loader::xdp_program(&mut self.fw.ebpf)?)
+    }
+
+    /// Run `frame` once as a multi-buffer frame whose first buffer holds `linear` bytes (the
+    /// rest in fragments), where the kernel lets a test choose that (`data_end` in the
+    /// context shorter than the frame: Linux 6.18). `Ok(None)`: this kernel cannot.
+    pub fn run_split(&self, frame: &[u8], linear: usize) -> anyhow::Result<Option<u32>> {
+        // struct xdp_md: data, data_end, data_meta, ingress_ifindex, rx_queue_index,
+        // egress_ifindex.
+        let mut ctx = [0u8; 24];
+        ctx[4..8].copy_from_slice(&(linear as u32).to_ne_bytes());
+        let r = self.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            ctx_in: Some(&ctx),
+            repeat: 1,
+            ..Default::default()
+        });
+        match r {
+            Ok(r) => Ok(Some(r.return_value)),
+            Err(e) if os_errno(&e) == Some(libc::EINVAL) => Ok(None),
+            Err(e) => Err(e).context("BPF_PROG_TEST_RUN with a split frame"),
+        }
     }
 
     /// Run `frame` through the kernel program once; the XDP return value.
@@ -434,4 +487,18 @@ impl KernelFilter {
             }))
         }
     }
+}
+
+/// The OS error at the root of `e`, if any.
+fn os_errno(e: &(dyn std::error::Error + 'static)) -> Option<i32> {
+    let mut cur = Some(e);
+    while let Some(err) = cur {
+        if let Some(io) = err.downcast_ref::<std::io::Error>()
+            && let Some(c) = io.raw_os_error()
+        {
+            return Some(c);
+        }
+        cur = err.source();
+    }
+    None
 }

@@ -6,7 +6,7 @@
 use anyhow::{Context as _, bail};
 use aya::Ebpf;
 use fw::{
-    loader::load_object,
+    loader::{Load, Variant, load_object_with},
     maps::PinnedMaps,
     paths::{IfacePaths, ensure_bpffs},
 };
@@ -32,11 +32,29 @@ impl LoadedFw {
 
     /// As [`LoadedFw::load`], with flow tables of `max_flows` entries.
     pub fn load_sized(prefix: &str, iface: &str, max_flows: u32) -> anyhow::Result<Self> {
+        Self::load_with(prefix, iface, max_flows, Variant::probe())
+    }
+
+    /// As [`LoadedFw::load_sized`], with the build of the XDP program chosen (multi-buffer
+    /// `xdp.frags`, or single-buffer for older kernels).
+    pub fn load_with(
+        prefix: &str,
+        iface: &str,
+        max_flows: u32,
+        variant: Variant,
+    ) -> anyhow::Result<Self> {
         ensure_bpffs().context("bpffs")?;
         let dirs = PrivateDirs::new(prefix)?;
         let paths = IfacePaths::at(iface, dirs.pins.clone(), dirs.state.clone());
         std::fs::create_dir_all(&paths.state).with_context(|| paths.state.display().to_string())?;
-        let ebpf = load_object(&paths, false, max_flows).context("loading the fw object")?;
+        let how = Load {
+            log: false,
+            max_flows,
+            variant,
+            extension_of: None,
+        };
+        let ebpf = load_object_with(&paths, how)
+            .with_context(|| format!("loading the fw object ({variant:?})"))?;
         let maps = PinnedMaps::open(&paths).context("opening the pinned maps")?;
         Ok(LoadedFw {
             ebpf,

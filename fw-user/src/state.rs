@@ -63,6 +63,15 @@ pub enum EgressAttach {
     Clsact { priority: u16, handle: u32 },
 }
 
+/// fw's place in a libxdp dispatcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiProg {
+    /// Run priority: lower runs first.
+    pub priority: u32,
+    /// fw's program (an freplace extension) in the dispatcher.
+    pub prog_id: u32,
+}
+
 /// A policy as it is (or was) in force.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct Entry {
@@ -121,6 +130,16 @@ pub struct State {
     /// The interface index the filter was attached to (a recreated interface gets another).
     pub ifindex: u32,
     pub mode: AttachMode,
+    /// Which build of the XDP program runs (states written before fw recorded it ran the
+    /// single-buffer build).
+    #[serde(default = "linear")]
+    pub variant: crate::loader::Variant,
+    /// fw runs as a component of a libxdp dispatcher (shares the hook with other programs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiprog: Option<MultiProg>,
+    /// Why native mode was not used, when generic mode was chosen automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_not_native: Option<String>,
     pub egress: EgressAttach,
     #[serde(flatten)]
     pub record: Record,
@@ -128,6 +147,10 @@ pub struct State {
     pub txn: Option<Txn>,
     #[serde(default)]
     pub log: Vec<LogEntry>,
+}
+
+fn linear() -> crate::loader::Variant {
+    crate::loader::Variant::Linear
 }
 
 pub fn unix_now() -> u64 {
@@ -379,6 +402,12 @@ mod tests {
             iface: "eth0".into(),
             ifindex: 2,
             mode: AttachMode::Native,
+            variant: crate::loader::Variant::Frags,
+            why_not_native: Some("the MTU".into()),
+            multiprog: Some(MultiProg {
+                priority: 20,
+                prog_id: 7,
+            }),
             egress: EgressAttach::Clsact {
                 priority: 1,
                 handle: 7,

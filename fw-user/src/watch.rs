@@ -66,6 +66,7 @@ pub fn heal(iface: &IfaceName, policy: &Policy, source: &str, mode: Mode) -> Res
         // no SSH session to protect yet, and refusing would leave it open.
         guard: Guard::Restore,
         log: false,
+        share: crate::multiprog::Share::Auto,
     };
     let (_, report, _) = Filter::up(iface, &opts)?;
     Ok(match report.kind {

@@ -538,7 +538,7 @@ fn restore_watch_reattaches_a_recreated_interface() {
     );
     let pair = Pair::new("watch");
     let mut watcher = pair.server.spawn(
-        &fw_bin().display().to_string(),
+        fw_bin().display().to_string(),
         &["restore", &path_str(&file), "--watch"],
     );
     assert!(

@@ -329,6 +329,27 @@ mod tests {
     }
 
     #[test]
+    fn up_shares_the_interface_when_asked_and_priority_implies_it() {
+        use crate::multiprog::Share;
+        let share = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Up(a) => a.share.share(),
+            _ => panic!("not up"),
+        };
+        assert_eq!(share(&["up", "-i", "eth0"]), Share::Auto);
+        assert_eq!(
+            share(&["up", "-i", "eth0", "--multiprog"]),
+            Share::Dispatcher { priority: None }
+        );
+        assert_eq!(
+            share(&["up", "-i", "eth0", "--priority", "5"]),
+            Share::Dispatcher { priority: Some(5) }
+        );
+        assert!(parse(&["up", "-i", "eth0", "--priority", "-1"]).is_err());
+        assert!(parse(&["up", "-i", "eth0", "--priority", "5000"]).is_err());
+        assert!(parse(&["restore", "--multiprog", "--priority", "30"]).is_ok());
+    }
+
+    #[test]
     fn policy_subcommands() {
         assert!(matches!(
             parse(&["policy", "check", "f.toml"]).unwrap().command,

@@ -54,6 +54,8 @@ pub struct RestoreArgs {
     /// recreated (hot-plug, container veth, bond rebuild); stop with SIGTERM or Ctrl-C.
     #[arg(long)]
     pub watch: bool,
+    #[command(flatten)]
+    pub share: super::up::ShareArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -162,6 +164,7 @@ pub fn execute_restore(a: RestoreArgs) -> anyhow::Result<()> {
             policy: Some((&policy, &source)),
             guard,
             log: false,
+            share: a.share.share(),
         };
         let r = wait_for(iface, a.wait)
             .and_then(|_| Filter::up(iface, &opts).map_err(anyhow::Error::from));

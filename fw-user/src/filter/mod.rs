@@ -369,6 +369,7 @@ fn remove_all(iface: &IfaceName, paths: &IfacePaths, state: Option<&State>) -> R
     if let Some(EgressAttach::Clsact { priority, handle }) = state.map(|s| s.egress) {
         attach::detach_clsact(iface.as_str(), priority, handle)?;
     }
+    crate::multiprog::leave(iface, paths, state)?;
     paths.remove_pins()?;
     if let Some(prog) = iface.index().and_then(attach::fw_program_on) {
         return Err(Error::Other(format!(

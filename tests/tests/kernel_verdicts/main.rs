@@ -21,8 +21,10 @@ mod table;
 
 use std::net::IpAddr;
 
+use fw::loader::Variant;
 use fw_common::{Config, Reason, packet as pkt, tcp};
 use fw_lab::frames::{L4Spec, PacketSpec, fix_len, put16};
+use fw_policy::Policy;
 use fw_testrun::{Expect, KernelFilter, MIN_FRAME, Rng, Tally, require_root};
 
 use Expect::{Is, Rule};
@@ -32,31 +34,46 @@ use random::{mutate, near};
 use structural::structural;
 use table::{Case, D4, D6, S4, Table, load, run_table, syn4};
 
+/// Both builds of the XDP program: multi-buffer (`xdp.frags`, what fw loads on Linux ≥ 5.18)
+/// and single-buffer (older kernels). The tables must come out the same for both.
+fn variants() -> Vec<Variant> {
+    let mut v = vec![Variant::Linear];
+    if fw::probe::xdp_frags() {
+        v.insert(0, Variant::Frags);
+    } else {
+        eprintln!("this kernel has no multi-buffer XDP: only the single-buffer build runs");
+    }
+    v
+}
+
+/// Run `table` for `policy` through each build of the program.
+fn run_both(name: &str, p: &Policy, table: &Table) {
+    require_root();
+    for v in variants() {
+        let f = KernelFilter::load_variant(p, v)
+            .unwrap_or_else(|e| panic!("loading the {v:?} build: {e:#}"));
+        let mut tally = Tally::new(format!("{name} ({v:?})"));
+        run_table(&mut tally, &f, table);
+        tally.finish();
+    }
+}
+
 #[test]
 fn seed_policy_verdicts() {
     let p = seed();
-    let f = load(&p);
-    let mut tally = Tally::new("seed");
-    run_table(&mut tally, &f, &seed_table(&p));
-    tally.finish();
+    run_both("seed", &p, &seed_table(&p));
 }
 
 #[test]
 fn source_restricted_policy_verdicts() {
     let p = policy("restricted", RESTRICTED);
-    let f = load(&p);
-    let mut tally = Tally::new("ssh-restricted");
-    run_table(&mut tally, &f, &restricted_table(&p));
-    tally.finish();
+    run_both("ssh-restricted", &p, &restricted_table(&p));
 }
 
 #[test]
 fn options_policy_verdicts() {
     let p = policy("options", OPTIONS);
-    let f = load(&p);
-    let mut tally = Tally::new("options");
-    run_table(&mut tally, &f, &options_table(&p));
-    tally.finish();
+    run_both("options", &p, &options_table(&p));
 }
 
 #[test]
