@@ -12,8 +12,9 @@ use Connect::{Connected, TimedOut};
 
 const POLICY_A: &str = "# e2e A\n[[allow]]\nports = [22, 80]\n";
 
-/// The unit's ExecStart/ExecStop commands (`fw install --print`), as argument lists with the
-/// installed binary replaced by the one under test and /etc/fw/fw.toml by `file`.
+/// The unit's ExecStart/ExecReload commands (`fw install --print`), as argument lists with the
+/// installed binary replaced by the one under test and /etc/fw/fw.toml by `file`. The unit has
+/// no ExecStop: stopping or restarting it must not open a window (`fw down` removes the filter).
 fn unit_commands(file: &Path) -> (Vec<String>, Vec<String>) {
     let out = run_with_timeout(
         host_cmd(&path_str(&fw_bin()), ["install", "--print"]),
@@ -36,7 +37,11 @@ fn unit_commands(file: &Path) -> (Vec<String>, Vec<String>) {
         }
         w
     };
-    (line("ExecStart="), line("ExecStop="))
+    assert!(
+        !out.stdout.lines().any(|l| l.starts_with("ExecStop")),
+        "the unit detaches on stop: {out}"
+    );
+    (line("ExecStart="), line("ExecReload="))
 }
 
 fn run_in(ns: &NetNs, argv: &[String]) -> Output {
@@ -47,8 +52,8 @@ fn run_in(ns: &NetNs, argv: &[String]) -> Output {
 
 /// `fw save` writes the running policy (refusing while an `apply --confirm` is pending); on a
 /// fresh pair of namespaces (a rebooted host, same interface name) the unit's ExecStart puts
-/// the same policy in force and ExecStop removes it. A broken saved file makes ExecStart fail
-/// with file:line and attach nothing.
+/// the same policy in force and ExecReload puts it back over a live edit. A broken saved file
+/// makes ExecStart fail with file:line and attach nothing.
 #[test]
 fn save_then_reboot_like_restore_with_the_units_commands() {
     preflight(&["ping"]);
@@ -60,8 +65,8 @@ fn save_then_reboot_like_restore_with_the_units_commands() {
     let other = dir.write("other.toml", POLICY_A);
     let saved = dir.path().join("saved.toml");
     let saved_s = path_str(&saved);
-    let (start, stop) = unit_commands(&saved);
-    println!("ExecStart: {start:?}\nExecStop: {stop:?}");
+    let (start, reload) = unit_commands(&saved);
+    println!("ExecStart: {start:?}\nExecReload: {reload:?}");
 
     let before = Pair::new("save");
     before.fw_up(Some(&custom));
@@ -116,9 +121,19 @@ fn save_then_reboot_like_restore_with_the_units_commands() {
             family(v6)
         );
     }
-    run_in(&pair.server, &stop).check();
-    assert!(pair.wait_detached(CONNECT_OK), "ExecStop left the filter");
-    assert_eq!(pair.connect(false, 80), Connected, "80 after ExecStop");
+    pair.fw(&["allow", "80/tcp", "--iface", Pair::SERVER_IF])
+        .check();
+    assert_eq!(pair.connect(false, 80), Connected, "80 after fw allow");
+    run_in(&pair.server, &reload).check();
+    assert_eq!(pair.probe(false, 80), TimedOut, "80 after ExecReload");
+    assert_eq!(
+        pair.connect(false, 8080),
+        Connected,
+        "8080 after ExecReload"
+    );
+    pair.fw(&["down", "--iface", Pair::SERVER_IF]).check();
+    assert!(pair.wait_detached(CONNECT_OK), "fw down left the filter");
+    assert_eq!(pair.connect(false, 80), Connected, "80 after fw down");
 
     // A broken saved file: ExecStart fails, names the file and line, attaches nothing.
     let bad = dir.write(

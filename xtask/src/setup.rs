@@ -380,15 +380,19 @@ fn installed(pkg: &str) -> anyhow::Result<bool> {
 }
 
 fn packages() -> anyhow::Result<()> {
-    const STEP: &str = "debian packages";
+    install_packages("debian packages", DEBIAN_PACKAGES, &[])
+}
+
+/// apt-get install (with `extra` options) whichever of `wanted` is missing.
+pub fn install_packages(step: &str, wanted: &[&str], extra: &[&str]) -> anyhow::Result<()> {
     let mut missing = Vec::new();
-    for p in DEBIAN_PACKAGES {
+    for p in wanted {
         if !installed(p)? {
             missing.push(*p);
         }
     }
     if missing.is_empty() {
-        say(STEP, &format!("present ({})", DEBIAN_PACKAGES.join(" ")));
+        say(step, &format!("present ({})", wanted.join(" ")));
         return Ok(());
     }
     if !is_root() {
@@ -399,12 +403,13 @@ fn packages() -> anyhow::Result<()> {
         );
     }
     say(
-        STEP,
+        step,
         &format!("missing {}; running apt-get update…", missing.join(" ")),
     );
     apt(&["update"], 10 * 60)?;
-    say(STEP, &format!("installing {}…", missing.join(" ")));
+    say(step, &format!("installing {}…", missing.join(" ")));
     let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(extra);
     args.extend(&missing);
     apt(&args, 30 * 60)?;
     let still: Vec<&str> = missing
@@ -415,11 +420,64 @@ fn packages() -> anyhow::Result<()> {
     if !still.is_empty() {
         bail!("apt-get did not install {}", still.join(" "));
     }
-    say(STEP, &format!("installed {}", missing.join(" ")));
+    say(step, &format!("installed {}", missing.join(" ")));
     Ok(())
 }
 
-fn apt(args: &[&str], timeout_s: u64) -> anyhow::Result<()> {
+/// The Rust target of the packaged binary: static, with musl's C library inside.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// What `cargo xtask dist --check` runs on the installed package besides dpkg: systemd-analyze,
+/// man and groff, and the shells whose completion files it parses.
+const DIST_CHECK_PACKAGES: &[&str] = &["systemd", "man-db", "groff-base", "bash", "zsh", "fish"];
+
+/// `cargo xtask dist`: the toolchain, the musl target, and (`check`) the tools the package
+/// check runs. Rust ships musl's C runtime and libc.a with the target, and fw's dependencies
+/// hold no C code, so no musl-gcc (Debian's musl-tools) is needed.
+pub fn dist(check: bool) -> anyhow::Result<()> {
+    run(Steps::TOOLCHAIN)?;
+    step("rust target x86_64-unknown-linux-musl", musl_target)?;
+    if check {
+        const STEP: &str = "debian packages for the package check";
+        step(STEP, || install_packages(STEP, DIST_CHECK_PACKAGES, &[]))?;
+    }
+    Ok(())
+}
+
+/// `rustup target add` for the toolchain cargo uses in the workspace, unless its sysroot has
+/// the target's standard library already.
+fn musl_target() -> anyhow::Result<()> {
+    const STEP: &str = "rust target x86_64-unknown-linux-musl";
+    let has_std = || -> anyhow::Result<bool> {
+        let out = cmd("rustc")
+            .args(["--print", "sysroot"])
+            .current_dir(crate::repo_root())
+            .timeout(Duration::from_secs(120))
+            .ok()?;
+        let lib = Path::new(out.stdout.trim()).join(format!("lib/rustlib/{MUSL_TARGET}/lib"));
+        Ok(fs::read_dir(&lib).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
+        }))
+    };
+    if has_std()? {
+        say(STEP, "present");
+        return Ok(());
+    }
+    say(STEP, &format!("missing; rustup target add {MUSL_TARGET}…"));
+    cmd("rustup")
+        .args(["target", "add", MUSL_TARGET])
+        .current_dir(crate::repo_root())
+        .timeout(Duration::from_secs(15 * 60))
+        .ok()?;
+    if !has_std()? {
+        bail!("rustup reported success but the {MUSL_TARGET} standard library is still missing");
+    }
+    say(STEP, "installed");
+    Ok(())
+}
+
+pub fn apt(args: &[&str], timeout_s: u64) -> anyhow::Result<()> {
     // Wait for a lock another apt holds instead of failing at once.
     let out = cmd("apt-get")
         .args(["-o", "DPkg::Lock::Timeout=300"])

@@ -5,6 +5,8 @@
 //! BPF_PROG_TEST_RUN) and end-to-end tests (real traffic between network namespaces, and a
 //! sample of the differential test). The last two live in the `tests` crate and need root;
 //! `--workspace` picks up every crate, so a crate added to the workspace is tested too.
+//! After them, the package check (`cargo xtask dist --check`) and, when FW_TEST_VM names
+//! kernels, the VM tests (`cargo xtask vm`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -78,7 +80,34 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     let results = Results::parse(&out.lines);
     let leftovers = Snapshot::take().leftovers_since(&before);
     results.print(out.success(), Some(&leftovers));
-    Ok(out.success() && results.failed == 0 && leftovers.is_empty())
+    let tiers_ok = out.success() && results.failed == 0 && leftovers.is_empty();
+    let after_ok = after_tiers(&a.extra, &bin)?;
+    Ok(tiers_ok && after_ok)
+}
+
+/// After the cargo tiers: the package check (`cargo xtask dist --check`: builds the static
+/// binary and the .deb, installs, checks and purges it), and the VM tests of the kernels listed
+/// in FW_TEST_VM (e.g. `FW_TEST_VM=6.12,6.1`; off by default: a boot takes a minute under TCG).
+/// Skipped when a test filter was given.
+fn after_tiers(extra: &[String], bin: &Path) -> anyhow::Result<bool> {
+    if !extra.is_empty() {
+        println!("[test] a test filter was given: the package check and the VM tests are skipped");
+        return Ok(true);
+    }
+    println!();
+    println!("[test] package check: cargo xtask dist --check");
+    let mut ok = crate::dist::run(crate::dist::Args { check: true })?;
+    let kernels = std::env::var("FW_TEST_VM").unwrap_or_default();
+    for kernel in kernels.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        println!();
+        println!("[test] FW_TEST_VM: cargo xtask vm --kernel {kernel}");
+        ok &= crate::vm::run(crate::vm::Args {
+            kernel: Some(kernel.to_string()),
+            fw: Some(bin.to_path_buf()),
+            unit: false,
+        })?;
+    }
+    Ok(ok)
 }
 
 #[derive(Default)]

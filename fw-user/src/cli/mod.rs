@@ -6,6 +6,7 @@ pub mod conns;
 pub mod down;
 pub mod explain;
 pub mod export;
+pub mod generate;
 pub mod import;
 pub mod persist;
 pub mod policy_cmd;
@@ -78,6 +79,12 @@ pub enum Command {
     Export(export::ExportCmd),
     /// Load in the foreground, print live counters (and drops with --log), detach on Ctrl-C.
     Run(run::Args),
+    /// Print shell completions (bash, zsh, fish, …) for fw.
+    Completions(generate::CompletionsArgs),
+    /// Print the man page fw(8), or write it and one page per subcommand with --out DIR.
+    Man(generate::ManArgs),
+    #[command(hide = true)]
+    Unit(generate::UnitArgs),
 }
 
 /// How a command ended, beyond success and error.
@@ -122,6 +129,9 @@ impl Cli {
             Command::Import(c) => ok(import::execute(c)),
             Command::Export(c) => ok(export::execute(c)),
             Command::Run(a) => ok(run::execute(a)),
+            Command::Completions(a) => ok(generate::execute_completions(a)),
+            Command::Man(a) => ok(generate::execute_man(a)),
+            Command::Unit(a) => ok(generate::execute_unit(a)),
         }
     }
 }
