@@ -15,8 +15,8 @@ use aya_ebpf::{
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
-use aya_log_ebpf::info;
 use aya_ebpf::{macros::map, maps::PerCpuArray};
+use aya_log_ebpf::info;
 use fw_common::{Counter, Decision, Parsed, Reason, decide_parsed, egress, parse};
 
 use crate::{frame::Frame, tables::MapTables};

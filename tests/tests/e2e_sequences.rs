@@ -636,13 +636,26 @@ fn an_older_layouts_filter_is_taken_over_on_the_same_links_without_a_gap() {
         stop.store(true, std::sync::atomic::Ordering::Relaxed);
         probes.join().expect("probes")
     });
-    assert_eq!(leaked, 0, "closed-port connects got through during the takeover");
+    assert_eq!(
+        leaked, 0,
+        "closed-port connects got through during the takeover"
+    );
     let after = pair.link().expect("link after the takeover");
     assert_eq!(after.link_id, before.link_id, "not the same XDP link");
-    assert_ne!(after.prog_id, before.prog_id, "the program was not replaced");
-    assert_eq!(pair.connect(false, 8080), Connected, "the live edit came along");
+    assert_ne!(
+        after.prog_id, before.prog_id,
+        "the program was not replaced"
+    );
+    assert_eq!(
+        pair.connect(false, 8080),
+        Connected,
+        "the live edit came along"
+    );
     assert!(
-        !Path::new("/sys/fs/bpf/fw/v1").join(&ns).join(Pair::SERVER_IF).exists(),
+        !Path::new("/sys/fs/bpf/fw/v1")
+            .join(&ns)
+            .join(Pair::SERVER_IF)
+            .exists(),
         "old pins left"
     );
     let (out, v) = status(&pair);

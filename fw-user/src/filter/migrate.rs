@@ -13,8 +13,7 @@ use serde_json::Value;
 
 use super::{Filter, UpKind, UpOptions, UpReport, write_record};
 use crate::{
-    Error,
-    attach,
+    Error, attach,
     lock::Lock,
     maps::PinnedMaps,
     paths::{self, IfaceName, IfacePaths},
@@ -57,7 +56,9 @@ fn read_legacy(file: &Path) -> Option<Legacy> {
 /// The old fw's state directory for the pin directory `old_pins`
 /// (`/sys/fs/bpf/fw/vN/<netns>/<iface>` ↔ `/run/fw/vN/<netns>/<iface>`).
 fn old_state_dir(old_pins: &Path) -> Option<PathBuf> {
-    let rel = old_pins.strip_prefix(Path::new(paths::BPFFS).join("fw")).ok()?;
+    let rel = old_pins
+        .strip_prefix(Path::new(paths::BPFFS).join("fw"))
+        .ok()?;
     Some(Path::new(paths::RUN_DIR).join(rel))
 }
 
