@@ -1,7 +1,7 @@
 #!/bin/bash
 # multiprog.sh KROOT FW_BINARY - fw beside xdp-filter through the libxdp dispatcher, on a real
 # Debian kernel under QEMU. This machine's kernel refuses freplace programs (EPERM: lockdown),
-# so the protocol can only run in a VM. Uses the VM scripts of ../shared/vm (or $FW_VM_DIR):
+# so the protocol can only run in a VM. Uses the repository's VM harness, vm/ (or $FW_VM_DIR):
 # their initramfs (busybox, fw, ip, tc, bpftool, modules) plus xdp-tools (xdp-filter,
 # xdp-loader, libxdp, libbpf and the BPF objects, including libxdp's xdp-dispatcher.o) and the
 # guest test multiprog-guest.sh. Exit status: the guest's (0 = every check passed), 3 = no result.
@@ -9,8 +9,7 @@
 # one `cargo xtask vm` unpacks into the cache).
 set -euo pipefail
 HERE=$(cd "$(dirname "$0")" && pwd)
-VM=${FW_VM_DIR:-$HERE/../../../shared/vm}
-[ -x "$VM/build-initramfs.sh" ] || VM=/work/shared/vm
+VM=${FW_VM_DIR:-$HERE/../../vm}
 CACHE=${FW_VM_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/fw-vm}
 KROOT=$(cd "$1" && pwd) FW=$(readlink -f "$2")
 KVER=$(basename "$(ls -d "$KROOT"/lib/modules/*/ | head -1)")
