@@ -34,18 +34,15 @@ pub trait Tables {
     fn flow_remove(&self, table: FlowTable, key: &FlowKey);
 
     /// Read-modify-write an entry in place (one lookup): `f` gets the entry, the result is
-    /// `f`'s, or `None` when there is no entry. The default lends a copy and forgets what `f`
-    /// changed, which is right for read-only tables (`fw explain`).
-    #[inline(always)]
+    /// `f`'s, or `None` when there is no entry. No default: a table that keeps state must
+    /// write `f`'s changes back, a read-only one (`fw explain`) lends a copy
+    /// ([`lend_copy`]) — each implementation says which it is.
     fn flow_with<R>(
         &self,
         table: FlowTable,
         key: &FlowKey,
         f: impl FnOnce(&mut FlowState) -> R,
-    ) -> Option<R> {
-        let mut st = self.flow(table, key)?;
-        Some(f(&mut st))
-    }
+    ) -> Option<R>;
 
     /// Remove an entry; whether it was there (another CPU may have removed it first).
     #[inline(always)]
@@ -114,6 +111,19 @@ pub trait Tables {
     /// Count an event of the cookie path (an index of [`crate::maps::MAP_COOKIE_STATS`]).
     #[inline(always)]
     fn cookie_event(&self, _stat: u32) {}
+}
+
+/// [`Tables::flow_with`] for read-only tables: `f` sees a copy of the entry, and what it changes
+/// is forgotten.
+#[inline(always)]
+pub fn lend_copy<T: Tables + ?Sized, R>(
+    t: &T,
+    table: FlowTable,
+    key: &FlowKey,
+    f: impl FnOnce(&mut FlowState) -> R,
+) -> Option<R> {
+    let mut st = t.flow(table, key)?;
+    Some(f(&mut st))
 }
 
 /// A verdict and the counter slot that accounts for it (a [`Reason`] or a rule slot).

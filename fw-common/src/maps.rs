@@ -5,8 +5,10 @@
 /// Pins live under `/sys/fs/bpf/fw/v{LAYOUT_VERSION}/…`.
 pub const LAYOUT_VERSION: u32 = 3;
 
-/// The XDP program's name in the object file.
+/// The XDP program's name in the object file: multi-buffer aware (`xdp.frags`, Linux ≥ 5.18).
 pub const PROG_XDP: &str = "fw_xdp";
+/// The same program without multi-buffer support, for kernels before 5.18.
+pub const PROG_XDP_LINEAR: &str = "fw_xdp_linear";
 
 /// `Array<u32>`, 1 entry: the policy generation (0 or 1) packets are judged by. Userspace fills
 /// the other generation, then flips this one value: no packet sees half a policy.
@@ -39,15 +41,26 @@ pub const MAP_EMBRYO_HINT: &str = "FW_EMBRYO_HINT";
 pub const PROG_EGRESS: &str = "fw_egress";
 
 /// The XDP program `fw_xdp` tail-calls for the SYN cookie step (answer a SYN, check an ACK):
-/// its stack is its own ([`crate::syncookie`]).
+/// its stack is its own ([`crate::syncookie`]). Multi-buffer build (`xdp.frags`).
 pub const PROG_COOKIE: &str = "fw_cookie";
+/// The same step for `fw_xdp_linear` (a program array takes only programs of one kind).
+pub const PROG_COOKIE_LINEAR: &str = "fw_cookie_linear";
 /// The XDP program `fw_cookie` tail-calls to build a SYN+ACK answer in place (its own stack
 /// again).
 pub const PROG_COOKIE_TX: &str = "fw_cookie_tx";
-/// `ProgramArray`, 2 entries: `fw_cookie` at [`COOKIE_PROG_INDEX`], `fw_cookie_tx` at
+/// The same for `fw_cookie_linear`.
+pub const PROG_COOKIE_TX_LINEAR: &str = "fw_cookie_tx_linear";
+/// `ProgramArray`, 2 entries: the cookie step at [`COOKIE_PROG_INDEX`], the answer at
 /// [`COOKIE_TX_INDEX`]. Pinned: a program array loses its entries when the last user reference
-/// (an fd or a pin) goes, and `fw up` exits.
+/// (an fd or a pin) goes, and `fw up` exits. One map in the object, pinned under one of three
+/// names by how `fw_xdp` is loaded, because an array keeps the kind of its first program:
+/// this name for `fw_xdp` (`xdp.frags`), [`MAP_COOKIE_PROG_LINEAR`] for `fw_xdp_linear`,
+/// [`MAP_COOKIE_PROG_EXT`] for `fw_xdp` as an extension of a libxdp dispatcher.
 pub const MAP_COOKIE_PROG: &str = "FW_COOKIE_PROG";
+pub const MAP_COOKIE_PROG_LINEAR: &str = "FW_COOKIE_LIN";
+pub const MAP_COOKIE_PROG_EXT: &str = "FW_COOKIE_EXT";
+/// The pins of [`MAP_COOKIE_PROG`] under its other names (not in [`ALL_MAPS`]).
+pub const COOKIE_PROG_PINS: [&str; 2] = [MAP_COOKIE_PROG_LINEAR, MAP_COOKIE_PROG_EXT];
 pub const COOKIE_PROG_INDEX: u32 = 0;
 pub const COOKIE_TX_INDEX: u32 = 1;
 pub const COOKIE_PROGS: u32 = 2;

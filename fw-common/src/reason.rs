@@ -61,11 +61,15 @@ pub enum Reason {
     /// An ACK that belongs to no connection while SYN cookies are out, and whose
     /// acknowledgment number is no valid cookie (a blind or spoofed ACK).
     SynCookieBad = 35,
+    /// A multi-buffer frame (jumbo frames, `xdp.frags`) whose headers do not all lie in its
+    /// first buffer: the parser reads only that buffer, so the frame cannot be judged. Slot 40,
+    /// apart from the sequence above, so reasons added meanwhile on other branches keep theirs.
+    HeadersSplit = 40,
 }
 
 impl Reason {
     /// Every reason, in slot order (for listings).
-    pub const ALL: [Reason; 24] = [
+    pub const ALL: [Reason; 25] = [
         Reason::NonIp,
         Reason::Ndp,
         Reason::IcmpEcho,
@@ -90,6 +94,7 @@ impl Reason {
         Reason::IcmpUnrelated,
         Reason::SynCookie,
         Reason::SynCookieBad,
+        Reason::HeadersSplit,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -138,6 +143,7 @@ impl Reason {
             Reason::IcmpUnrelated => "icmp-unrelated",
             Reason::SynCookie => "syn-cookie",
             Reason::SynCookieBad => "syn-cookie-bad",
+            Reason::HeadersSplit => "headers-split",
         }
     }
 
@@ -173,6 +179,9 @@ impl Reason {
             }
             Reason::SynCookieBad => {
                 "ACK of no connection whose acknowledgment number is no valid SYN cookie"
+            }
+            Reason::HeadersSplit => {
+                "multi-buffer frame whose headers do not fit in its first buffer"
             }
         }
     }

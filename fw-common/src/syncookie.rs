@@ -63,7 +63,8 @@ pub const STAT_KERNEL_COOKIE: u32 = 1;
 /// Answers that could not be built (the frame could not be resized, or the cookie helper
 /// failed): the SYN was dropped.
 pub const STAT_TX_FAILED: u32 = 2;
-/// `fw_cookie` was not in its program array: the packet was dropped (fail closed).
+/// `fw_cookie` was not in its program array (fw runs as an extension of a libxdp dispatcher,
+/// where it cannot be): the packet kept the policy's verdict without the cookie step.
 pub const STAT_NO_PROGRAM: u32 = 3;
 /// SYNs with IPv4 options or IPv6 extension headers while answering: passed to the kernel
 /// (the answer rewrites plain headers only).
@@ -87,7 +88,7 @@ pub const STAT_NAMES: [(u32, &str); 5] = [
     ),
     (
         STAT_NO_PROGRAM,
-        "packets dropped: the cookie program was missing",
+        "packets judged without the cookie program (missing: SYN cookies unavailable)",
     ),
     (
         STAT_NOT_PLAIN,

@@ -90,7 +90,7 @@ pub fn classify(flags: u8) -> FlagClass {
 }
 
 /// `flags` as a comma-separated list of names (`SYN,ACK`), `none` for no flag.
-#[cfg(feature = "builder")]
+#[cfg(any(test, feature = "builder"))]
 pub fn names(flags: u8) -> std::string::String {
     use std::string::ToString as _;
     let list: std::vec::Vec<&str> = flag_names(flags).collect();

@@ -1,23 +1,28 @@
 //! `fw_cookie`: the SYN cookie step, tail-called by `fw_xdp` for the packets
 //! `fw_common::syncookie::needs_step` picks (a SYN an allow rule admits, an ACK of no
 //! connection), with a stack of its own. The decision is `fw_common::syncookie::step`, which
-//! userspace runs too; this file only builds the answer in place: the SYN becomes its SYN+ACK
-//! (MACs, addresses and ports swapped, the cookie as sequence number, the options the kernel
-//! can decode from it, both checksums) and goes back out with XDP_TX.
+//! userspace runs too, on the parse result `fw_xdp` left in its per-CPU slot; this file only
+//! builds the answer in place: the SYN becomes its SYN+ACK (MACs, addresses and ports swapped,
+//! the cookie as sequence number, the options the kernel can decode from it, both checksums)
+//! and goes back out with XDP_TX.
+//!
+//! Each program comes in the two builds of `fw_xdp`: a program array takes only programs of
+//! its owner's kind, and since Linux 5.18 that includes `xdp.frags` (`__bpf_prog_map_compatible`
+//! in kernel/bpf/core.c), so `fw_xdp` tail-calls the multi-buffer builds and `fw_xdp_linear`
+//! the single-buffer ones (the loader puts the matching pair in the array).
 
 use aya_ebpf::{
     bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
     helpers::{
         bpf_ktime_get_ns, bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6,
-        bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
+        bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
     },
     macros::xdp,
     programs::XdpContext,
 };
 use fw_common::{
     Decision, Family, PacketView as _, Parsed, Tables as _,
-    maps::COOKIE_TX_INDEX,
-    parse,
+    maps::{COOKIE_PROG_INDEX, COOKIE_TX_INDEX},
     syncookie::{
         self, AnswerParams, ListenerKey, Located, STAT_NO_PROGRAM, STAT_TX_FAILED, ipv4_header,
         locate, syn_options, synack, tcp_checksum,
@@ -25,25 +30,55 @@ use fw_common::{
     tcp::{ACK, SYN},
 };
 
-use crate::{frame::Frame, tables, tables::MapTables};
+use crate::{frame::Frame, parsed, tables, tables::MapTables};
 
-#[xdp]
+/// Hand the packet `fw_xdp` decided `d` for to the SYN cookie step. Returns only when the
+/// step is not in its program array (fw loaded as an extension of a libxdp dispatcher, whose
+/// programs cannot share a program array with plain XDP programs): the packet then keeps `d`
+/// — what the policy says without SYN cookies — and the event is counted.
+#[inline(always)]
+pub fn hand_off(ctx: &XdpContext, d: &Decision) {
+    tables::hand_off(d.slot);
+    // SAFETY: a tail call: on success this never returns.
+    unsafe { tables::FW_COOKIE_PROG.tail_call(ctx, COOKIE_PROG_INDEX) };
+    tables::cookie_event(STAT_NO_PROGRAM);
+}
+
+/// The SYN cookie step, multi-buffer build (tail-called by `fw_xdp`).
+#[xdp(frags)]
 pub fn fw_cookie(ctx: XdpContext) -> u32 {
-    let frame = Frame::new(ctx.data(), ctx.data_end());
+    // SAFETY: the helper only reads the xdp_buff behind the context.
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    step(&ctx, len)
+}
+
+/// The SYN cookie step, single-buffer build (tail-called by `fw_xdp_linear`).
+#[xdp]
+pub fn fw_cookie_linear(ctx: XdpContext) -> u32 {
+    step(&ctx, ctx.data_end() - ctx.data())
+}
+
+/// `len`: the whole frame's length (all buffers).
+#[inline(always)]
+fn step(ctx: &XdpContext, len: usize) -> u32 {
     let t = MapTables::active();
     let cfg = t.config();
-    let d = Decision::from_slot(tables::handed());
-    let parsed = parse(&frame);
-    let Ok(Parsed::Ip(ip)) = &parsed else {
-        // fw_xdp parsed these very bytes: not reached.
+    let base = Decision::from_slot(tables::handed());
+    let Some(Ok(Parsed::Ip(ip))) = parsed() else {
+        // fw_xdp parsed this very frame into the slot: not reached.
         return xdp_action::XDP_DROP;
     };
-    let d = syncookie::step(&t, &cfg, ip, d);
-    tables::count(d.slot, frame.len_u64());
+    let mut d = syncookie::step(&t, &cfg, ip, base);
+    if d.answers() && len != ctx.data_end() - ctx.data() {
+        // The answer is built in the first buffer: a SYN whose payload spills into more
+        // (jumbo frames) goes on to the kernel, as without cookies.
+        d = base;
+    }
+    tables::count(d.slot, len as u64);
     if d.answers() {
         // The answer is built by `fw_cookie_tx`, with a stack of its own again.
         // SAFETY: a tail call: on success this never returns.
-        unsafe { tables::FW_COOKIE_PROG.tail_call(&ctx, COOKIE_TX_INDEX) };
+        unsafe { tables::FW_COOKIE_PROG.tail_call(ctx, COOKIE_TX_INDEX) };
         tables::cookie_event(STAT_NO_PROGRAM);
         return xdp_action::XDP_DROP;
     }
@@ -55,9 +90,20 @@ pub fn fw_cookie(ctx: XdpContext) -> u32 {
 }
 
 /// Answer the SYN `fw_cookie` decided to answer: rewrite it into its SYN+ACK, XDP_TX.
-#[xdp]
+#[xdp(frags)]
 pub fn fw_cookie_tx(ctx: XdpContext) -> u32 {
-    if answer(&ctx, &MapTables::active()).is_some() {
+    transmit(&ctx)
+}
+
+/// [`fw_cookie_tx`], single-buffer build.
+#[xdp]
+pub fn fw_cookie_tx_linear(ctx: XdpContext) -> u32 {
+    transmit(&ctx)
+}
+
+#[inline(always)]
+fn transmit(ctx: &XdpContext) -> u32 {
+    if answer(ctx, &MapTables::active()).is_some() {
         return xdp_action::XDP_TX;
     }
     tables::cookie_event(STAT_TX_FAILED);

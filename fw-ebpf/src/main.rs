@@ -12,42 +12,96 @@ mod tables;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
+    helpers::bpf_xdp_get_buff_len,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
+use aya_ebpf::{macros::map, maps::PerCpuArray};
 use aya_log_ebpf::info;
 use fw_common::{
-    Counter, Parsed, Tables as _,
-    decide::decide_base,
-    egress,
-    maps::COOKIE_PROG_INDEX,
-    parse,
-    syncookie::{STAT_NO_PROGRAM, needs_step},
+    Counter, Decision, Parsed, Reason, Tables as _, decide::decide_base, egress, parse,
+    syncookie::needs_step,
 };
 
 use crate::{frame::Frame, tables::MapTables};
 
-#[xdp]
+/// The XDP program, multi-buffer aware (`xdp.frags`, Linux ≥ 5.18): native mode works on
+/// interfaces whose MTU needs more than one buffer per frame (jumbo frames). The parser reads
+/// the first buffer only; the frame's length is the whole packet's. Also the program fw loads
+/// as an freplace extension into a libxdp dispatcher.
+#[xdp(frags)]
 pub fn fw_xdp(ctx: XdpContext) -> u32 {
-    let frame = Frame::new(ctx.data(), ctx.data_end());
+    // SAFETY: the helper only reads the xdp_buff behind the context.
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    judge(&ctx, Frame::with_len(ctx.data(), ctx.data_end(), len))
+}
+
+/// The same program for kernels without multi-buffer XDP (< 5.18): every frame is one buffer.
+#[xdp]
+pub fn fw_xdp_linear(ctx: XdpContext) -> u32 {
+    judge(&ctx, Frame::new(ctx.data(), ctx.data_end()))
+}
+
+// The parser and the decision in BPF functions of their own (BPF-to-BPF calls): each one's
+// temporaries live in its own stack frame, and the two frames are never on the stack at the
+// same time. Inlined into one frame they needed more than the 512 bytes BPF allows.
+#[inline(never)]
+fn parse_frame(frame: &Frame, out: &mut Result<Parsed, Reason>) {
+    // Copied out as bytes from memory: stored field by field, the undefined bytes of the
+    // enum's shorter variants would be registers the verifier refuses to read.
+    let tmp = parse(frame);
+    // SAFETY: `tmp` is a valid value of `out`'s type; the two do not overlap.
+    unsafe { core::ptr::copy_nonoverlapping(core::hint::black_box(&tmp), out, 1) };
+}
+
+/// The decision without the SYN cookie step, which `fw_cookie` runs (cookie.rs).
+#[inline(never)]
+fn decide_frame(parsed: &Result<Parsed, Reason>, tables: &MapTables) -> Decision {
+    decide_base(parsed, tables)
+}
+
+/// Where a packet's parse result lives while it is judged: a per-CPU slot rather than the
+/// frame of the program, which calls the parser's frame (the deepest) on top of its own. XDP
+/// runs with preemption off, so one slot per CPU serves one packet at a time.
+#[map]
+static FW_PARSED: PerCpuArray<Result<Parsed, Reason>> = PerCpuArray::with_max_entries(1, 0);
+
+/// The parse result of the packet this CPU judges (for the programs `fw_xdp` tail-calls).
+#[inline(always)]
+pub(crate) fn parsed() -> Option<&'static Result<Parsed, Reason>> {
+    FW_PARSED.get(0)
+}
+
+#[inline(always)]
+fn judge(ctx: &XdpContext, frame: Frame) -> u32 {
     let tables = MapTables::active();
-    let parsed = parse(&frame);
-    let d = decide_base(&parsed, &tables);
-    if let Ok(Parsed::Ip(ip)) = &parsed
+    let Some(slot) = FW_PARSED.get_ptr_mut(0) else {
+        // Cannot happen (the array has its one entry); fail closed.
+        tables::count(Reason::BadHeader.slot(), frame.len_u64());
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: this CPU's slot, used by this packet alone (XDP does not nest on a CPU).
+    let parsed = unsafe { &mut *slot };
+    parse_frame(&frame, parsed);
+    let d = decide_frame(parsed, &tables);
+    if let Ok(Parsed::Ip(ip)) = parsed
         && needs_step(&tables.config(), ip, &d)
     {
-        // The SYN cookie step runs in `fw_cookie` (cookie.rs), which counts the packet.
-        tables::hand_off(d.slot);
-        // SAFETY: a tail call: on success this never returns.
-        unsafe { tables::FW_COOKIE_PROG.tail_call(&ctx, COOKIE_PROG_INDEX) };
-        // Only if fw_cookie is not in its program array: fail closed.
-        tables::cookie_event(STAT_NO_PROGRAM);
-        return xdp_action::XDP_DROP;
+        // The SYN cookie step (cookie.rs) counts the packet and returns its verdict; this
+        // returns only when the step is not loaded, and the packet keeps `d`.
+        cookie::hand_off(ctx, &d);
     }
-    tables::count(d.slot, frame.len_u64());
+    // Fail closed: headers beyond the first buffer cannot be read, so the frame is dropped
+    // (as truncated); counted apart so `fw status` can say why.
+    let slot = if d.slot == Reason::Truncated.slot() && frame.split() {
+        Reason::HeadersSplit.slot()
+    } else {
+        d.slot
+    };
+    tables::count(slot, frame.len_u64());
     if !d.pass {
         // Compiled out by the verifier unless the loader raised AYA_LOG_LEVEL (`fw run --log`).
-        info!(&ctx, "drop slot={} len={}", d.slot, frame.len_u64());
+        info!(ctx, "drop slot={} len={}", slot, frame.len_u64());
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_PASS

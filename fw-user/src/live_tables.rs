@@ -74,4 +74,14 @@ impl Tables for LiveTables<'_> {
     fn listener(&self, key: &ListenerKey) -> Option<Listener> {
         self.maps.listener(key)
     }
+
+    /// Read-only: judging a packet changes nothing.
+    fn flow_with<R>(
+        &self,
+        table: FlowTable,
+        key: &FlowKey,
+        f: impl FnOnce(&mut FlowState) -> R,
+    ) -> Option<R> {
+        fw_common::decide::lend_copy(self, table, key, f)
+    }
 }

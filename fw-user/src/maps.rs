@@ -12,10 +12,10 @@ use fw_common::{
     maps::{
         COOKIE_PROGS, COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS,
         HINT_SLOTS, LISTENERS_MAX, MAP_ACTIVE, MAP_CONFIG, MAP_COOKIE_CFG, MAP_COOKIE_HANDOFF,
-        MAP_COOKIE_PROG, MAP_COOKIE_RATE, MAP_COOKIE_STATS, MAP_COUNTERS, MAP_EMBRYO,
-        MAP_EMBRYO_HINT, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_LISTENERS, MAP_PORTS, MAP_SOURCES,
-        MAP_SRC_V4, MAP_SRC_V6, PORT_ENTRIES, SOURCES_MAX, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4,
-        SrcKeyV6, port_index,
+        MAP_COOKIE_PROG, MAP_COOKIE_PROG_EXT, MAP_COOKIE_PROG_LINEAR, MAP_COOKIE_RATE,
+        MAP_COOKIE_STATS, MAP_COUNTERS, MAP_EMBRYO, MAP_EMBRYO_HINT, MAP_FLOWS_IN, MAP_FLOWS_OUT,
+        MAP_LISTENERS, MAP_PORTS, MAP_SOURCES, MAP_SRC_V4, MAP_SRC_V6, PORT_ENTRIES, SOURCES_MAX,
+        SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
     },
     syncookie::{CookieCfg, CookieRate, Listener, ListenerKey, STATS},
 };
@@ -24,7 +24,7 @@ use crate::{Error, paths::IfacePaths};
 use fw_policy::Compiled;
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
-pub const LAYOUT: [(&str, MapType, u32, u32, u32); 17] = [
+pub const LAYOUT: [(&str, MapType, u32, u32, u32); 19] = [
     (MAP_ACTIVE, MapType::Array, 4, 4, 1),
     (
         MAP_CONFIG,
@@ -43,6 +43,20 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 17] = [
     (MAP_SOURCES, MapType::LruHash, 16, 4, SOURCES_MAX),
     (MAP_EMBRYO_HINT, MapType::Array, 4, 4, HINT_SLOTS),
     (MAP_COOKIE_PROG, MapType::ProgramArray, 4, 4, COOKIE_PROGS),
+    (
+        MAP_COOKIE_PROG_LINEAR,
+        MapType::ProgramArray,
+        4,
+        4,
+        COOKIE_PROGS,
+    ),
+    (
+        MAP_COOKIE_PROG_EXT,
+        MapType::ProgramArray,
+        4,
+        4,
+        COOKIE_PROGS,
+    ),
     (
         MAP_LISTENERS,
         MapType::LruHash,
@@ -347,6 +361,50 @@ impl PinnedMaps {
             self.zero_counter(*slot)?;
         }
         Ok(())
+    }
+
+    /// Put `policy` into generation `generation`, which must not be the one in force (`flushed`:
+    /// with `fw flush` in force): what every generation flip writes before flipping. The one
+    /// copy of that protocol; [`crate::filter::Filter`], the kernel tests and the benchmark
+    /// call it.
+    pub fn write_policy(
+        &mut self,
+        policy: &fw_policy::Policy,
+        generation: u32,
+        flushed: bool,
+    ) -> Result<Compiled, Error> {
+        let mut compiled = Compiled::new(policy, generation);
+        if flushed {
+            compiled = compiled.flushed();
+        }
+        let slots: Vec<u32> = policy
+            .rules
+            .iter()
+            .map(|r| fw_common::maps::rule_slot(generation, r.id))
+            .collect();
+        self.write_generation(&compiled, &slots)?;
+        Ok(compiled)
+    }
+
+    /// Change the policy of generation `generation` (the one in force) from `before` to
+    /// `after` in place, element by element (see [`PinnedMaps::apply_diff`]): what a live edit
+    /// (`fw allow`, `fw deny`) writes. The counters of rules that are new start at zero.
+    pub fn edit_policy(
+        &mut self,
+        generation: u32,
+        before: &fw_policy::Policy,
+        after: &fw_policy::Policy,
+    ) -> Result<(), Error> {
+        let old = Compiled::new(before, generation);
+        let new = Compiled::new(after, generation);
+        let old_ids: Vec<u32> = before.rules.iter().map(|r| r.id).collect();
+        let new_slots: Vec<u32> = after
+            .rules
+            .iter()
+            .filter(|r| !old_ids.contains(&r.id))
+            .map(|r| fw_common::maps::rule_slot(generation, r.id))
+            .collect();
+        self.apply_diff(&old, &new, &new_slots)
     }
 
     /// Remove every LPM entry of generation `g`.

@@ -13,8 +13,8 @@ use std::{
     time::{Duration, Instant},
 };
 
+use fw_lab::{CONNECT_OK, NetNs, Pair, echoes, parse_hping3, preflight};
 use serde_json::Value;
-use tests::netns::{CONNECT_OK, NetNs, Pair, echoes, parse_hping3, preflight};
 
 /// The CLOSED timeout (10 s) and a margin: the session must outlive it after the sweep.
 const PAST_CLOSED_TIMEOUT: Duration = Duration::from_secs(12);

@@ -176,7 +176,7 @@ fn pin_to_last_cpu() {
 #[test]
 #[ignore = "a measurement, not a check: run with --ignored --nocapture"]
 fn connection_state_cost_side_by_side() -> anyhow::Result<()> {
-    tests::testrun::require_root();
+    fw_testrun::require_root();
     let rounds: usize = std::env::var("FW_COST_ROUNDS")
         .ok()
         .and_then(|v| v.parse().ok())
@@ -193,14 +193,14 @@ fn connection_state_cost_side_by_side() -> anyhow::Result<()> {
         }
         Err(_) => builds.push(Build::load("embedded", fw::loader::PROGRAM)?),
     }
-    let mut floor = EbpfLoader::new().load(fw::bench_programs::BENCH_DROP)?;
+    let mut floor = EbpfLoader::new().load(fw_bench::programs::BENCH_DROP)?;
     let fp: &mut Xdp = floor
-        .program_mut(fw::bench_programs::BENCH_DROP_PROG)
+        .program_mut(fw_bench::programs::BENCH_DROP_PROG)
         .context("bench_drop")?
         .try_into()?;
     fp.load()?;
     let floor_prog: &Xdp = floor
-        .program(fw::bench_programs::BENCH_DROP_PROG)
+        .program(fw_bench::programs::BENCH_DROP_PROG)
         .context("bench_drop")?
         .try_into()?;
     pin_to_last_cpu();

@@ -17,7 +17,7 @@ use fw_common::{
     tcp::{ACK, FIN, PSH, RST, SYN},
 };
 use fw_policy::{Policy, SEED_POLICY, parse_policy};
-use tests::testrun::{Expect, KernelFilter, MIN_FRAME, Rng, Tally, require_root};
+use fw_testrun::{Expect, KernelFilter, MIN_FRAME, Rng, Tally, require_root};
 
 use Expect::{Is, Rule};
 
@@ -156,7 +156,7 @@ fn expect_flow(
             if got.map(|s| s.state) != want {
                 t.fail(format!(
                     "{what}: {table:?} {}: expected state {want:?}, kernel has {got:?}",
-                    tests::testrun::flow_name(k)
+                    fw_testrun::flow_name(k)
                 ));
             }
         }
@@ -1192,7 +1192,7 @@ fn random_stateful_differential() {
                         fr
                     };
                     if let Some(d) = t.ingress(&f, &format!("{name} in"), &fr, None) {
-                        *verdicts.entry(tests::testrun::describe(&d)).or_default() += 1;
+                        *verdicts.entry(fw_testrun::describe(&d)).or_default() += 1;
                     }
                 }
                 _ => {
@@ -1243,7 +1243,7 @@ fn expect_established(t: &mut Tally, f: &KernelFilter, what: &str, table: FlowTa
                 && st.flags & (FlowState::FIN_IN | FlowState::FIN_OUT) == 0 => {}
         other => t.fail(format!(
             "{what}: {table:?} {}: expected ESTABLISHED, kernel has {other:?}",
-            tests::testrun::flow_name(k)
+            fw_testrun::flow_name(k)
         )),
     }
 }
@@ -1548,7 +1548,7 @@ fn one_source_cannot_evict_another_sources_idle_session() {
         f.run_egress(&tcp(h, b, 80, cport, SYN | ACK, s, c + 1))
             .expect("run");
         let ack = tcp(b, h, cport, 80, ACK, c + 1, s + 1);
-        if f.run(&ack).expect("run") != tests::testrun::XDP_PASS {
+        if f.run(&ack).expect("run") != fw_testrun::XDP_PASS {
             t.fail(format!("hog connection {i}: its handshake ACK was dropped"));
         }
         if i >= 1990 {
@@ -1569,14 +1569,14 @@ fn one_source_cannot_evict_another_sources_idle_session() {
     }
     // Its newest connections still work (kept in the embryo table).
     for (i, fr) in last.iter().enumerate() {
-        if f.run(fr).expect("run") != tests::testrun::XDP_PASS {
+        if f.run(fr).expect("run") != fw_testrun::XDP_PASS {
             t.fail(format!("hog connection {}: its data was dropped", 1990 + i));
         }
     }
     // And the idle session carries data again.
     if f.run(&tcp(admin, h, 50000, 22, PSH | ACK, 7101, 9001))
         .expect("run")
-        != tests::testrun::XDP_PASS
+        != fw_testrun::XDP_PASS
     {
         t.fail("the idle session's data was dropped after the hogging".into());
     }

@@ -10,18 +10,18 @@
 //!
 //! Run: `cargo build -p fw-user && cargo test -p tests --test kernel_syncookie -- --nocapture`
 
-use fw::sys::monotonic_coarse_ns;
+use fw::{loader::Variant, sys::monotonic_coarse_ns};
 use fw_common::{
     Family, Reason,
     frame::PacketSpec,
     syncookie::{
         self, CookieCfg, CookieTuple, Listener, ListenerKey, REFRESH_TICKS, STAT_KEEPALIVE,
-        STAT_KERNEL_COOKIE, STAT_NOT_PLAIN, tick,
+        STAT_KERNEL_COOKIE, STAT_NO_PROGRAM, STAT_NOT_PLAIN, tick,
     },
     tcp::{ACK, PSH, RST, SYN},
 };
 use fw_policy::{Policy, parse_policy};
-use tests::testrun::{Expect, KernelFilter, MIN_FRAME, Tally, XDP_TX, require_root};
+use fw_testrun::{Expect, KernelFilter, MIN_FRAME, Tally, XDP_PASS, XDP_TX, require_root};
 
 use Expect::{Is, Rule};
 
@@ -615,5 +615,137 @@ fn syn_cookies_off_changes_nothing() {
     }
     listeners_agree(&mut t, &f, "with syn_cookies off");
     t.flows(&f, "with syn_cookies off");
+    t.finish();
+}
+
+/// A program array takes only programs of its first program's kind (`xdp.frags` or not, since
+/// Linux 5.18): each build of `fw_xdp` tail-calls its own build of the step.
+#[test]
+fn both_builds_of_the_program_answer_and_check_cookies() {
+    require_root();
+    for variant in [Variant::Frags, Variant::Linear] {
+        let f = KernelFilter::load_variant(&policy("always"), variant)
+            .unwrap_or_else(|e| panic!("loading the {variant:?} build: {e:#}"));
+        assert_eq!(f.variant(), variant);
+        let mut t = Tally::new(format!("{variant:?}"));
+        for v6 in [false, true] {
+            seen(&f, v6, 80, 1, Listener::new());
+            let name = format!("{variant:?}, v6 {v6}: SYN");
+            let Some(a) = answered(&mut t, &f, &name, v6, 80, &syn(v6, 80, &[])) else {
+                continue;
+            };
+            t.ingress(
+                &f,
+                &format!("{variant:?}, v6 {v6}: forged ACK"),
+                &ack_of(v6, 80, a.cookie ^ 0x00ff_0000, a.tsval, ACK),
+                Some(Is(Reason::SynCookieBad)),
+            );
+            t.ingress(
+                &f,
+                &format!("{variant:?}, v6 {v6}: the ACK with the cookie"),
+                &ack_of(v6, 80, a.cookie, a.tsval, ACK),
+                Some(Is(Reason::SynCookieAck)),
+            );
+        }
+        t.finish();
+    }
+}
+
+/// Without the step in its array (fw as an extension of a libxdp dispatcher), `fw_xdp` keeps
+/// the policy's verdict: a SYN to an open port passes to the kernel, an ACK of no connection
+/// is dropped, and both are counted as missing the step; nothing is answered.
+#[test]
+fn without_the_cookie_step_packets_keep_the_policy_verdict() {
+    let f = load(&policy("always"));
+    seen(&f, false, 80, 1, Listener::new());
+    f.remove_cookie_step().expect("removing the step");
+    let rule = f
+        .counter(fw_common::maps::rule_slot(0, 0))
+        .expect("counter");
+    let not_syn = f.counter(Reason::TcpNotSyn.slot()).expect("counter");
+    let (ret, _) = f.run_out(&syn(false, 80, &[])).expect("run");
+    assert_eq!(ret, XDP_PASS, "a SYN to an open port without the step");
+    let ack = ack_of(false, 80, 0x1234_5678, None, ACK);
+    assert_eq!(
+        f.run(&ack).expect("run"),
+        fw_testrun::XDP_DROP,
+        "an ACK of no connection without the step"
+    );
+    let rule_after = f
+        .counter(fw_common::maps::rule_slot(0, 0))
+        .expect("counter");
+    let not_syn_after = f.counter(Reason::TcpNotSyn.slot()).expect("counter");
+    assert_eq!(
+        rule_after.packets,
+        rule.packets + 1,
+        "the SYN counted under its rule"
+    );
+    assert_eq!(
+        not_syn_after.packets,
+        not_syn.packets + 1,
+        "the ACK counted as not SYN"
+    );
+    assert_eq!(f.cookie_event(STAT_NO_PROGRAM).expect("stats"), 2);
+}
+
+/// The median of `n` single runs of `frame`, in ns (BPF_PROG_TEST_RUN's own clock). One run
+/// each: an answered SYN leaves a SYN+ACK behind, which a repeated run would judge instead.
+fn median_single_runs(f: &KernelFilter, frame: &[u8], n: usize) -> u64 {
+    let mut v: Vec<u64> = (0..n)
+        .map(|_| f.time_ns(frame, 1).expect("test run"))
+        .collect();
+    v.sort_unstable();
+    v[n / 2]
+}
+
+/// What the cookie path costs per packet, next to the same packets with `syn_cookies = off`
+/// (same method, same run). A measurement, not a check.
+#[test]
+#[ignore = "a measurement, not a check: run with --ignored --nocapture"]
+fn cookie_path_cost() {
+    const N: usize = 4001;
+    let off = load(&policy("off"));
+    let on = load(&policy("always"));
+    let mut t = Tally::new("cost");
+    seen(&on, false, 80, 1, Listener::new());
+    let s = syn(false, 80, &[]);
+    let Some(a) = answered(&mut t, &on, "syn", false, 80, &s) else {
+        t.finish();
+        return;
+    };
+    let forged = ack_of(false, 80, a.cookie ^ 0x00ff_0000, a.tsval, ACK);
+    let closed = PacketSpec::tcp(P4, H4, 40000, 8080, SYN).build();
+    println!("ns per packet, median of {N} single runs (BPF_PROG_TEST_RUN)");
+    for round in 0..2 {
+        let rows = [
+            (
+                "SYN to a closed port, off",
+                median_single_runs(&off, &closed, N),
+            ),
+            (
+                "SYN to a closed port, always",
+                median_single_runs(&on, &closed, N),
+            ),
+            (
+                "SYN to port 80, off (to the kernel)",
+                median_single_runs(&off, &s, N),
+            ),
+            (
+                "SYN to port 80, always (answered)",
+                median_single_runs(&on, &s, N),
+            ),
+            (
+                "ACK, no connection, off",
+                median_single_runs(&off, &forged, N),
+            ),
+            (
+                "ACK, forged cookie, always",
+                median_single_runs(&on, &forged, N),
+            ),
+        ];
+        for (what, ns) in rows {
+            println!("  round {round}: {what:<40} {ns:>6}");
+        }
+    }
     t.finish();
 }

@@ -147,6 +147,16 @@ impl Tables for T {
     fn flow_remove(&self, table: FlowTable, key: &FlowKey) {
         self.flows.borrow_mut().remove(&(table, *key));
     }
+    fn flow_with<R>(
+        &self,
+        table: FlowTable,
+        key: &FlowKey,
+        f: impl FnOnce(&mut FlowState) -> R,
+    ) -> Option<R> {
+        let mut flows = self.flows.borrow_mut();
+        let st = flows.get_mut(&(table, *key))?;
+        Some(f(st))
+    }
     fn source_count(&self, src: &[u8; 16]) -> u32 {
         self.sources.borrow().get(src).copied().unwrap_or(0)
     }

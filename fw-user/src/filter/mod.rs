@@ -6,8 +6,7 @@
 //! Every change the kernel sees is written ahead in the state ([`crate::state`]): a crash or a
 //! full /run at any point leaves a state that the next command completes or undoes.
 
-use fw_common::maps::rule_slot;
-use fw_policy::{Compiled, Policy, edit::Edit};
+use fw_policy::{Policy, edit::Edit};
 
 use crate::{
     Error,
@@ -20,6 +19,7 @@ use crate::{
     state::{EgressAttach, Entry, Pending, Record, State, Txn},
 };
 
+mod migrate;
 mod up;
 
 pub use up::{UpKind, UpOptions, UpReport};
@@ -287,19 +287,8 @@ impl Filter {
     /// Bring the active generation from the committed record to `after` in place.
     fn apply_edit(&mut self, after: &Record) -> Result<(), Error> {
         let g = self.state.record.generation;
-        let before = &self.state.current().policy;
-        let old = Compiled::new(before, g);
-        let new = Compiled::new(&after.current.policy, g);
-        let old_ids: Vec<u32> = before.rules.iter().map(|r| r.id).collect();
-        let new_slots: Vec<u32> = after
-            .current
-            .policy
-            .rules
-            .iter()
-            .filter(|r| !old_ids.contains(&r.id))
-            .map(|r| rule_slot(g, r.id))
-            .collect();
-        self.maps.apply_diff(&old, &new, &new_slots)
+        self.maps
+            .edit_policy(g, &self.state.current().policy, &after.current.policy)
     }
 
     /// Finish or forget a change a crash interrupted (see [`crate::state`]); and if a pending
@@ -381,6 +370,7 @@ fn remove_all(iface: &IfaceName, paths: &IfacePaths, state: Option<&State>) -> R
     if let Some(EgressAttach::Clsact { priority, handle }) = state.map(|s| s.egress) {
         attach::detach_clsact(iface.as_str(), priority, handle)?;
     }
+    crate::multiprog::leave(iface, paths, state)?;
     paths.remove_pins()?;
     if let Some(prog) = iface.index().and_then(attach::fw_program_on) {
         return Err(Error::Other(format!(
@@ -421,19 +411,12 @@ fn entry_changes(old: &Entry, new: &Entry) -> Vec<String> {
 /// SYN cookie answers need.
 fn write_record(maps: &mut PinnedMaps, paths: &IfacePaths, record: &Record) -> Result<(), Error> {
     crate::syncookie::write_cfg(paths, &record.current.policy.options)?;
-    let g = record.generation;
-    let mut compiled = Compiled::new(&record.current.policy, g);
-    if record.current.flushed {
-        compiled = compiled.flushed();
-    }
-    let slots: Vec<u32> = record
-        .current
-        .policy
-        .rules
-        .iter()
-        .map(|r| rule_slot(g, r.id))
-        .collect();
-    maps.write_generation(&compiled, &slots)
+    maps.write_policy(
+        &record.current.policy,
+        record.generation,
+        record.current.flushed,
+    )
+    .map(|_| ())
 }
 
 fn random_token() -> u64 {

@@ -27,6 +27,8 @@ pub struct UpOptions<'a> {
     pub guard: Guard,
     /// aya-log drop logging (`fw run --log`).
     pub log: bool,
+    /// Share the XDP hook through a libxdp dispatcher (`--multiprog`, `--priority`).
+    pub share: crate::multiprog::Share,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -77,12 +79,7 @@ impl Filter {
         let ifindex = check_iface(iface)?;
         paths::ensure_bpffs()?;
         if let Some((found, dir)) = paths::other_layout(iface)? {
-            return Err(Error::OtherLayout {
-                iface: iface.to_string(),
-                found,
-                ours: fw_common::maps::LAYOUT_VERSION,
-                dir,
-            });
+            return Self::migrate(iface, ifindex, &found, &dir, opts);
         }
         let paths = IfacePaths::new(iface)?;
         Self::up_at(iface, ifindex, paths, opts)
@@ -120,6 +117,10 @@ impl Filter {
                         path: paths.link(),
                         why,
                     });
+                }
+                LinkHealth::Missing if State::exists(&paths) && paths.prog().exists() => {
+                    let why = "fw's program was no longer in the libxdp dispatcher (removed by another tool?)".to_string();
+                    return Self::heal(iface, ifindex, paths, lock, opts, why);
                 }
                 LinkHealth::Missing => {}
             }
@@ -166,9 +167,22 @@ impl Filter {
     ) -> Result<(Filter, UpReport, Ebpf), Error> {
         let had_state = State::exists(&paths);
         let mut egress_done = None;
+        let mut joined = None;
         let r = (|| {
             let max_flows = record.current.policy.options.max_flows;
-            let mut ebpf = crate::loader::load_object(&paths, opts.log, max_flows)?;
+            let join = crate::multiprog::choose(ifindex, opts.share)?;
+            let (joining, mut ebpf) = match join {
+                Some(priority) => {
+                    let (j, e) = crate::multiprog::Joining::load(
+                        ifindex, priority, None, &paths, opts.log, max_flows,
+                    )?;
+                    (Some(j), e)
+                }
+                None => (
+                    None,
+                    crate::loader::load_object(&paths, opts.log, max_flows)?,
+                ),
+            };
             let mut maps = PinnedMaps::open(&paths)?;
             write_record(&mut maps, &paths, &record)?;
             maps.set_active(record.generation)?;
@@ -179,21 +193,38 @@ impl Filter {
             egress_done = Some(egress);
             seed_flows(&mut maps)?;
             let mut why = None;
-            let mode = attach::attach_xdp(&mut ebpf, &paths, opts.mode, &mut why)?;
+            let (mode, multiprog) = match joining {
+                Some(j) => {
+                    let (mode, mp) = j.commit(&mut ebpf, &paths, opts.mode, &mut why)?;
+                    joined = Some(mp);
+                    (mode, Some(mp))
+                }
+                None => (
+                    attach::attach_xdp(&mut ebpf, &paths, opts.mode, &mut why)?,
+                    None,
+                ),
+            };
             seed_flows(&mut maps)?;
             let mut state = State {
                 version: STATE_VERSION,
                 iface: iface.to_string(),
                 ifindex,
                 mode,
+                variant: crate::loader::loaded_variant(&ebpf),
+                multiprog,
+                why_not_native: why.clone(),
                 egress,
                 record: record.clone(),
                 txn: None,
                 log: log.clone(),
             };
             state.note(format!(
-                "up: attached (xdp {}), policy {}",
+                "up: attached (xdp {}{}), policy {}",
                 mode.name(),
+                multiprog.map_or(String::new(), |m| format!(
+                    ", libxdp dispatcher priority {}",
+                    m.priority
+                )),
                 record.current.source
             ));
             state.save(&paths)?;
@@ -225,6 +256,11 @@ impl Filter {
                 if let Some(EgressAttach::Clsact { priority, handle }) = egress_done {
                     let _ = attach::detach_clsact(iface.as_str(), priority, handle);
                 }
+                if let Some(mp) = joined
+                    && let Err(e2) = crate::dispatcher::leave(ifindex, mp.prog_id)
+                {
+                    log::warn!("{iface}: leaving the dispatcher after a failed attach: {e2}");
+                }
                 if let Err(e2) = paths.remove_pins() {
                     log::warn!("{iface}: cleaning up after a failed attach: {e2}");
                 }
@@ -248,6 +284,7 @@ impl Filter {
         why: String,
     ) -> Result<(Filter, UpReport, Ebpf), Error> {
         let old = State::load(&paths).ok();
+        let old_multiprog = old.as_ref().and_then(|o| o.multiprog);
         let mut record = match (&old, opts.policy) {
             (_, Some((p, source))) => {
                 opts.guard.check(p)?;
@@ -272,13 +309,28 @@ impl Filter {
         if let Some(EgressAttach::Clsact { priority, handle }) = old.as_ref().map(|o| o.egress) {
             let _ = attach::detach_clsact(iface.as_str(), priority, handle);
         }
+        if let (Some(o), Some(mp)) = (&old, old_multiprog)
+            && let Err(e) = crate::dispatcher::forget_stale(o.ifindex, mp.prog_id)
+        {
+            log::warn!(
+                "{iface}: removing the pins of the dispatcher that was on the deleted interface: {e}"
+            );
+        }
         paths.remove_pins()?;
         let mut log = old.map(|o| o.log).unwrap_or_default();
         log.push(crate::state::LogEntry {
             at: crate::state::unix_now(),
             what: format!("heal: {why}"),
         });
-        let (f, mut report, ebpf) = Self::fresh(iface, ifindex, paths, lock, opts, record, log)?;
+        // A filter that shared its interface through a dispatcher joins one again.
+        let share = match (opts.share, old_multiprog) {
+            (crate::multiprog::Share::Auto, Some(mp)) => crate::multiprog::Share::Dispatcher {
+                priority: Some(mp.priority),
+            },
+            (s, _) => s,
+        };
+        let opts = UpOptions { share, ..*opts };
+        let (f, mut report, ebpf) = Self::fresh(iface, ifindex, paths, lock, &opts, record, log)?;
         report.kind = UpKind::Healed(why);
         Ok((f, report, ebpf))
     }
@@ -293,7 +345,26 @@ impl Filter {
     ) -> Result<(Filter, UpReport, Ebpf), Error> {
         let state = State::load(&paths)?;
         let max_flows = state.current().policy.options.max_flows;
-        let mut ebpf = crate::loader::load_object(&paths, opts.log, max_flows)?;
+        // In a dispatcher, the new program is loaded against a new dispatcher's slot, which
+        // replaces the old dispatcher (with the old program) in one swap.
+        let (joining, mut ebpf) = match (state.multiprog, iface.index()) {
+            (Some(mp), Some(ifindex)) => {
+                let priority = crate::multiprog::upgrade_priority(opts.share, &mp);
+                let (j, e) = crate::multiprog::Joining::load(
+                    ifindex,
+                    priority,
+                    Some(mp.prog_id),
+                    &paths,
+                    opts.log,
+                    max_flows,
+                )?;
+                (Some(j), e)
+            }
+            _ => (
+                None,
+                crate::loader::load_object(&paths, opts.log, max_flows)?,
+            ),
+        };
         let maps = PinnedMaps::open(&paths)?;
         let mut f = Filter {
             iface: iface.clone(),
@@ -309,10 +380,38 @@ impl Filter {
         }
         // The new programs read the host facts too (an MTU or a sysctl may have changed).
         crate::syncookie::write_cfg(&f.paths, &f.state.current().policy.options)?;
+        let asked = match opts.mode {
+            Mode::Native => Some(AttachMode::Native),
+            Mode::Skb => Some(AttachMode::Skb),
+            Mode::Auto => None,
+        };
+        if f.state.multiprog.is_none()
+            && let crate::multiprog::Share::Dispatcher { .. } = opts.share
+        {
+            notes.push(format!(
+                "fw stays attached alone (its own bpf_link): moving into a libxdp dispatcher cannot be done without a gap. To share {iface}: `fw down --iface {iface}`, then `fw up --iface {iface} --multiprog` (nothing filters in between)"
+            ));
+        }
+        if let Some(m) = asked.filter(|m| *m != f.state.mode) {
+            notes.push(format!(
+                "the filter stays in {} mode: a link cannot change its XDP mode. To run in {} mode: `fw down --iface {iface}`, then `fw up --iface {iface} --mode {}` (nothing filters in between)",
+                f.state.mode.name(),
+                m.name(),
+                m.name()
+            ));
+        }
         let egress = attach::replace_egress(&mut ebpf, &f.paths, f.state.egress)?;
-        attach::replace_xdp(&mut ebpf, &f.paths)?;
+        match (joining, f.state.multiprog) {
+            (Some(j), Some(_)) => {
+                let mut why = None;
+                let (_, mp) = j.commit(&mut ebpf, &f.paths, opts.mode, &mut why)?;
+                f.state.multiprog = Some(mp);
+            }
+            _ => attach::replace_xdp(&mut ebpf, &f.paths)?,
+        }
         seed_flows(&mut f.maps)?;
         f.state.egress = egress;
+        f.state.variant = crate::loader::loaded_variant(&ebpf);
         f.state.note("up: programs replaced on the running links");
         f.state.save(&f.paths)?;
         let changes = match opts.policy {
@@ -324,7 +423,13 @@ impl Filter {
                 };
                 let old = f.state.current().policy.clone();
                 let next = 1 - f.state.record.generation;
-                let after = f.state.record.applied(entry, next, None);
+                // `fw up --policy` and `fw restore` set the policy deliberately: it is
+                // confirmed, unless an `fw apply --confirm` is still waiting (its safety net
+                // stays).
+                let mut after = f.state.record.applied(entry, next, None);
+                if after.pending.is_none() {
+                    after = after.confirmed_now();
+                }
                 f.flip(after, format!("up: policy replaced by {source}"))?;
                 Some(fw_policy::diff::changes(&old, p))
             }
