@@ -152,6 +152,12 @@ impl Filter {
             Vec::new(),
         )?;
         report.notes = notes;
+        if f.state.multiprog.is_some() && policy.options.syn_cookies != fw_policy::SynCookies::Off {
+            report.notes.push(format!(
+                "{iface}: syn_cookies = \"{}\" has no effect in a libxdp dispatcher (its SYN cookie step cannot be loaded there): the kernel answers SYNs itself",
+                policy.options.syn_cookies.name()
+            ));
+        }
         Ok((f, report, ebpf))
     }
 
