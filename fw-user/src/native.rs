@@ -85,7 +85,7 @@ pub fn driver(iface: &str) -> Option<String> {
 }
 
 /// The MTU through SIOCGIFMTU (where /sys shows another namespace's devices: `nsenter --net`).
-fn ioctl_mtu(iface: &str) -> Option<u32> {
+pub(crate) fn ioctl_mtu(iface: &str) -> Option<u32> {
     let mut ifr = ifreq(iface)?;
     ioctl(libc::SIOCGIFMTU, &mut ifr)?;
     Some(ifr.data as u32)

@@ -72,32 +72,6 @@ impl Sysctls {
     }
 }
 
-/// The MTU of `iface` in this network namespace (SIOCGIFMTU; /sys may show another
-/// namespace's devices).
-pub fn mtu(iface: &str) -> Option<u32> {
-    // SAFETY: a plain socket; closed below.
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: an all-zero ifreq is valid.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (d, s) in req
-        .ifr_name
-        .iter_mut()
-        .zip(iface.bytes().take(libc::IFNAMSIZ - 1))
-    {
-        *d = s as libc::c_char;
-    }
-    // SAFETY: a valid socket and ifreq; SIOCGIFMTU writes ifru_mtu.
-    let r = unsafe { libc::ioctl(fd, libc::SIOCGIFMTU, &mut req) };
-    // SAFETY: our own fd.
-    unsafe { libc::close(fd) };
-    // SAFETY: SIOCGIFMTU filled the union's mtu member (read only when it succeeded).
-    let mtu = unsafe { req.ifr_ifru.ifru_mtu } as u32;
-    (r == 0).then_some(mtu)
-}
-
 /// Possible CPUs: each counts its own SYNs for `auto`.
 fn cpus() -> u32 {
     aya::util::nr_cpus().map_or(1, |n| n.max(1) as u32)
@@ -138,7 +112,11 @@ pub fn write_cfg(paths: &IfacePaths, options: &Options) -> Result<(), Error> {
     let md = MapData::from_pin(&path).map_err(|e| Error::bpf(path.display().to_string(), e))?;
     let mut a: Array<_, CookieCfg> =
         Array::try_from(aya::maps::Map::Array(md)).map_err(|e| Error::bpf(MAP_COOKIE_CFG, e))?;
-    let cfg = cookie_cfg(options, &Sysctls::read(), mtu(&paths.iface));
+    let cfg = cookie_cfg(
+        options,
+        &Sysctls::read(),
+        crate::native::ioctl_mtu(&paths.iface),
+    );
     a.set(0, cfg, 0).map_err(|e| Error::bpf(MAP_COOKIE_CFG, e))
 }
 
