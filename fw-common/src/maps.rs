@@ -68,8 +68,22 @@ pub use crate::flow::HINT_SLOTS;
 /// Counter slots for flow-table events (not verdicts): entries created in table `t` at
 /// `EVENT_FLOW_NEW + t`, entries removed (expired, closed or promoted) at
 /// `EVENT_FLOW_REMOVED + t`. Occupancy minus these gives LRU evictions.
-pub const EVENT_FLOW_NEW: u32 = 40;
-pub const EVENT_FLOW_REMOVED: u32 = 44;
+/// Above every [`crate::Reason`]'s slot (checked below: a reason counted into an event slot
+/// showed up as flows created, and the events as its drops).
+pub const EVENT_FLOW_NEW: u32 = 56;
+pub const EVENT_FLOW_REMOVED: u32 = 60;
+/// Event slots per kind: one per flow table.
+pub const EVENT_TABLES: u32 = 4;
+const _: () = {
+    let mut i = 0;
+    while i < crate::Reason::ALL.len() {
+        assert!(crate::Reason::ALL[i].slot() < EVENT_FLOW_NEW);
+        i += 1;
+    }
+    assert!((crate::flow::FlowTable::Embryo as u32) < EVENT_TABLES);
+    assert!(EVENT_FLOW_NEW + EVENT_TABLES <= EVENT_FLOW_REMOVED);
+    assert!(EVENT_FLOW_REMOVED + EVENT_TABLES <= RULE_SLOT_BASE);
+};
 
 pub const GENERATIONS: u32 = 2;
 
