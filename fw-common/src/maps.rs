@@ -59,22 +59,27 @@ pub const GENERATIONS: u32 = 2;
 
 /// Counter slots below this belong to [`crate::Reason`]s.
 pub const RULE_SLOT_BASE: u32 = 64;
-/// Rule slots per generation.
+/// Rules a policy may have.
 pub const MAX_RULES: u32 = 16_384;
-pub const COUNTER_SLOTS: u32 = RULE_SLOT_BASE + GENERATIONS * MAX_RULES;
+/// Rule ids (counter identities) run below this: twice [`MAX_RULES`], so that a policy
+/// replacing another entirely still finds ids the policy in force does not use.
+pub const RULE_IDS: u32 = GENERATIONS * MAX_RULES;
+pub const COUNTER_SLOTS: u32 = RULE_SLOT_BASE + RULE_IDS;
 
-/// Counter slot of rule `i` (0-based) of generation `gen`.
-pub const fn rule_slot(generation: u32, i: u32) -> u32 {
-    RULE_SLOT_BASE + generation * MAX_RULES + i
+/// Counter slot of the rule with id `id`. The slot belongs to the rule's id in every
+/// generation: a rule that stays in force across a generation flip keeps its slot, so its
+/// counters never restart (see `fw_policy::ids`). The generation argument no longer selects
+/// anything; it stays so that callers need not change.
+pub const fn rule_slot(_generation: u32, id: u32) -> u32 {
+    RULE_SLOT_BASE + id
 }
 
-/// Generation and index of a rule slot.
+/// The rule id of a counter slot (the first value is always 0; it used to be a generation).
 pub const fn slot_rule(slot: u32) -> Option<(u32, u32)> {
     if slot < RULE_SLOT_BASE || slot >= COUNTER_SLOTS {
         return None;
     }
-    let r = slot - RULE_SLOT_BASE;
-    Some((r / MAX_RULES, r % MAX_RULES))
+    Some((0, slot - RULE_SLOT_BASE))
 }
 
 /// Protocols with port rules.

@@ -7,6 +7,7 @@
 #![no_main]
 
 mod frame;
+mod obs;
 mod tables;
 
 use aya_ebpf::{
@@ -25,6 +26,7 @@ pub fn fw_xdp(ctx: XdpContext) -> u32 {
     let tables = MapTables::active();
     let d = decide(&frame, &tables);
     tables::count(d.slot, frame.len_u64());
+    obs::hook(&ctx, d.pass, d.slot);
     if !d.pass {
         // Compiled out by the verifier unless the loader raised AYA_LOG_LEVEL (`fw run --log`).
         info!(&ctx, "drop slot={} len={}", d.slot, frame.len_u64());

@@ -253,7 +253,7 @@ impl Filter {
             let max_flows = record.current.policy.options.max_flows;
             let mut ebpf = crate::loader::load_object(&paths, opts.log, max_flows)?;
             let mut maps = PinnedMaps::open(&paths)?;
-            write_record(&mut maps, &record)?;
+            write_record(&mut maps, &record, None)?;
             maps.set_active(record.generation)?;
             // Order matters for connections that exist or start meanwhile: the egress recorder
             // first (flows opened from now on get recorded), then the sockets that exist, then
@@ -280,6 +280,7 @@ impl Filter {
                 record.current.source
             ));
             state.save(&paths)?;
+            crate::obs::sync_policy_log(&paths, &record.current.policy.options)?;
             let report = UpReport {
                 kind: UpKind::Attached,
                 mode,
@@ -396,6 +397,7 @@ impl Filter {
         f.state.egress = egress;
         f.state.note("up: programs replaced on the running links");
         f.state.save(&f.paths)?;
+        crate::obs::sync_policy_log(&f.paths, &f.state.current().policy.options)?;
         let changes = match opts.policy {
             Some((p, source)) => {
                 let entry = Entry {
@@ -447,9 +449,11 @@ impl Filter {
         }
     }
 
-    /// Write `after` into the inactive generation, write it ahead, flip, commit.
-    fn flip(&mut self, after: Record, note: String) -> Result<(), Error> {
-        write_record(&mut self.maps, &after)?;
+    /// Write `after` into the inactive generation, write it ahead, flip, commit. Rules that
+    /// stay in force keep their ids, hence their counters (see [`fw_policy::ids`]).
+    fn flip(&mut self, mut after: Record, note: String) -> Result<(), Error> {
+        let fresh = carry_record_ids(&mut after, &self.state.current().policy);
+        write_record(&mut self.maps, &after, Some(&fresh))?;
         self.state.txn = Some(Txn {
             after: after.clone(),
             flip: true,
@@ -466,7 +470,8 @@ impl Filter {
         self.state.record = after;
         self.state.txn = None;
         self.state.note(note);
-        self.state.save(&self.paths)
+        self.state.save(&self.paths)?;
+        crate::obs::sync_policy_log(&self.paths, &self.state.current().policy.options)
     }
 
     /// Replace the policy in force (`fw apply`). With `confirm`, the last confirmed policy
@@ -735,20 +740,40 @@ fn entry_changes(old: &Entry, new: &Entry) -> Vec<String> {
     out
 }
 
-/// Write `record`'s policy into its generation (not the active one).
-fn write_record(maps: &mut PinnedMaps, record: &Record) -> Result<(), Error> {
+/// Give `after`'s policy the ids of the rules it shares with the policy in force (its confirmed
+/// entry too, when that is the same entry). Returns the ids new to the counters.
+fn carry_record_ids(after: &mut Record, in_force: &Policy) -> Vec<u32> {
+    let same = after.confirmed == after.current;
+    let avoid = after.confirmed.policy.clone();
+    let fresh = fw_policy::ids::carry_ids(&mut after.current.policy, in_force, &avoid);
+    if same {
+        after.confirmed = after.current.clone();
+    }
+    fresh
+}
+
+/// Write `record`'s policy into its generation (not the active one), zeroing the counters of
+/// the rule ids in `fresh_ids` first (`None`: of every rule, for a fresh attach).
+fn write_record(
+    maps: &mut PinnedMaps,
+    record: &Record,
+    fresh_ids: Option<&[u32]>,
+) -> Result<(), Error> {
     let g = record.generation;
     let mut compiled = Compiled::new(&record.current.policy, g);
     if record.current.flushed {
         compiled = compiled.flushed();
     }
-    let slots: Vec<u32> = record
-        .current
-        .policy
-        .rules
-        .iter()
-        .map(|r| rule_slot(g, r.id))
-        .collect();
+    let slots: Vec<u32> = match fresh_ids {
+        Some(ids) => ids.iter().map(|id| rule_slot(g, *id)).collect(),
+        None => record
+            .current
+            .policy
+            .rules
+            .iter()
+            .map(|r| rule_slot(g, r.id))
+            .collect(),
+    };
     maps.write_generation(&compiled, &slots)
 }
 

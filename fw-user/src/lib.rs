@@ -7,6 +7,7 @@
 pub mod attach;
 pub mod bench_programs;
 pub mod cli;
+pub mod droplog;
 mod error;
 pub mod filter;
 pub mod guard;
@@ -16,6 +17,7 @@ pub mod live_tables;
 pub mod loader;
 pub mod lock;
 pub mod maps;
+pub mod obs;
 pub mod paths;
 pub mod persist;
 pub mod sockets;

@@ -29,8 +29,10 @@ pub fn load_object(paths: &IfacePaths, log: bool, max_flows: u32) -> Result<Ebpf
     ensure_bpffs()?;
     paths.prepare_pins()?;
     check_layout(paths)?;
+    crate::obs::check_layout(paths)?;
     let mut loader = EbpfLoader::new();
-    let pin_paths: Vec<_> = ALL_MAPS.iter().map(|m| (*m, paths.map(m))).collect();
+    let mut pin_paths: Vec<_> = ALL_MAPS.iter().map(|m| (*m, paths.map(m))).collect();
+    pin_paths.extend(crate::obs::pin_paths(paths));
     for (name, path) in &pin_paths {
         loader.map_pin_path(name, path.as_path());
     }
@@ -48,12 +50,19 @@ pub fn load_object(paths: &IfacePaths, log: bool, max_flows: u32) -> Result<Ebpf
     let tc = egress_program(&mut ebpf)?;
     retry_eagain(|| tc.load())
         .map_err(|e| Error::bpf("the kernel verifier refused the fw egress program", e))?;
+    // The filter does not depend on them: without them (Linux before 5.18 has no
+    // bpf_xdp_load_bytes) the main program's tail call finds nothing and it goes on as always.
+    if let Err(e) = crate::obs::install_observers(&mut ebpf) {
+        log::warn!("the drop log and capture are unavailable (they need Linux 5.18): {e}");
+    }
     Ok(ebpf)
 }
 
 /// BPF_PROG_LOAD gives up with EAGAIN when a signal arrives during verification (seen with
 /// several loads at once); libbpf retries, and so do we, a bounded number of times.
-fn retry_eagain(mut load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), ProgramError> {
+pub(crate) fn retry_eagain(
+    mut load: impl FnMut() -> Result<(), ProgramError>,
+) -> Result<(), ProgramError> {
     let mut attempt = 0;
     loop {
         match load() {

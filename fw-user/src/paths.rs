@@ -303,7 +303,12 @@ impl IfacePaths {
     /// nobody else, and nothing inside that fw did not put there.
     pub fn prepare_pins(&self) -> Result<(), Error> {
         secure_dirs(&self.pins_root, &self.pins)?;
-        let known = |name: &str| name == "link" || name == "tc_link" || ALL_MAPS.contains(&name);
+        let known = |name: &str| {
+            name == "link"
+                || name == "tc_link"
+                || ALL_MAPS.contains(&name)
+                || fw_common::obs::OBS_MAPS.contains(&name)
+        };
         let rd = fs::read_dir(&self.pins).map_err(|e| Error::io(&self.pins, e))?;
         for entry in rd {
             let entry = entry.map_err(|e| Error::io(&self.pins, e))?;
