@@ -358,6 +358,7 @@ impl Filter {
         }
         paths.remove_pins()?;
         let mut log = old.map(|o| o.log).unwrap_or_default();
+        crate::syslog::operation(iface.as_str(), &format!("heal: {why}"));
         log.push(crate::state::LogEntry {
             at: crate::state::unix_now(),
             what: format!("heal: {why}"),
@@ -689,6 +690,7 @@ impl Filter {
         } = self;
         drop(maps);
         remove_all(&iface, &paths, Some(&state))?;
+        crate::syslog::operation(iface.as_str(), "down: filter removed");
         drop(_lock);
         let _ = paths.remove_state();
         Ok(())
@@ -723,6 +725,7 @@ pub fn down(iface: &IfaceName) -> Result<bool, Error> {
     let lock = Lock::acquire(&paths)?;
     let state = State::load(&paths).ok();
     remove_all(iface, &paths, state.as_ref())?;
+    crate::syslog::operation(iface.as_str(), "down: filter removed");
     drop(lock);
     paths.remove_state()?;
     Ok(true)

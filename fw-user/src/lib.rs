@@ -6,10 +6,12 @@
 
 pub mod attach;
 pub mod bench_programs;
+pub mod capture;
 pub mod cli;
 pub mod droplog;
 mod error;
 pub mod filter;
+pub mod follow;
 pub mod guard;
 pub mod health;
 pub mod iptables;
@@ -17,13 +19,17 @@ pub mod live_tables;
 pub mod loader;
 pub mod lock;
 pub mod maps;
+pub mod metrics;
 pub mod obs;
 pub mod paths;
+pub mod pcap;
 pub mod persist;
+pub mod serve;
 pub mod sockets;
 pub mod state;
 pub mod status;
 pub mod sys;
+pub mod syslog;
 pub mod timer;
 
 pub use error::Error;
