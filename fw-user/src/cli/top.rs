@@ -135,11 +135,10 @@ pub fn render(
         for r in &s.rules {
             let key = (s.iface.clone(), format!("rule {}", r.rule.id));
             o += &format!(
-                "{:>10.1} {:>12}  {:<36} {}\n",
+                "{:>10.1} {:>12}  {}\n",
                 rate(now, before, &key, secs),
                 r.packets,
-                r.description,
-                r.rule.comment.as_deref().unwrap_or("")
+                r.description
             );
         }
         o += &format!(
