@@ -4,4 +4,5 @@
 
 pub mod differential;
 pub mod netns;
+pub mod observe;
 pub mod testrun;
