@@ -107,12 +107,14 @@ impl Drop for Armed {
 }
 
 /// Capture on `iface` into `out` until `spec`'s count or duration, or until `stop()` says so.
-/// `on_packet` sees every packet written (for a live line per packet).
+/// `on_ready` runs once the kernel hands packets over; `on_packet` sees every packet written
+/// (for a live line per packet).
 pub fn run<W: Write>(
     iface: &IfaceName,
     spec: &CaptureSpec,
     out: W,
     stop: &dyn Fn() -> bool,
+    on_ready: &dyn Fn(),
     on_packet: &mut dyn FnMut(&PacketEvent),
 ) -> Result<(CaptureSummary, W), Error> {
     crate::paths::ensure_bpffs()?;
@@ -140,6 +142,7 @@ pub fn run<W: Write>(
     };
     let mut pcap =
         PcapWriter::new(out, CAPTURE_SNAP as u32).map_err(|e| Error::io("capture file", e))?;
+    on_ready();
     let mut filtered_out = 0;
     let started = std::time::Instant::now();
     let offset = droplog::boot_to_unix_ns();

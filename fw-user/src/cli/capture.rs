@@ -91,16 +91,25 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
             .map_err(|e| anyhow::anyhow!("creating {}: {e}", a.file.display()))?;
         Box::new(BufWriter::new(f))
     };
-    eprintln!(
-        "fw: capturing on {iface} into {} (Ctrl-C stops)",
-        a.file.display()
-    );
+    let ready = || {
+        eprintln!(
+            "fw: capturing on {iface} into {} (Ctrl-C stops)",
+            a.file.display()
+        );
+    };
     let verbose = a.verbose;
-    let (summary, _) = run(&iface, &spec, out, &crate::serve::stopped, &mut |e| {
-        if verbose {
-            eprintln!("{}", text_line(e));
-        }
-    })?;
+    let (summary, _) = run(
+        &iface,
+        &spec,
+        out,
+        &crate::serve::stopped,
+        &ready,
+        &mut |e| {
+            if verbose {
+                eprintln!("{}", text_line(e));
+            }
+        },
+    )?;
     if a.json {
         println!("{}", serde_json::to_string_pretty(&summary)?);
     } else {
