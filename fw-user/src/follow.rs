@@ -104,18 +104,21 @@ impl Source {
     }
 }
 
-/// Follow the drop log of `ifaces` until `stop()` or the count; `on_event` gets each record
-/// that passes the filter. Returns how many it got.
+/// Follow the drop log of `ifaces` until `stop()` or the count; `on_ready` runs once every
+/// log is being read, `on_event` gets each record that passes the filter. Returns how many it
+/// got.
 pub fn follow(
     ifaces: &[IfaceName],
     spec: &FollowSpec,
     stop: &dyn Fn() -> bool,
+    on_ready: &dyn Fn(),
     on_event: &mut dyn FnMut(&PacketEvent),
 ) -> Result<u64, Error> {
     let mut sources = Vec::new();
     for iface in ifaces {
         sources.push(open_source(iface, spec.rate)?);
     }
+    on_ready();
     let mut n = 0u64;
     let done = |n: u64| spec.count.is_some_and(|c| n >= c);
     while !stop() && !done(n) {

@@ -52,7 +52,14 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
     crate::serve::install_stop_handler();
     use std::io::Write as _;
     let mut out = std::io::stdout().lock();
-    follow(&ifaces, &spec, &crate::serve::stopped, &mut |e| {
+    let names: Vec<String> = ifaces.iter().map(ToString::to_string).collect();
+    let ready = || {
+        eprintln!(
+            "fw: following the drop log of {} (Ctrl-C stops)",
+            names.join(", ")
+        );
+    };
+    follow(&ifaces, &spec, &crate::serve::stopped, &ready, &mut |e| {
         let line = if a.json {
             serde_json::to_string(e).unwrap_or_default()
         } else {
