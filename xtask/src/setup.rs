@@ -37,6 +37,8 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "strace",
     // The observability e2e test scrapes `fw serve` with a real Prometheus server.
     "prometheus",
+    // fw top is tested in a real terminal.
+    "tmux",
 ];
 
 /// Which steps a task needs.

@@ -9,6 +9,7 @@ pub mod frames;
 pub mod iperf;
 pub mod lab;
 pub mod live;
+pub mod observe;
 pub mod report;
 pub mod report_plots;
 pub mod scale;
@@ -175,6 +176,10 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         let mut fw_inst = lab::FwInstance::load("cost", "cost0", &lab::fw_seed_policy()?)?;
         results["cost"] = cost::run(&opts, &mut p, &mut fw_inst, xf_fd)?;
         report::print_cost(&results["cost"]);
+    }
+    if opts.wants("observe") {
+        results["observe"] = observe::run(&opts, &mut p)?;
+        observe::print(&results["observe"]);
     }
     if opts.wants("memory") || opts.wants("cost") {
         let fw = pairs.iter().find_map(|p| p.fw.as_ref());
