@@ -221,8 +221,37 @@ pub fn sync_policy_log(paths: &IfacePaths, o: &Options) -> Result<(), Error> {
         return Ok(());
     }
     let mut m = ObsMaps::open(paths)?;
-    m.update(|c| apply_log_options(c, o))?;
+    let capture_alive = reader_alive(paths, Ring::Capture);
+    // `fw log` or `fw top` may have turned the log on for as long as they run; they put the
+    // policy's setting back when they end.
+    let follower = o.log == LogMode::Off && reader_alive(paths, Ring::Log);
+    m.update(|c| {
+        if !follower {
+            apply_log_options(c, o);
+        }
+        // A capture killed before it could disarm leaves the kernel handing packets to a ring
+        // nobody reads: disarm it here, at the next change of the filter.
+        if !capture_alive {
+            c.flags &=
+                !(ObsConfig::CAPTURE_DROPS | ObsConfig::CAPTURE_PASSES | ObsConfig::CAPTURE_RULES);
+        }
+    })?;
     Ok(())
+}
+
+/// Whether a process holds the reader lock of `which` right now.
+pub fn reader_alive(paths: &IfacePaths, which: Ring) -> bool {
+    let Ok(f) = File::open(paths.state.join(which.lock_name())) else {
+        return false;
+    };
+    // SAFETY: flock on a descriptor we own; released at once if we got it.
+    unsafe {
+        if libc::flock(f.as_raw_fd(), libc::LOCK_EX | libc::LOCK_NB) == 0 {
+            libc::flock(f.as_raw_fd(), libc::LOCK_UN);
+            return false;
+        }
+    }
+    true
 }
 
 /// Which ring buffer.
