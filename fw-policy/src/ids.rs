@@ -44,11 +44,37 @@ pub fn carry_ids(next: &mut Policy, in_force: &Policy, avoid: &Policy) -> Vec<u3
         }
     }
     let in_force_ids: BTreeSet<u32> = in_force.rules.iter().map(|r| r.id).collect();
-    let avoid_ids: BTreeSet<u32> = avoid.rules.iter().map(|r| r.id).collect();
+    let avoid_ids: BTreeMap<u32, Identity> =
+        avoid.rules.iter().map(|r| (r.id, identity(r))).collect();
+    // A rule keeps its own id when nothing else claims it (a rollback brings the confirmed
+    // policy back with its ids unchanged).
+    let mut rest = Vec::new();
+    for i in pending {
+        let r = &next.rules[i];
+        let own_ok = r.id < RULE_IDS
+            && !in_force_ids.contains(&r.id)
+            && !taken.contains(&r.id)
+            && avoid_ids
+                .get(&r.id)
+                .is_none_or(|ident| *ident == identity(r));
+        if own_ok {
+            taken.insert(r.id);
+        } else {
+            rest.push(i);
+        }
+    }
+    let kept: Vec<u32> = next
+        .rules
+        .iter()
+        .enumerate()
+        .filter(|(i, r)| !rest.contains(i) && !in_force_ids.contains(&r.id))
+        .map(|(_, r)| r.id)
+        .collect();
+    let pending = rest;
     let free = |strict: bool, taken: &BTreeSet<u32>| {
         (0..RULE_IDS)
             .filter(|id| !in_force_ids.contains(id) && !taken.contains(id))
-            .filter(|id| !strict || !avoid_ids.contains(id))
+            .filter(|id| !strict || !avoid_ids.contains_key(id))
             .take(pending.len())
             .collect::<Vec<u32>>()
     };
@@ -56,11 +82,12 @@ pub fn carry_ids(next: &mut Policy, in_force: &Policy, avoid: &Policy) -> Vec<u3
     if ids.len() < pending.len() {
         ids = free(false, &taken);
     }
-    let mut fresh = Vec::new();
+    let mut fresh = kept;
     for (i, id) in pending.into_iter().zip(ids) {
         next.rules[i].id = id;
         fresh.push(id);
     }
+    fresh.sort_unstable();
     fresh
 }
 
@@ -93,6 +120,37 @@ mod tests {
         let mut next = policy("[[allow]]\nports = [22]\n[[allow]]\nports = [993]\n");
         carry_ids(&mut next, &in_force, &confirmed);
         assert_eq!(next.rules[1].id, 2, "id 1 belongs to the confirmed 25/tcp");
+    }
+
+    #[test]
+    fn two_applies_then_a_rollback_keep_every_shared_counter() {
+        // Confirmed C, then A1 and A2 applied without confirming, then a rollback to C: each
+        // flip renumbers the incoming policy against the one in force.
+        let c = policy("[[allow]]\nports = [22]\n[[allow]]\nports = [25]\n");
+        let mut a1 = policy("[[allow]]\nports = [22]\n[[allow]]\nports = [80]\n");
+        carry_ids(&mut a1, &c, &c);
+        let mut a2 =
+            policy("[[allow]]\nports = [443]\n[[allow]]\nports = [80]\n[[allow]]\nports = [22]\n");
+        carry_ids(&mut a2, &a1, &c);
+        let id = |p: &Policy, port: u16| p.rules.iter().find(|r| r.ports.lo == port).unwrap().id;
+        assert_eq!(
+            id(&a2, 22),
+            id(&c, 22),
+            "22 kept its counter through both applies"
+        );
+        assert_eq!(id(&a2, 80), id(&a1, 80));
+        assert_ne!(
+            id(&a2, 443),
+            id(&c, 25),
+            "a new rule avoids the confirmed policy's ids"
+        );
+        let mut back = c.clone();
+        let fresh = carry_ids(&mut back, &a2, &c);
+        assert_eq!(
+            back, c,
+            "rolling back changes no id of the confirmed policy"
+        );
+        assert_eq!(fresh, vec![id(&c, 25)], "only 25 starts from zero again");
     }
 
     #[test]
