@@ -51,11 +51,49 @@ fn modes() -> Vec<(&'static str, &'static str, ObsConfig)> {
     ]
 }
 
+/// The `fw_xdp` of another build (`FW_BENCH_BASE_OBJ`: an fw-xdp object from before the
+/// observer existed), loaded on the same pinned maps, so "nothing observes" can be compared
+/// with "no hook at all" in the same run.
+fn load_base(fw: &FwInstance) -> anyhow::Result<Option<aya::Ebpf>> {
+    let Some(path) = std::env::var_os("FW_BENCH_BASE_OBJ") else {
+        return Ok(None);
+    };
+    let bytes = std::fs::read(&path)?;
+    let mut loader = aya::EbpfLoader::new();
+    let pins: Vec<_> = fw_common::maps::ALL_MAPS
+        .iter()
+        .map(|m| (*m, fw.paths.map(m)))
+        .collect();
+    for (name, path) in &pins {
+        loader.map_pin_path(name, path.as_path());
+    }
+    let level: u8 = 0;
+    loader.override_global("AYA_LOG_LEVEL", &level, false);
+    let mut ebpf = loader.load(&bytes)?;
+    let prog: &mut aya::programs::Xdp = ebpf
+        .program_mut(fw_common::maps::PROG_XDP)
+        .ok_or_else(|| anyhow::anyhow!("no fw_xdp in the base object"))?
+        .try_into()?;
+    prog.load()?;
+    Ok(Some(ebpf))
+}
+
+fn prog_fd(ebpf: &aya::Ebpf) -> anyhow::Result<std::os::fd::RawFd> {
+    use std::os::fd::{AsFd as _, AsRawFd as _};
+    let prog: &aya::programs::Xdp = ebpf
+        .program(fw_common::maps::PROG_XDP)
+        .ok_or_else(|| anyhow::anyhow!("no fw_xdp"))?
+        .try_into()?;
+    Ok(prog.fd()?.as_fd().as_raw_fd())
+}
+
 pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
     let mut fw = FwInstance::load("observe", "obs0", &super::lab::fw_seed_policy()?)?;
     let mut floor = DropProg::load()?;
     let floor_fd = floor.prog_fd()?;
     let fw_fd = fw.prog_fd()?;
+    let base = load_base(&fw)?;
+    let base_fd = base.as_ref().map(prog_fd).transpose()?;
     let mut obs = ObsMaps::open(&fw.paths)?;
     let classes: Vec<_> = frames::classes()
         .into_iter()
@@ -63,8 +101,8 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
         .collect();
     let modes = modes();
     let cpu = sys::nr_cpus() - 1;
-    // samples[mode][class] = fw ns − floor ns of each round.
-    let mut samples = vec![vec![Vec::new(); classes.len()]; modes.len()];
+    // samples[mode][class] = fw ns − floor ns of each round; the last row is the base build.
+    let mut samples = vec![vec![Vec::new(); classes.len()]; modes.len() + 1];
     sys::pin_to_cpu(cpu);
     for round in 0..opts.rounds {
         p.step(&format!(
@@ -80,6 +118,12 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
                 let f = test_run(floor_fd, &c.frame, opts.repeat)?;
                 let r = test_run(fw_fd, &c.frame, opts.repeat)?;
                 samples[mi][ci].push(r.ns as f64 - f.ns as f64);
+                if mi == 0
+                    && let Some(b) = base_fd
+                {
+                    let r = test_run(b, &c.frame, opts.repeat)?;
+                    samples[modes.len()][ci].push(r.ns as f64 - f.ns as f64);
+                }
             }
         }
     }
@@ -93,6 +137,14 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
         }
         rows.push(row);
     }
+    if base_fd.is_some() {
+        let mut row = json!({ "mode": "base", "name": "the build before the observer (no hook)" });
+        for (ci, c) in classes.iter().enumerate() {
+            row[c.key] = json!(median(&samples[modes.len()][ci]));
+        }
+        rows.push(row);
+    }
+    drop(base);
     Ok(json!({
         "rows": rows,
         "classes": classes.iter().map(|c| c.key).collect::<Vec<_>>(),
