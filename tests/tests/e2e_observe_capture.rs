@@ -144,7 +144,12 @@ fn capture_with_passed_and_a_port_keeps_only_that_port_ipv6_too() {
     let summary: serde_json::Value = serde_json::from_str(&out.stdout).expect("summary JSON");
     assert_eq!(summary["schema"], 1);
     assert_eq!(summary["packets"], 3);
-    assert_eq!(summary["filtered_out"], 4, "the SYNs to port 80: {summary}");
+    // The SYNs to port 80, and whatever else passed meanwhile (IPv6 neighbour discovery).
+    let other = summary["filtered_out"].as_u64().unwrap_or(0);
+    assert!(
+        other >= 4,
+        "the SYNs to port 80 were handed over and left out: {summary}"
+    );
     let lines = tcpdump(&file.0);
     assert_eq!(lines.len(), 3, "{lines:#?}");
     assert!(

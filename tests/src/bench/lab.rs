@@ -281,6 +281,10 @@ impl FwInstance {
         policy: &Policy,
         max_flows: u32,
     ) -> anyhow::Result<Self> {
+        // fw's own directory checks create one level only (IfacePaths::at): make the run's roots.
+        for d in [pins_root(), state_root()] {
+            fs::create_dir_all(&d).with_context(|| d.display().to_string())?;
+        }
         let paths = IfacePaths::at(iface, pins_root().join(tag), state_root().join(tag));
         let ebpf = load_object(&paths, false, max_flows).context("loading fw")?;
         let mut maps = PinnedMaps::open(&paths)?;

@@ -150,9 +150,14 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         "flood_seconds": opts.flood_time.as_secs_f64(),
     });
 
-    p.step("setting up one namespace pair per filter");
+    let needs_pairs = ["cost", "memory", "e2e", "iperf"]
+        .iter()
+        .any(|s| opts.wants(s));
+    if needs_pairs {
+        p.step("setting up one namespace pair per filter");
+    }
     let mut pairs = Vec::new();
-    for (k, s) in e2e::SETUPS.iter().enumerate() {
+    for (k, s) in e2e::SETUPS.iter().enumerate().filter(|_| needs_pairs) {
         let skip = match s {
             Setup::IptSeed | Setup::IptRaw => !sys::have("iptables-legacy-restore"),
             Setup::NftSeed => !sys::have("nft"),
