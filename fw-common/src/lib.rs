@@ -3,19 +3,22 @@
 //! the kernel will do with them.
 #![no_std]
 
-#[cfg(feature = "builder")]
+#[cfg(any(test, feature = "builder"))]
 extern crate std;
 
 pub mod decide;
 pub mod egress;
 pub mod flow;
-#[cfg(feature = "builder")]
+#[cfg(any(test, feature = "builder"))]
 pub mod frame;
 pub mod maps;
 pub mod obs;
 pub mod packet;
 pub mod reason;
 pub mod tcp;
+#[cfg(test)]
+mod tests;
+pub mod track;
 
 pub use decide::{Decision, Tables, decide, decide_parsed};
 pub use flow::{FlowKey, FlowState, FlowTable};

@@ -2,11 +2,14 @@
 //! or a resize cannot split them. Any change here must bump [`LAYOUT_VERSION`]: pins live under a
 //! directory named after it, so an upgrade never reuses maps of another layout.
 
-/// Pins live under `/sys/fs/bpf/fw/v{LAYOUT_VERSION}/…`.
-pub const LAYOUT_VERSION: u32 = 1;
+/// Pins live under `/sys/fs/bpf/fw/v{LAYOUT_VERSION}/…`. 3: the observability maps
+/// (`crate::obs::OBS_MAPS`), and rule counter slots by rule id rather than by generation.
+pub const LAYOUT_VERSION: u32 = 3;
 
-/// The XDP program's name in the object file.
+/// The XDP program's name in the object file: multi-buffer aware (`xdp.frags`, Linux ≥ 5.18).
 pub const PROG_XDP: &str = "fw_xdp";
+/// The same program without multi-buffer support, for kernels before 5.18.
+pub const PROG_XDP_LINEAR: &str = "fw_xdp_linear";
 
 /// `Array<u32>`, 1 entry: the policy generation (0 or 1) packets are judged by. Userspace fills
 /// the other generation, then flips this one value: no packet sees half a policy.
@@ -25,14 +28,21 @@ pub const MAP_COUNTERS: &str = "FW_COUNTERS";
 pub const MAP_FLOWS_OUT: &str = "FW_FLOWS_OUT";
 /// `LruHashMap<FlowKey, FlowState>`: inbound TCP connections that completed the handshake.
 pub const MAP_FLOWS_IN: &str = "FW_FLOWS_IN";
-/// `LruHashMap<FlowKey, FlowState>`: inbound TCP handshakes in progress.
+/// `LruHashMap<FlowKey, FlowState>`: inbound TCP handshakes in progress (and connections of a
+/// source beyond its quota in `In`).
 pub const MAP_EMBRYO: &str = "FW_EMBRYO";
+/// `LruHashMap<[u8; 16], u32>`: how many `In` entries each source holds
+/// ([`crate::track::source_key`] → count; see [`crate::flow::SOURCE_QUOTA`]).
+pub const MAP_SOURCES: &str = "FW_SOURCES";
+/// `Array<u32>`, [`crate::flow::HINT_SLOTS`] entries: until when an Embryo entry may live in
+/// each hint slot ([`crate::decide::Tables::embryo_hint`]); lets an ACK flood skip the lookup.
+pub const MAP_EMBRYO_HINT: &str = "FW_EMBRYO_HINT";
 
 /// The TC egress program that records this host's outbound flows.
 pub const PROG_EGRESS: &str = "fw_egress";
 
 /// Every map the programs pin, in the order userspace checks them.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 11] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_PORTS,
@@ -42,12 +52,19 @@ pub const ALL_MAPS: [&str; 9] = [
     MAP_FLOWS_OUT,
     MAP_FLOWS_IN,
     MAP_EMBRYO,
+    MAP_SOURCES,
+    MAP_EMBRYO_HINT,
 ];
 
 /// Entries of the flow tables (LRU: the least recently used entry of a full table goes first).
 pub const FLOWS_OUT_MAX: u32 = 262_144;
 pub const FLOWS_IN_MAX: u32 = 262_144;
 pub const EMBRYO_MAX: u32 = 65_536;
+/// Sources with entries in `In`, a quarter of its size like the Embryo table: a source's count
+/// is touched whenever it opens or ends a connection, so under pressure the LRU drops the
+/// counts of sources long quiet (which hold few entries), not those of a busy one.
+pub const SOURCES_MAX: u32 = 65_536;
+pub use crate::flow::HINT_SLOTS;
 
 /// Counter slots for flow-table events (not verdicts): entries created in table `t` at
 /// `EVENT_FLOW_NEW + t`, entries removed (expired, closed or promoted) at

@@ -24,9 +24,14 @@ pub const MAP_LOG_RING: &str = "FW_LOG_RING";
 /// Ring buffer of captured frames (consumer: `fw capture`).
 pub const MAP_CAPTURE_RING: &str = "FW_CAP_RING";
 
-/// The observer programs' names in the object.
+/// The observer programs' names in the object: the multi-buffer builds (`xdp.frags`), for the
+/// main program's multi-buffer build ([`crate::maps::PROG_XDP`]).
 pub const PROG_OBS_DROP: &str = "fw_obs_drop";
 pub const PROG_OBS_PASS: &str = "fw_obs_pass";
+/// The single-buffer builds, for [`crate::maps::PROG_XDP_LINEAR`]: a program array takes only
+/// programs whose `xdp.frags` matches the program that tail-calls through it.
+pub const PROG_OBS_DROP_LINEAR: &str = "fw_obs_drop_lin";
+pub const PROG_OBS_PASS_LINEAR: &str = "fw_obs_pass_lin";
 pub const OBS_PROG_DROP: u32 = 0;
 pub const OBS_PROG_PASS: u32 = 1;
 

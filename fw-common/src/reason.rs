@@ -52,11 +52,15 @@ pub enum Reason {
     DefaultDrop = 27,
     /// ICMP error quoting a connection that is not tracked.
     IcmpUnrelated = 28,
+    /// A multi-buffer frame (jumbo frames, `xdp.frags`) whose headers do not all lie in its
+    /// first buffer: the parser reads only that buffer, so the frame cannot be judged. Slot 40,
+    /// apart from the sequence above, so reasons added meanwhile on other branches keep theirs.
+    HeadersSplit = 40,
 }
 
 impl Reason {
     /// Every reason, in slot order (for listings).
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 22] = [
         Reason::NonIp,
         Reason::Ndp,
         Reason::IcmpEcho,
@@ -78,6 +82,7 @@ impl Reason {
         Reason::SourceNotAllowed,
         Reason::DefaultDrop,
         Reason::IcmpUnrelated,
+        Reason::HeadersSplit,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -117,6 +122,7 @@ impl Reason {
             Reason::SourceNotAllowed => "source-not-allowed",
             Reason::DefaultDrop => "default-drop",
             Reason::IcmpUnrelated => "icmp-unrelated",
+            Reason::HeadersSplit => "headers-split",
         }
     }
 
@@ -144,6 +150,9 @@ impl Reason {
             Reason::SourceNotAllowed => "port open only to other sources",
             Reason::DefaultDrop => "no rule allows it (default DROP)",
             Reason::IcmpUnrelated => "ICMP error about no tracked connection",
+            Reason::HeadersSplit => {
+                "multi-buffer frame whose headers do not fit in its first buffer"
+            }
         }
     }
 }

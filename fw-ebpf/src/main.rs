@@ -12,24 +12,80 @@ mod tables;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
+    helpers::bpf_xdp_get_buff_len,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
+use aya_ebpf::{macros::map, maps::PerCpuArray};
 use aya_log_ebpf::info;
-use fw_common::{Counter, decide, egress};
+use fw_common::{Counter, Decision, Parsed, Reason, decide_parsed, egress, parse};
 
 use crate::{frame::Frame, tables::MapTables};
 
-#[xdp]
+/// The XDP program, multi-buffer aware (`xdp.frags`, Linux ≥ 5.18): native mode works on
+/// interfaces whose MTU needs more than one buffer per frame (jumbo frames). The parser reads
+/// the first buffer only; the frame's length is the whole packet's. Also the program fw loads
+/// as an freplace extension into a libxdp dispatcher.
+#[xdp(frags)]
 pub fn fw_xdp(ctx: XdpContext) -> u32 {
-    let frame = Frame::new(ctx.data(), ctx.data_end());
+    // SAFETY: the helper only reads the xdp_buff behind the context.
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    judge(&ctx, Frame::with_len(ctx.data(), ctx.data_end(), len))
+}
+
+/// The same program for kernels without multi-buffer XDP (< 5.18): every frame is one buffer.
+#[xdp]
+pub fn fw_xdp_linear(ctx: XdpContext) -> u32 {
+    judge(&ctx, Frame::new(ctx.data(), ctx.data_end()))
+}
+
+// The parser and the decision in BPF functions of their own (BPF-to-BPF calls): each one's
+// temporaries live in its own stack frame, and the two frames are never on the stack at the
+// same time. Inlined into one frame they needed more than the 512 bytes BPF allows.
+#[inline(never)]
+fn parse_frame(frame: &Frame, out: &mut Result<Parsed, Reason>) {
+    // Copied out as bytes from memory: stored field by field, the undefined bytes of the
+    // enum's shorter variants would be registers the verifier refuses to read.
+    let tmp = parse(frame);
+    // SAFETY: `tmp` is a valid value of `out`'s type; the two do not overlap.
+    unsafe { core::ptr::copy_nonoverlapping(core::hint::black_box(&tmp), out, 1) };
+}
+
+#[inline(never)]
+fn decide_frame(parsed: &Result<Parsed, Reason>, tables: &MapTables) -> Decision {
+    decide_parsed(parsed, tables)
+}
+
+/// Where a packet's parse result lives while it is judged: a per-CPU slot rather than the
+/// frame of the program, which calls the parser's frame (the deepest) on top of its own. XDP
+/// runs with preemption off, so one slot per CPU serves one packet at a time.
+#[map]
+static FW_PARSED: PerCpuArray<Result<Parsed, Reason>> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn judge(ctx: &XdpContext, frame: Frame) -> u32 {
     let tables = MapTables::active();
-    let d = decide(&frame, &tables);
-    tables::count(d.slot, frame.len_u64());
-    obs::hook(&ctx, d.pass, d.slot);
+    let Some(slot) = FW_PARSED.get_ptr_mut(0) else {
+        // Cannot happen (the array has its one entry); fail closed.
+        tables::count(Reason::BadHeader.slot(), frame.len_u64());
+        return xdp_action::XDP_DROP;
+    };
+    // SAFETY: this CPU's slot, used by this packet alone (XDP does not nest on a CPU).
+    let parsed = unsafe { &mut *slot };
+    parse_frame(&frame, parsed);
+    let d = decide_frame(parsed, &tables);
+    // Fail closed: headers beyond the first buffer cannot be read, so the frame is dropped
+    // (as truncated); counted apart so `fw status` can say why.
+    let slot = if d.slot == Reason::Truncated.slot() && frame.split() {
+        Reason::HeadersSplit.slot()
+    } else {
+        d.slot
+    };
+    tables::count(slot, frame.len_u64());
+    obs::hook(ctx, d.pass, slot);
     if !d.pass {
         // Compiled out by the verifier unless the loader raised AYA_LOG_LEVEL (`fw run --log`).
-        info!(&ctx, "drop slot={} len={}", d.slot, frame.len_u64());
+        info!(ctx, "drop slot={} len={}", slot, frame.len_u64());
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_PASS

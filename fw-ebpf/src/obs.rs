@@ -4,7 +4,9 @@
 
 use aya_ebpf::{
     bindings::xdp_action,
-    helpers::{bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_xdp_load_bytes},
+    helpers::{
+        bpf_ktime_get_coarse_ns, bpf_ktime_get_ns, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+    },
     macros::{map, xdp},
     maps::{Array, PerCpuArray, ProgramArray, RingBuf},
     programs::XdpContext,
@@ -53,14 +55,32 @@ pub fn hook(ctx: &XdpContext, pass: bool, slot: u32) {
     unsafe { FW_OBS_PROGS.tail_call(ctx, index) };
 }
 
-#[xdp]
+// Two builds of the observers, like the main program's: a program array takes only programs
+// whose `xdp_has_frags` matches its owner's (the main program that tail-calls through it;
+// kernel/bpf/core.c, __bpf_prog_map_compatible, Linux >= 5.18). The loader installs the pair
+// matching the main program it loaded. Both read the frame with bpf_xdp_load_bytes, which
+// also reads the later buffers of a multi-buffer frame.
+
+#[xdp(frags)]
 pub fn fw_obs_drop(ctx: XdpContext) -> u32 {
     observe(&ctx, false);
     xdp_action::XDP_DROP
 }
 
-#[xdp]
+#[xdp(frags)]
 pub fn fw_obs_pass(ctx: XdpContext) -> u32 {
+    observe(&ctx, true);
+    xdp_action::XDP_PASS
+}
+
+#[xdp]
+pub fn fw_obs_drop_lin(ctx: XdpContext) -> u32 {
+    observe(&ctx, false);
+    xdp_action::XDP_DROP
+}
+
+#[xdp]
+pub fn fw_obs_pass_lin(ctx: XdpContext) -> u32 {
     observe(&ctx, true);
     xdp_action::XDP_PASS
 }
@@ -152,7 +172,10 @@ fn observe(ctx: &XdpContext, pass: bool) {
 
 #[inline(always)]
 fn header(ctx: &XdpContext, h: &mut RecordHeader, slot: u32, pass: bool, snap: usize) {
-    let len = ctx.data_end() - ctx.data();
+    // The whole packet's length, all buffers of a multi-buffer frame included (the first
+    // buffer's alone for a single-buffer one).
+    // SAFETY: the helper only reads the xdp_buff behind the context.
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
     // SAFETY: no arguments.
     h.ts_ns = unsafe { bpf_ktime_get_ns() };
     h.slot = slot;

@@ -9,8 +9,8 @@ use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable, PortProto, Tables,
     maps::{
         COUNTER_SLOTS, EMBRYO_MAX, EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, FLOWS_IN_MAX, FLOWS_OUT_MAX,
-        GENERATIONS, PORT_ENTRIES, SRC_KEY_PREFIX_BITS, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6,
-        port_index, src_key_v4, src_key_v6,
+        GENERATIONS, HINT_SLOTS, PORT_ENTRIES, SOURCES_MAX, SRC_KEY_PREFIX_BITS, SRC_V4_MAX,
+        SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index, src_key_v4, src_key_v6,
     },
 };
 
@@ -33,6 +33,12 @@ static FW_FLOWS_OUT: LruHashMap<FlowKey, FlowState> =
 static FW_FLOWS_IN: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(FLOWS_IN_MAX, 0);
 #[map]
 static FW_EMBRYO: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(EMBRYO_MAX, 0);
+/// Established inbound connections per source in FW_FLOWS_IN (`fw_common::flow::SOURCE_QUOTA`).
+/// The Embryo table's "maybe present" hint (`Tables::embryo_hint`).
+#[map]
+static FW_EMBRYO_HINT: Array<u32> = Array::with_max_entries(HINT_SLOTS, 0);
+#[map]
+static FW_SOURCES: LruHashMap<[u8; 16], u32> = LruHashMap::with_max_entries(SOURCES_MAX, 0);
 
 #[inline(always)]
 fn flows(table: FlowTable) -> &'static LruHashMap<FlowKey, FlowState> {
@@ -113,8 +119,58 @@ impl Tables for MapTables {
 
     #[inline(always)]
     fn flow_remove(&self, table: FlowTable, key: &FlowKey) {
-        if flows(table).remove(key).is_ok() {
+        self.flow_take(table, key);
+    }
+
+    #[inline(always)]
+    fn flow_with<R>(
+        &self,
+        table: FlowTable,
+        key: &FlowKey,
+        f: impl FnOnce(&mut FlowState) -> R,
+    ) -> Option<R> {
+        let p = flows(table).get_ptr_mut(key)?;
+        // SAFETY: `p` points at a live map value (RCU keeps it valid while the program runs).
+        // `f` changes it in place: other CPUs may write the same entry at once, which at worst
+        // loses one of two concurrent refreshes, as the kernel's conntrack tolerates for its
+        // timers; no copy, so the BPF stack stays small.
+        Some(f(unsafe { &mut *p }))
+    }
+
+    #[inline(always)]
+    fn flow_take(&self, table: FlowTable, key: &FlowKey) -> bool {
+        let ok = flows(table).remove(key).is_ok();
+        if ok {
             count(EVENT_FLOW_REMOVED + table as u32, 0);
+        }
+        ok
+    }
+
+    #[inline(always)]
+    fn source_count(&self, src: &[u8; 16]) -> u32 {
+        // SAFETY: copied out at once.
+        unsafe { FW_SOURCES.get(src).copied().unwrap_or(0) }
+    }
+
+    #[inline(always)]
+    fn source_count_set(&self, src: &[u8; 16], n: u32) {
+        let _ = FW_SOURCES.insert(src, &n, 0);
+    }
+
+    #[inline(always)]
+    fn embryo_hint(&self, slot: u32) -> u32 {
+        FW_EMBRYO_HINT.get(slot).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn embryo_hint_set(&self, slot: u32, until: u32) {
+        if let Some(p) = FW_EMBRYO_HINT.get_ptr_mut(slot) {
+            // SAFETY: an array element, valid for the program's life; a racing writer at worst
+            // stores a smaller value of its own, which only costs a lookup that could have been
+            // skipped — except that it could also hide a live entry: see `embryo_hint`'s
+            // contract — both writers store `now + ttl` of an entry they just wrote, so the
+            // later of two racing stores covers the entry written last.
+            unsafe { *p = until };
         }
     }
 }

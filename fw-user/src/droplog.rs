@@ -9,7 +9,7 @@ use fw_common::{
     maps::slot_rule,
     obs::{RECORD_HEADER_LEN, RecordHeader},
     packet::{IPPROTO_ICMP, IPPROTO_ICMPV6, IPPROTO_TCP, IPPROTO_UDP},
-    tcp::NAMES,
+    tcp::FLAG_NAMES,
 };
 use fw_policy::Cidr;
 use serde::Serialize;
@@ -85,7 +85,7 @@ pub fn split(record: &[u8]) -> Option<(RecordHeader, &[u8])> {
 }
 
 pub fn flag_letters(flags: u8) -> String {
-    let s: String = NAMES
+    let s: String = FLAG_NAMES
         .iter()
         .filter(|(f, _, _)| flags & f != 0)
         .map(|(_, _, c)| *c)

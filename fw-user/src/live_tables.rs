@@ -67,4 +67,14 @@ impl Tables for LiveTables<'_> {
     fn flow_write(&self, _: FlowTable, _: &FlowKey, _: &FlowState, _: bool) {}
 
     fn flow_remove(&self, _: FlowTable, _: &FlowKey) {}
+
+    /// Read-only: judging a packet changes nothing.
+    fn flow_with<R>(
+        &self,
+        table: FlowTable,
+        key: &FlowKey,
+        f: impl FnOnce(&mut FlowState) -> R,
+    ) -> Option<R> {
+        fw_common::decide::lend_copy(self, table, key, f)
+    }
 }

@@ -10,9 +10,10 @@ use aya::maps::{
 use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable,
     maps::{
-        COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS, MAP_ACTIVE,
-        MAP_CONFIG, MAP_COUNTERS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_PORTS, MAP_SRC_V4,
-        MAP_SRC_V6, PORT_ENTRIES, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
+        COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS,
+        MAP_ACTIVE, MAP_CONFIG, MAP_COUNTERS, MAP_EMBRYO, MAP_EMBRYO_HINT, MAP_FLOWS_IN,
+        MAP_FLOWS_OUT, MAP_PORTS, MAP_SOURCES, MAP_SRC_V4, MAP_SRC_V6, PORT_ENTRIES, SOURCES_MAX,
+        SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
     },
 };
 
@@ -20,7 +21,7 @@ use crate::{Error, paths::IfacePaths};
 use fw_policy::Compiled;
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
-pub const LAYOUT: [(&str, MapType, u32, u32, u32); 9] = [
+pub const LAYOUT: [(&str, MapType, u32, u32, u32); 11] = [
     (MAP_ACTIVE, MapType::Array, 4, 4, 1),
     (
         MAP_CONFIG,
@@ -36,6 +37,8 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 9] = [
     (MAP_FLOWS_OUT, MapType::LruHash, 40, 16, FLOWS_OUT_MAX),
     (MAP_FLOWS_IN, MapType::LruHash, 40, 16, FLOWS_IN_MAX),
     (MAP_EMBRYO, MapType::LruHash, 40, 16, EMBRYO_MAX),
+    (MAP_SOURCES, MapType::LruHash, 16, 4, SOURCES_MAX),
+    (MAP_EMBRYO_HINT, MapType::Array, 4, 4, HINT_SLOTS),
 ];
 
 /// Refuse a pinned map whose type or sizes differ from [`LAYOUT`] (aya reuses pins unchecked).
@@ -308,6 +311,64 @@ impl PinnedMaps {
             self.zero_counter(*slot)?;
         }
         Ok(())
+    }
+
+    /// Put `policy` into generation `generation`, which must not be the one in force (`flushed`:
+    /// with `fw flush` in force): what every generation flip writes before flipping. The one
+    /// copy of that protocol; [`crate::filter::Filter`], the kernel tests and the benchmark
+    /// call it.
+    /// Every rule's counter starts at zero.
+    pub fn write_policy(
+        &mut self,
+        policy: &fw_policy::Policy,
+        generation: u32,
+        flushed: bool,
+    ) -> Result<Compiled, Error> {
+        let ids: Vec<u32> = policy.rules.iter().map(|r| r.id).collect();
+        self.write_policy_carrying(policy, generation, flushed, &ids)
+    }
+
+    /// [`PinnedMaps::write_policy`] for a policy whose rules took over the ids of the rules they
+    /// share with the policy in force (`fw_policy::ids::carry_ids`): only the counters of
+    /// `fresh_ids` start at zero, the others keep counting across the flip.
+    pub fn write_policy_carrying(
+        &mut self,
+        policy: &fw_policy::Policy,
+        generation: u32,
+        flushed: bool,
+        fresh_ids: &[u32],
+    ) -> Result<Compiled, Error> {
+        let mut compiled = Compiled::new(policy, generation);
+        if flushed {
+            compiled = compiled.flushed();
+        }
+        let slots: Vec<u32> = fresh_ids
+            .iter()
+            .map(|id| fw_common::maps::rule_slot(generation, *id))
+            .collect();
+        self.write_generation(&compiled, &slots)?;
+        Ok(compiled)
+    }
+
+    /// Change the policy of generation `generation` (the one in force) from `before` to
+    /// `after` in place, element by element (see [`PinnedMaps::apply_diff`]): what a live edit
+    /// (`fw allow`, `fw deny`) writes. The counters of rules that are new start at zero.
+    pub fn edit_policy(
+        &mut self,
+        generation: u32,
+        before: &fw_policy::Policy,
+        after: &fw_policy::Policy,
+    ) -> Result<(), Error> {
+        let old = Compiled::new(before, generation);
+        let new = Compiled::new(after, generation);
+        let old_ids: Vec<u32> = before.rules.iter().map(|r| r.id).collect();
+        let new_slots: Vec<u32> = after
+            .rules
+            .iter()
+            .filter(|r| !old_ids.contains(&r.id))
+            .map(|r| fw_common::maps::rule_slot(generation, r.id))
+            .collect();
+        self.apply_diff(&old, &new, &new_slots)
     }
 
     /// Remove every LPM entry of generation `g`.

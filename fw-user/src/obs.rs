@@ -20,12 +20,13 @@ use aya::{
 use fw_common::obs::{
     BUCKETS, CAPTURE_RING_BYTES, LOG_RING_BYTES, MAP_CAPTURE_RING, MAP_LOG_RING, MAP_OBS,
     MAP_OBS_BUCKETS, MAP_OBS_PROGS, MAP_OBS_SCRATCH, MAP_OBS_STATS, OBS_MAPS, OBS_PROG_DROP,
-    OBS_PROG_PASS, ObsConfig, PROG_OBS_DROP, PROG_OBS_PASS, STAT_SLOTS,
+    OBS_PROG_PASS, ObsConfig, PROG_OBS_DROP, PROG_OBS_DROP_LINEAR, PROG_OBS_PASS,
+    PROG_OBS_PASS_LINEAR, STAT_SLOTS,
 };
 use fw_policy::{LogMode, Options};
 use serde::Serialize;
 
-use crate::{Error, paths::IfacePaths};
+use crate::{Error, loader::Variant, paths::IfacePaths};
 
 /// (name, type, key size, value size, max entries) of the observability maps.
 pub const OBS_LAYOUT: [(&str, MapType, u32, u32, u32); 7] = [
@@ -74,12 +75,13 @@ pub fn pin_paths(paths: &IfacePaths) -> Vec<(&'static str, PathBuf)> {
 
 /// Load the observer programs of a loaded object and put them in the tail-call array, so the
 /// main program can hand packets to them (it does only while something observes).
-pub fn install_observers(ebpf: &mut Ebpf) -> Result<(), Error> {
+pub fn install_observers(ebpf: &mut Ebpf, variant: Variant) -> Result<(), Error> {
+    let (drop, pass) = match variant {
+        Variant::Frags => (PROG_OBS_DROP, PROG_OBS_PASS),
+        Variant::Linear => (PROG_OBS_DROP_LINEAR, PROG_OBS_PASS_LINEAR),
+    };
     let mut fds = Vec::new();
-    for (name, index) in [
-        (PROG_OBS_DROP, OBS_PROG_DROP),
-        (PROG_OBS_PASS, OBS_PROG_PASS),
-    ] {
+    for (name, index) in [(drop, OBS_PROG_DROP), (pass, OBS_PROG_PASS)] {
         let prog: &mut Xdp = ebpf
             .program_mut(name)
             .ok_or_else(|| Error::Other(format!("program {name} missing from the object")))?

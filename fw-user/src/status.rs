@@ -28,6 +28,14 @@ pub struct IfaceStatus {
     pub schema: u32,
     pub iface: String,
     pub mode: AttachMode,
+    /// `frags`: multi-buffer aware (jumbo frames in native mode); `linear`: one buffer.
+    pub variant: crate::loader::Variant,
+    /// How the XDP program is attached, in words ("native (driver) mode, multi-buffer
+    /// program, alone on the interface (its own bpf_link)").
+    pub xdp: String,
+    /// fw's place in a libxdp dispatcher, when it shares the interface.
+    pub multiprog: Option<crate::state::MultiProg>,
+    pub mtu: Option<u32>,
     pub egress: EgressAttach,
     pub generation: u32,
     pub flushed: bool,
@@ -167,6 +175,10 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
         connections,
         iface: iface.to_string(),
         mode: state.mode,
+        variant: state.variant,
+        multiprog: state.multiprog,
+        xdp: describe_xdp(&state, iface),
+        mtu: crate::native::Facts::of(iface.as_str()).mtu,
         egress: state.egress,
         generation,
         flushed,
@@ -182,6 +194,19 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
         problems,
         log: state.log.clone(),
     })
+}
+
+/// The XDP attachment in plain words.
+pub fn describe_xdp(state: &State, iface: &IfaceName) -> String {
+    let mode = match state.mode {
+        AttachMode::Native => "native (driver) mode",
+        AttachMode::Skb => "generic (skb) mode",
+    };
+    let how = match &state.multiprog {
+        Some(mp) => crate::multiprog::describe(iface, mp),
+        None => "alone on the interface (its own bpf_link)".into(),
+    };
+    format!("{mode}, {} program, {how}", state.variant.describe())
 }
 
 /// How the running policy compares with the saved one (/etc/fw/fw.toml), which the boot unit

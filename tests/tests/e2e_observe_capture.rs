@@ -4,10 +4,8 @@
 use std::time::Duration;
 
 use fw_common::{frame::PacketSpec, tcp::FIN};
-use tests::{
-    netns::{CMD_TIMEOUT, Pair, fw_bin, host_cmd, preflight, run_with_timeout},
-    observe::{frame, send},
-};
+use fw_lab::observe::{frame, send};
+use fw_lab::{CMD_TIMEOUT, Pair, fw_bin, host_cmd, preflight, run_with_timeout};
 
 struct TempFile(std::path::PathBuf);
 
@@ -28,7 +26,7 @@ fn tcpdump(file: &std::path::Path) -> Vec<String> {
 }
 
 /// Wait until `fw capture` has armed the kernel side (it says so on stderr).
-fn wait_armed(p: &mut tests::netns::Proc) {
+fn wait_armed(p: &mut fw_lab::Proc) {
     let deadline = std::time::Instant::now() + Duration::from_secs(20);
     while !p.stderr().contains("capturing on") {
         assert!(

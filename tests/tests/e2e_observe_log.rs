@@ -9,11 +9,9 @@ use fw_common::{
     frame::{FragSpec, PacketSpec},
     tcp::{ACK, FIN, PSH, RST, SYN, URG},
 };
+use fw_lab::observe::{SyslogSink, TempPolicy, frame, send};
+use fw_lab::{Pair, Proc, fw_bin};
 use serde_json::Value;
-use tests::{
-    netns::{Pair, Proc, fw_bin},
-    observe::{SyslogSink, TempPolicy, frame, send},
-};
 
 const POLICY: &str = r#"
 [options]
@@ -181,7 +179,7 @@ fn fw_serve_forwards_drops_and_operations_reach_syslog() {
         policy.path().to_str().unwrap(),
     ])
     .env("FW_SYSLOG_SOCKET", sink.path());
-    tests::netns::run_with_timeout(up, tests::netns::FW_TIMEOUT).check();
+    fw_lab::run_with_timeout(up, fw_lab::FW_TIMEOUT).check();
     let ops = sink.collect_until(Duration::from_secs(5), |m| {
         m.iter().any(|l| l.contains("fwsrv: up: attached"))
     });
@@ -240,10 +238,10 @@ fn fw_serve_forwards_drops_and_operations_reach_syslog() {
     apply
         .args(["apply", policy.path().to_str().unwrap(), "--confirm", "60"])
         .env("FW_SYSLOG_SOCKET", sink.path());
-    tests::netns::run_with_timeout(apply, tests::netns::FW_TIMEOUT).check();
+    fw_lab::run_with_timeout(apply, fw_lab::FW_TIMEOUT).check();
     let mut rb = pair.server.command(fw_bin());
     rb.arg("rollback").env("FW_SYSLOG_SOCKET", sink.path());
-    tests::netns::run_with_timeout(rb, tests::netns::FW_TIMEOUT).check();
+    fw_lab::run_with_timeout(rb, fw_lab::FW_TIMEOUT).check();
     let ops = sink.collect_until(Duration::from_secs(10), |m| {
         m.iter().any(|l| l.contains("fwsrv: apply:"))
             && m.iter().any(|l| l.contains("fwsrv: rollback"))

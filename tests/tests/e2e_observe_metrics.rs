@@ -9,10 +9,8 @@ use fw_common::{
     frame::PacketSpec,
     tcp::{ACK, SYN},
 };
-use tests::{
-    netns::{Pair, fw_bin, preflight},
-    observe::{Prometheus, TempPolicy, frame, http_get, port, send, wait_http},
-};
+use fw_lab::observe::{Prometheus, TempPolicy, frame, http_get, port, send, wait_http};
+use fw_lab::{Pair, fw_bin, preflight};
 
 const WAIT: Duration = Duration::from_secs(40);
 

@@ -5,10 +5,8 @@
 use std::time::{Duration, Instant};
 
 use fw_common::frame::PacketSpec;
-use tests::{
-    netns::{CMD_TIMEOUT, Pair, fw_bin, host_cmd, preflight, run_with_timeout},
-    observe::{frame, send},
-};
+use fw_lab::observe::{frame, send};
+use fw_lab::{CMD_TIMEOUT, Pair, fw_bin, host_cmd, preflight, run_with_timeout};
 
 /// A tmux session, killed on drop.
 struct Tmux(String);

@@ -15,7 +15,7 @@ use fw_common::{
     tcp::{ACK, FIN, PSH, RST, SYN, URG},
 };
 use fw_policy::{SEED_POLICY, parse_policy};
-use tests::testrun::{KernelFilter, describe, expected_action, require_root};
+use fw_testrun::{KernelFilter, describe, expected_action, require_root};
 
 fn seed() -> KernelFilter {
     require_root();
@@ -187,7 +187,7 @@ fn the_token_bucket_bounds_the_log() {
     let mut log = RingReader::open(&p, Ring::Log).ok().expect("log ring");
     let frame = PacketSpec::syn("192.0.2.1", "192.0.2.2", 23).build();
     for _ in 0..50 {
-        assert_eq!(f.run(&frame).expect("run"), tests::testrun::XDP_DROP);
+        assert_eq!(f.run(&frame).expect("run"), fw_testrun::XDP_DROP);
     }
     let records = drain(&mut log);
     let stats = obs.stats().expect("stats");

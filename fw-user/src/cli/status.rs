@@ -101,6 +101,11 @@ fn print_text(s: &IfaceStatus) {
         fw_policy::display_safe(&s.policy_source),
         s.generation
     );
+    println!(
+        "XDP: {}{}",
+        s.xdp,
+        s.mtu.map_or(String::new(), |m| format!("; MTU {m}"))
+    );
     for p in &s.problems {
         let tag = if p.degraded { "PROBLEM" } else { "note" };
         println!("*** {tag} [{}]: {} ***", p.code, p.detail);
