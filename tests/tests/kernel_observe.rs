@@ -5,6 +5,7 @@
 
 use fw::{
     droplog,
+    loader::Variant,
     obs::{ObsMaps, Ring, RingReader},
     paths::IfacePaths,
 };
@@ -21,6 +22,19 @@ fn seed() -> KernelFilter {
     require_root();
     let p = parse_policy("seed.toml", SEED_POLICY).expect("seed parses");
     KernelFilter::load(&p).expect("load")
+}
+
+/// The seed policy in the given build of the XDP program (each has its own observers: a
+/// program array takes only programs with the caller's `xdp.frags`).
+fn seed_variant(variant: Variant) -> KernelFilter {
+    require_root();
+    assert!(
+        fw::probe::xdp_frags(),
+        "the observers need Linux 5.18 (bpf_xdp_load_bytes), as the frags build does"
+    );
+    let p = parse_policy("seed.toml", SEED_POLICY).expect("seed parses");
+    KernelFilter::load_variant(&p, variant)
+        .unwrap_or_else(|e| panic!("loading the {variant:?} build: {e:#}"))
 }
 
 fn paths(f: &KernelFilter) -> IfacePaths {
@@ -83,7 +97,16 @@ fn frames() -> Vec<(&'static str, Vec<u8>)> {
 
 #[test]
 fn every_record_matches_decide_and_the_verdicts_stay_the_same() {
-    let f = seed();
+    records_match_decide(Variant::Frags);
+}
+
+#[test]
+fn the_single_buffer_build_hands_packets_to_its_own_observers() {
+    records_match_decide(Variant::Linear);
+}
+
+fn records_match_decide(variant: Variant) {
+    let f = seed_variant(variant);
     let p = paths(&f);
     let mut obs = ObsMaps::open(&p).expect("obs maps");
     obs.set_config(ObsConfig {
@@ -228,5 +251,58 @@ fn a_second_reader_of_a_ring_is_refused() {
         Err(fw::obs::RingBusy::Held(pid)) => assert_eq!(pid, Some(std::process::id())),
         Err(fw::obs::RingBusy::Error(e)) => panic!("error instead of busy: {e}"),
         Ok(_) => panic!("two readers of one ring"),
+    }
+}
+
+/// A frame in several buffers (first buffer 100 bytes): the capture record carries the whole
+/// frame's length and its bytes across the buffers (bpf_xdp_load_bytes), and a jumbo frame's
+/// record its first CAPTURE_SNAP bytes.
+#[test]
+fn a_multi_buffer_frame_is_captured_whole() {
+    let f = seed_variant(Variant::Frags);
+    let p = paths(&f);
+    let mut obs = ObsMaps::open(&p).expect("obs maps");
+    obs.set_config(ObsConfig {
+        flags: ObsConfig::CAPTURE_DROPS,
+        capture_reasons: u64::MAX,
+        ..Default::default()
+    })
+    .expect("config");
+    let mut cap = RingReader::open(&p, Ring::Capture)
+        .ok()
+        .expect("capture ring");
+    let snap = fw_common::obs::CAPTURE_SNAP;
+    let split = PacketSpec::syn("192.0.2.1", "192.0.2.2", 23)
+        .payload(900)
+        .build();
+    let jumbo = PacketSpec::syn("192.0.2.1", "192.0.2.2", 23)
+        .payload(8000)
+        .build();
+    let mut ran = Vec::new();
+    match f.run_split(&split, 100).expect("split run") {
+        Some(v) => {
+            assert_eq!(v, fw_testrun::XDP_DROP);
+            ran.push(("split at 100 bytes", &split));
+        }
+        None => eprintln!("this kernel cannot split a test frame: that case is skipped"),
+    }
+    assert_eq!(f.run(&jumbo).expect("jumbo run"), fw_testrun::XDP_DROP);
+    ran.push(("jumbo", &jumbo));
+    let records = drain(&mut cap);
+    assert_eq!(records.len(), ran.len(), "one record per frame");
+    for ((name, frame), rec) in ran.iter().zip(&records) {
+        let (h, data) = droplog::split(rec).expect("record header");
+        assert_eq!(
+            h.len as usize,
+            frame.len(),
+            "{name}: the whole frame's length"
+        );
+        assert_eq!(h.slot, Reason::DefaultDrop.slot(), "{name}");
+        let n = frame.len().min(snap);
+        assert_eq!(h.caplen as usize, n, "{name}: caplen");
+        assert!(
+            data == &frame[..n],
+            "{name}: the captured bytes differ from the frame's"
+        );
     }
 }

@@ -1,7 +1,10 @@
 //! `fw serve`: the monitoring daemon — `/metrics` over HTTP and the drop log of every filter
 //! whose policy says `log = "drops"` forwarded to syslog/journald. Runs until SIGINT/SIGTERM.
 
-use std::net::{SocketAddr, TcpListener};
+use std::{
+    net::{SocketAddr, TcpListener},
+    path::Path,
+};
 
 use crate::paths::IfaceName;
 
@@ -48,4 +51,49 @@ pub fn run(addr: SocketAddr, ifaces: &[IfaceName], logs: bool) -> anyhow::Result
         let _ = t.join();
     }
     Ok(r?)
+}
+
+/// fw-serve.service, the unit that runs `fw serve` (shipped beside fw.service; `fw unit --serve
+/// --bin PATH` prints it). It only reads what fw.service attached, so it starts after it and
+/// never changes a filter.
+pub fn unit_text(bin: &Path) -> String {
+    let bin = bin.display();
+    format!(
+        "[Unit]
+Description=fw metrics and drop log (Prometheus /metrics, syslog)
+Documentation=man:fw-serve(8)
+After=fw.service network-online.target
+Wants=network-online.target
+
+[Service]
+ExecStart={bin} serve --listen {DEFAULT_LISTEN}
+Restart=on-failure
+RestartSec=2
+# Runs as root like fw itself: it reads pinned BPF maps and ring buffers (CAP_BPF) and takes
+# the reader lock files under /run/fw.
+NoNewPrivileges=yes
+ProtectHome=yes
+PrivateTmp=yes
+
+[Install]
+WantedBy=multi-user.target
+"
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn serve_unit_runs_this_binary_after_the_filter_on_loopback() {
+        let u = unit_text(Path::new("/usr/sbin/fw"));
+        assert!(
+            u.contains("ExecStart=/usr/sbin/fw serve --listen 127.0.0.1:9469\n"),
+            "{u}"
+        );
+        assert!(u.contains("After=fw.service"), "{u}");
+        assert!(u.contains("Documentation=man:fw-serve(8)\n"), "{u}");
+        assert!(!u.lines().any(|l| l.starts_with("ExecStop")), "{u}");
+    }
 }
