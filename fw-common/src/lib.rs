@@ -12,6 +12,7 @@ pub mod flow;
 #[cfg(any(test, feature = "builder"))]
 pub mod frame;
 pub mod maps;
+pub mod obs;
 pub mod packet;
 pub mod reason;
 pub mod tcp;

@@ -2,8 +2,9 @@
 //! or a resize cannot split them. Any change here must bump [`LAYOUT_VERSION`]: pins live under a
 //! directory named after it, so an upgrade never reuses maps of another layout.
 
-/// Pins live under `/sys/fs/bpf/fw/v{LAYOUT_VERSION}/…`.
-pub const LAYOUT_VERSION: u32 = 2;
+/// Pins live under `/sys/fs/bpf/fw/v{LAYOUT_VERSION}/…`. 3: the observability maps
+/// (`crate::obs::OBS_MAPS`), and rule counter slots by rule id rather than by generation.
+pub const LAYOUT_VERSION: u32 = 3;
 
 /// The XDP program's name in the object file: multi-buffer aware (`xdp.frags`, Linux ≥ 5.18).
 pub const PROG_XDP: &str = "fw_xdp";
@@ -89,22 +90,27 @@ pub const GENERATIONS: u32 = 2;
 
 /// Counter slots below this belong to [`crate::Reason`]s.
 pub const RULE_SLOT_BASE: u32 = 64;
-/// Rule slots per generation.
+/// Rules a policy may have.
 pub const MAX_RULES: u32 = 16_384;
-pub const COUNTER_SLOTS: u32 = RULE_SLOT_BASE + GENERATIONS * MAX_RULES;
+/// Rule ids (counter identities) run below this: twice [`MAX_RULES`], so that a policy
+/// replacing another entirely still finds ids the policy in force does not use.
+pub const RULE_IDS: u32 = GENERATIONS * MAX_RULES;
+pub const COUNTER_SLOTS: u32 = RULE_SLOT_BASE + RULE_IDS;
 
-/// Counter slot of rule `i` (0-based) of generation `gen`.
-pub const fn rule_slot(generation: u32, i: u32) -> u32 {
-    RULE_SLOT_BASE + generation * MAX_RULES + i
+/// Counter slot of the rule with id `id`. The slot belongs to the rule's id in every
+/// generation: a rule that stays in force across a generation flip keeps its slot, so its
+/// counters never restart (see `fw_policy::ids`). The generation argument no longer selects
+/// anything; it stays so that callers need not change.
+pub const fn rule_slot(_generation: u32, id: u32) -> u32 {
+    RULE_SLOT_BASE + id
 }
 
-/// Generation and index of a rule slot.
+/// The rule id of a counter slot (the first value is always 0; it used to be a generation).
 pub const fn slot_rule(slot: u32) -> Option<(u32, u32)> {
     if slot < RULE_SLOT_BASE || slot >= COUNTER_SLOTS {
         return None;
     }
-    let r = slot - RULE_SLOT_BASE;
-    Some((r / MAX_RULES, r % MAX_RULES))
+    Some((0, slot - RULE_SLOT_BASE))
 }
 
 /// Protocols with port rules.

@@ -7,6 +7,7 @@
 #![no_main]
 
 mod frame;
+mod obs;
 mod tables;
 
 use aya_ebpf::{
@@ -81,6 +82,7 @@ fn judge(ctx: &XdpContext, frame: Frame) -> u32 {
         d.slot
     };
     tables::count(slot, frame.len_u64());
+    obs::hook(ctx, d.pass, slot);
     if !d.pass {
         // Compiled out by the verifier unless the loader raised AYA_LOG_LEVEL (`fw run --log`).
         info!(ctx, "drop slot={} len={}", slot, frame.len_u64());

@@ -171,6 +171,19 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             ));
         }
     }
+    if !(1..=crate::LOG_RATE_MAX).contains(&raw.options.log_rate) {
+        let at = text.find("log_rate");
+        return Err(PolicyError::at(
+            file,
+            text,
+            at.map(|a| a..a),
+            format!(
+                "log_rate = {} is out of range (1 to {})",
+                raw.options.log_rate,
+                crate::LOG_RATE_MAX
+            ),
+        ));
+    }
     if raw.options.new_requires_syn && !raw.options.established {
         let at = text
             .find("new_requires_syn")

@@ -8,6 +8,7 @@ pub mod compiled;
 pub mod diff;
 pub mod edit;
 mod file;
+pub mod ids;
 #[cfg(any(test, feature = "test-util"))]
 pub mod mirror;
 mod ports;
@@ -38,6 +39,21 @@ pub enum FragmentPolicy {
     /// Drop them: fragmented datagrams never arrive.
     Drop,
 }
+
+/// What the filter logs (`log` in `[options]`): records go to the kernel ring buffer that
+/// `fw serve` forwards to syslog/journald and `fw log` follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogMode {
+    #[default]
+    Off,
+    /// Dropped packets, at most `log_rate` a second (a kernel-side token bucket).
+    Drops,
+}
+
+/// Default and bounds of `log_rate` (records per second).
+pub const LOG_RATE_DEFAULT: u32 = 20;
+pub const LOG_RATE_MAX: u32 = 100_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -70,6 +86,10 @@ pub struct Options {
     pub udp_stream_timeout: u16,
     /// Seconds a ping may wait for its reply (nf_conntrack_icmp_timeout).
     pub icmp_timeout: u16,
+    /// Log dropped packets (`"drops"`) or not (`"off"`).
+    pub log: LogMode,
+    /// Drop-log records per second at most (also the burst).
+    pub log_rate: u32,
 }
 
 impl Default for Options {
@@ -86,6 +106,8 @@ impl Default for Options {
             udp_timeout: Config::default().udp_timeout,
             udp_stream_timeout: Config::default().udp_stream_timeout,
             icmp_timeout: Config::default().icmp_timeout,
+            log: LogMode::Off,
+            log_rate: LOG_RATE_DEFAULT,
         }
     }
 }
@@ -182,9 +204,16 @@ pub struct Policy {
 }
 
 impl Policy {
-    /// The next free rule id.
+    /// The next free rule id: above every id in use, or the lowest unused one once that would
+    /// leave the id space ([`fw_common::maps::RULE_IDS`]).
     pub fn next_id(&self) -> u32 {
-        self.rules.iter().map(|r| r.id + 1).max().unwrap_or(0)
+        let next = self.rules.iter().map(|r| r.id + 1).max().unwrap_or(0);
+        if next < fw_common::maps::RULE_IDS {
+            return next;
+        }
+        (0..fw_common::maps::RULE_IDS)
+            .find(|id| !self.rules.iter().any(|r| r.id == *id))
+            .unwrap_or(fw_common::maps::RULE_IDS)
     }
 
     /// The policy in words: what it lets in, one line each, then what it drops.

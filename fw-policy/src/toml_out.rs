@@ -60,6 +60,13 @@ const OPTION_DOCS: &[(&str, &[&str])] = &[
         &["Seconds a UDP flow that got replies may stay idle."],
     ),
     ("icmp_timeout", &["Seconds a ping may wait for its reply."]),
+    (
+        "log",
+        &[
+            "\"drops\": log dropped packets (fw serve sends them to syslog; fw log follows them); \"off\".",
+        ],
+    ),
+    ("log_rate", &["Drop-log records per second at most."]),
 ];
 
 /// The policy as TOML, with `notes` as comments.

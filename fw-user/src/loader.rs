@@ -98,8 +98,10 @@ pub fn load_object_with(paths: &IfacePaths, how: Load) -> Result<Ebpf, Error> {
     ensure_bpffs()?;
     paths.prepare_pins()?;
     check_layout(paths)?;
+    crate::obs::check_layout(paths)?;
     let mut loader = EbpfLoader::new();
-    let pin_paths: Vec<_> = ALL_MAPS.iter().map(|m| (*m, paths.map(m))).collect();
+    let mut pin_paths: Vec<_> = ALL_MAPS.iter().map(|m| (*m, paths.map(m))).collect();
+    pin_paths.extend(crate::obs::pin_paths(paths));
     for (name, path) in &pin_paths {
         loader.map_pin_path(name, path.as_path());
     }
@@ -110,7 +112,8 @@ pub fn load_object_with(paths: &IfacePaths, how: Load) -> Result<Ebpf, Error> {
     let level: u8 = if how.log { 3 } else { 0 }; // aya-log Level::Info = 3
     loader.override_global("AYA_LOG_LEVEL", &level, false);
     let name = how.variant.program();
-    if how.extension_of.is_some() {
+    let extension = how.extension_of.is_some();
+    if extension {
         loader.extension(name);
     }
     let mut ebpf = loader
@@ -140,12 +143,27 @@ pub fn load_object_with(paths: &IfacePaths, how: Load) -> Result<Ebpf, Error> {
     let tc = egress_program(&mut ebpf)?;
     retry_eagain(|| tc.load())
         .map_err(|e| Error::bpf("the kernel verifier refused the fw egress program", e))?;
+    // The filter does not depend on them: without them the main program's tail call finds
+    // nothing and it goes on as always. They need Linux 5.18 (bpf_xdp_load_bytes); and a
+    // program array takes only programs compatible with the one calling through it (same
+    // `xdp.frags`, same expected attach type), so the observers match the variant loaded, and
+    // an freplace extension in a libxdp dispatcher (attach type 0) cannot call them.
+    if let Err(e) = crate::obs::install_observers(&mut ebpf, how.variant) {
+        let why = if extension {
+            "not while fw shares the interface through a libxdp dispatcher"
+        } else {
+            "they need Linux 5.18"
+        };
+        log::warn!("the drop log and capture are unavailable ({why}): {e}");
+    }
     Ok(ebpf)
 }
 
 /// BPF_PROG_LOAD gives up with EAGAIN when a signal arrives during verification (seen with
 /// several loads at once); libbpf retries, and so do we, a bounded number of times.
-fn retry_eagain(mut load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), ProgramError> {
+pub(crate) fn retry_eagain(
+    mut load: impl FnMut() -> Result<(), ProgramError>,
+) -> Result<(), ProgramError> {
     let mut attempt = 0;
     loop {
         match load() {

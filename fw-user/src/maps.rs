@@ -317,20 +317,34 @@ impl PinnedMaps {
     /// with `fw flush` in force): what every generation flip writes before flipping. The one
     /// copy of that protocol; [`crate::filter::Filter`], the kernel tests and the benchmark
     /// call it.
+    /// Every rule's counter starts at zero.
     pub fn write_policy(
         &mut self,
         policy: &fw_policy::Policy,
         generation: u32,
         flushed: bool,
     ) -> Result<Compiled, Error> {
+        let ids: Vec<u32> = policy.rules.iter().map(|r| r.id).collect();
+        self.write_policy_carrying(policy, generation, flushed, &ids)
+    }
+
+    /// [`PinnedMaps::write_policy`] for a policy whose rules took over the ids of the rules they
+    /// share with the policy in force (`fw_policy::ids::carry_ids`): only the counters of
+    /// `fresh_ids` start at zero, the others keep counting across the flip.
+    pub fn write_policy_carrying(
+        &mut self,
+        policy: &fw_policy::Policy,
+        generation: u32,
+        flushed: bool,
+        fresh_ids: &[u32],
+    ) -> Result<Compiled, Error> {
         let mut compiled = Compiled::new(policy, generation);
         if flushed {
             compiled = compiled.flushed();
         }
-        let slots: Vec<u32> = policy
-            .rules
+        let slots: Vec<u32> = fresh_ids
             .iter()
-            .map(|r| fw_common::maps::rule_slot(generation, r.id))
+            .map(|id| fw_common::maps::rule_slot(generation, *id))
             .collect();
         self.write_generation(&compiled, &slots)?;
         Ok(compiled)

@@ -316,7 +316,9 @@ impl IfacePaths {
     pub fn prepare_pins(&self) -> Result<(), Error> {
         secure_dirs(&self.pins_root, &self.pins)?;
         let known = |name: &str| {
-            ["link", "tc_link", "prog", "prog_next"].contains(&name) || ALL_MAPS.contains(&name)
+            ["link", "tc_link", "prog", "prog_next"].contains(&name)
+                || ALL_MAPS.contains(&name)
+                || fw_common::obs::OBS_MAPS.contains(&name)
         };
         let rd = fs::read_dir(&self.pins).map_err(|e| Error::io(&self.pins, e))?;
         for entry in rd {

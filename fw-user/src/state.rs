@@ -215,11 +215,13 @@ impl State {
         })
     }
 
-    /// Append to the operations log (bounded).
+    /// Append to the operations log (bounded), and send it to syslog/journald.
     pub fn note(&mut self, what: impl Into<String>) {
+        let what = what.into();
+        crate::syslog::operation(&self.iface, &what);
         self.log.push(LogEntry {
             at: unix_now(),
-            what: what.into(),
+            what,
         });
         let n = self.log.len();
         if n > LOG_KEEP {

@@ -2,17 +2,22 @@
 
 pub mod allow;
 pub mod apply;
+pub mod capture;
 pub mod conns;
 pub mod down;
 pub mod explain;
 pub mod export;
 pub mod generate;
 pub mod import;
+pub mod log;
+pub mod metrics;
 pub mod persist;
 pub mod policy_cmd;
 pub mod run;
+pub mod serve;
 pub mod spec;
 pub mod status;
+pub mod top;
 pub mod up;
 
 use std::path::PathBuf;
@@ -79,6 +84,16 @@ pub enum Command {
     Export(export::ExportCmd),
     /// Load in the foreground, print live counters (and drops with --log), detach on Ctrl-C.
     Run(run::Args),
+    /// Prometheus metrics of the running filters (text exposition format).
+    Metrics(metrics::Args),
+    /// The monitoring daemon: /metrics over HTTP and drop logs to syslog.
+    Serve(serve::Args),
+    /// Follow the drop log.
+    Log(log::Args),
+    /// Write the packets fw dropped (or passed) to a pcap file.
+    Capture(capture::Args),
+    /// A live view: packets/s per rule and reason, top dropped sources, table fill.
+    Top(top::Args),
     /// Print shell completions (bash, zsh, fish, …) for fw.
     Completions(generate::CompletionsArgs),
     /// Print the man page fw(8), or write it and one page per subcommand with --out DIR.
@@ -129,6 +144,11 @@ impl Cli {
             Command::Import(c) => ok(import::execute(c)),
             Command::Export(c) => ok(export::execute(c)),
             Command::Run(a) => ok(run::execute(a)),
+            Command::Metrics(a) => ok(metrics::execute(a)),
+            Command::Serve(a) => ok(serve::execute(a)),
+            Command::Log(a) => ok(log::execute(a)),
+            Command::Capture(a) => ok(capture::execute(a)),
+            Command::Top(a) => ok(top::execute(a)),
             Command::Completions(a) => ok(generate::execute_completions(a)),
             Command::Man(a) => ok(generate::execute_man(a)),
             Command::Unit(a) => ok(generate::execute_unit(a)),

@@ -129,9 +129,11 @@ impl Filter {
         }
     }
 
-    /// Write `after` into the inactive generation, write it ahead, flip, commit.
-    fn flip(&mut self, after: Record, note: String) -> Result<(), Error> {
-        write_record(&mut self.maps, &after)?;
+    /// Write `after` into the inactive generation, write it ahead, flip, commit. Rules that
+    /// stay in force keep their ids, hence their counters (see [`fw_policy::ids`]).
+    fn flip(&mut self, mut after: Record, note: String) -> Result<(), Error> {
+        let fresh = carry_record_ids(&mut after, &self.state.current().policy);
+        write_record(&mut self.maps, &after, Some(&fresh))?;
         self.state.txn = Some(Txn {
             after: after.clone(),
             flip: true,
@@ -148,7 +150,8 @@ impl Filter {
         self.state.record = after;
         self.state.txn = None;
         self.state.note(note);
-        self.state.save(&self.paths)
+        self.state.save(&self.paths)?;
+        crate::obs::sync_policy_log(&self.paths, &self.state.current().policy.options)
     }
 
     /// Replace the policy in force (`fw apply`). With `confirm`, the last confirmed policy
@@ -355,6 +358,7 @@ impl Filter {
         } = self;
         drop(maps);
         remove_all(&iface, &paths, Some(&state))?;
+        crate::syslog::operation(iface.as_str(), "down: filter removed");
         drop(_lock);
         let _ = paths.remove_state();
         Ok(())
@@ -390,6 +394,7 @@ pub fn down(iface: &IfaceName) -> Result<bool, Error> {
     let lock = Lock::acquire(&paths)?;
     let state = State::load(&paths).ok();
     remove_all(iface, &paths, state.as_ref())?;
+    crate::syslog::operation(iface.as_str(), "down: filter removed");
     drop(lock);
     paths.remove_state()?;
     Ok(true)
@@ -407,14 +412,36 @@ fn entry_changes(old: &Entry, new: &Entry) -> Vec<String> {
     out
 }
 
-/// Write `record`'s policy into its generation (not the active one).
-fn write_record(maps: &mut PinnedMaps, record: &Record) -> Result<(), Error> {
-    maps.write_policy(
-        &record.current.policy,
-        record.generation,
-        record.current.flushed,
-    )
-    .map(|_| ())
+/// Give `after`'s policy the ids of the rules it shares with the policy in force (its confirmed
+/// entry too, when that is the same entry). Returns the ids new to the counters.
+fn carry_record_ids(after: &mut Record, in_force: &Policy) -> Vec<u32> {
+    let same = after.confirmed == after.current;
+    let avoid = after.confirmed.policy.clone();
+    let fresh = fw_policy::ids::carry_ids(&mut after.current.policy, in_force, &avoid);
+    if same {
+        after.confirmed = after.current.clone();
+    }
+    fresh
+}
+
+/// Write `record`'s policy into its generation (not the active one), zeroing the counters of
+/// the rule ids in `fresh_ids` (`None`: of every rule, for a fresh attach).
+fn write_record(
+    maps: &mut PinnedMaps,
+    record: &Record,
+    fresh_ids: Option<&[u32]>,
+) -> Result<(), Error> {
+    let p = &record.current.policy;
+    let all: Vec<u32>;
+    let fresh = match fresh_ids {
+        Some(ids) => ids,
+        None => {
+            all = p.rules.iter().map(|r| r.id).collect();
+            &all
+        }
+    };
+    maps.write_policy_carrying(p, record.generation, record.current.flushed, fresh)
+        .map(|_| ())
 }
 
 fn random_token() -> u64 {
