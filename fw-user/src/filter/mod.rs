@@ -168,7 +168,7 @@ impl Filter {
         let pending = match &confirm {
             Some(c) => {
                 let token = random_token();
-                let deadline = crate::state::unix_now() + c.secs;
+                let deadline = crate::state::deadline_after(std::time::SystemTime::now(), c.secs);
                 let pid = (c.spawn)(&self.iface, token, deadline)?;
                 Some(Pending {
                     token,
