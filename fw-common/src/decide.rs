@@ -8,8 +8,10 @@
 
 use crate::{
     Reason,
+    block::{self, BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
     flow::{FlowKey, FlowState, FlowTable, REFRESH_NS, state, tcp_next},
-    maps::{Config, PORT_HAS_SOURCES, PORT_SLOT_MASK, PortProto},
+    limit::{self, BanKey, Bucket, BucketKey, LimitParams},
+    maps::{Config, PORT_SLOT_MASK, PortProto},
     packet::{Family, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, L4, PacketView, Parsed, parse},
     tcp::{ACK, FlagClass, RST, SYN, classify},
 };
@@ -30,6 +32,49 @@ pub trait Tables {
     /// Insert (`new`) or overwrite a flow entry. Read-only tables (`fw explain`) ignore it.
     fn flow_write(&self, table: FlowTable, key: &FlowKey, st: &FlowState, new: bool);
     fn flow_remove(&self, table: FlowTable, key: &FlowKey);
+
+    // Block lists, bans and rate limits ([`crate::block`], [`crate::limit`]). The defaults are
+    // "nothing blocked, no limits", for tables that only judge the policy's ports.
+
+    /// Which block list representation is in use (`None`: no block list).
+    fn block_meta(&self) -> Option<&BlockMeta> {
+        None
+    }
+    fn block_v4(&self, _key: &BlockKeyV4) -> Option<BlockValue> {
+        None
+    }
+    fn block_v6(&self, _key: &BlockKeyV6) -> Option<BlockValue> {
+        None
+    }
+    fn block_lpm_v4(&self, _addr: &[u8; 4]) -> Option<BlockValue> {
+        None
+    }
+    fn block_lpm_v6(&self, _addr: &[u8; 16]) -> Option<BlockValue> {
+        None
+    }
+    /// A ban's expiry (CLOCK_MONOTONIC_COARSE ns).
+    fn ban(&self, _key: &BanKey) -> Option<u64> {
+        None
+    }
+    fn ban_write(&self, _key: &BanKey, _until: u64) {}
+    fn ban_remove(&self, _key: &BanKey) {}
+    /// The limits of the rule counted at `slot` (no flag bits).
+    fn limit(&self, _slot: u32) -> Option<LimitParams> {
+        None
+    }
+    /// A per-source bucket: in the `known` table (sources that completed a handshake) or the
+    /// `new` one.
+    fn bucket(&self, _known: bool, _key: &BucketKey) -> Option<Bucket> {
+        None
+    }
+    fn bucket_write(&self, _known: bool, _key: &BucketKey, _b: &Bucket) {}
+    /// A rule's aggregate bucket (GCRA theoretical arrival time).
+    fn total(&self, _rule: u32) -> u64 {
+        0
+    }
+    fn total_write(&self, _rule: u32, _tat: u64) {}
+    /// Count one event (not a verdict) at counter `slot`.
+    fn event(&self, _slot: u32) {}
 }
 
 /// A verdict and the counter slot that accounts for it (a [`Reason`] or a rule slot).
@@ -76,6 +121,27 @@ pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decis
         Ok(Parsed::NonIp { .. }) => return Decision::reason(Reason::NonIp),
         Ok(Parsed::Ip(ip)) => ip,
     };
+    if let Some(d) = block::check(t, &cfg, ip) {
+        return d;
+    }
+    let d = decide_ip(t, &cfg, ip);
+    if cfg.has(Config::DEFAULT_ACCEPT) && closed(d.slot) {
+        return Decision::reason(Reason::DefaultAccept);
+    }
+    d
+}
+
+/// Verdicts that only say "no rule admits it": `default = "accept"` lets these in.
+#[inline(always)]
+fn closed(slot: u32) -> bool {
+    slot == Reason::DefaultDrop.slot()
+        || slot == Reason::SourceNotAllowed.slot()
+        || slot == Reason::IcmpUnrelated.slot()
+        || slot == Reason::TcpNotSyn.slot()
+}
+
+#[inline(always)]
+fn decide_ip<T: Tables>(t: &T, cfg: &Config, ip: &Ip) -> Decision {
     if ip.frag == Fragment::Later {
         return Decision::reason(if cfg.has(Config::FRAGMENTS_PASS) {
             Reason::FragmentPassed
@@ -100,7 +166,8 @@ pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decis
             // Without strict checks, an impossible combination is what conntrack calls
             // INVALID: neither part of a connection nor a new one, so only the port rules
             // judge it — exactly the seed's iptables rules.
-            FlagClass::Syn | FlagClass::Invalid => port_policy(t, ip, PortProto::Tcp, dport),
+            FlagClass::Syn => port_policy(t, ip, PortProto::Tcp, dport, true),
+            FlagClass::Invalid => port_policy(t, ip, PortProto::Tcp, dport, false),
             FlagClass::Other => {
                 if stateful {
                     let key = ingress_key(ip, sport, dport);
@@ -111,14 +178,14 @@ pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decis
                         return Decision::reason(Reason::TcpNotSyn);
                     }
                 }
-                port_policy(t, ip, PortProto::Tcp, dport)
+                port_policy(t, ip, PortProto::Tcp, dport, false)
             }
         },
         L4::Udp { sport, dport } => {
             if cfg.has(Config::DHCP_CLIENT) && is_dhcp_reply(ip.family, sport, dport) {
                 return Decision::reason(Reason::DhcpClient);
             }
-            let d = port_policy(t, ip, PortProto::Udp, dport);
+            let d = port_policy(t, ip, PortProto::Udp, dport, true);
             if d.pass || !stateful {
                 return d;
             }
@@ -127,7 +194,7 @@ pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decis
             }
             d
         }
-        L4::Icmp { ty, id, quoted, .. } => icmp_policy(t, &cfg, ip, ty, id, quoted),
+        L4::Icmp { ty, id, quoted, .. } => icmp_policy(t, cfg, ip, ty, id, quoted),
         L4::None => Decision::reason(Reason::DefaultDrop),
     }
 }
@@ -222,6 +289,7 @@ fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: 
         };
         t.flow_write(FlowTable::In, key, &st, true);
         t.flow_remove(FlowTable::Embryo, key);
+        limit::on_handshake(t, key);
         return true;
     }
     false
@@ -241,25 +309,22 @@ fn is_dhcp_reply(family: Family, sport: u16, dport: u16) -> bool {
     }
 }
 
+/// The rule that admits this packet, if any. A new connection (`new`: SYN, UDP datagram) is
+/// also held to the rule's rate limits.
 #[inline(always)]
-fn port_policy<T: Tables>(t: &T, ip: &Ip, proto: PortProto, dport: u16) -> Decision {
-    let v = t.port(proto, dport);
-    let open = v & PORT_SLOT_MASK;
-    if open != 0 {
-        return Decision::rule(open);
+fn port_policy<T: Tables>(t: &T, ip: &Ip, proto: PortProto, dport: u16, new: bool) -> Decision {
+    let slot = limit::rule_for(t, ip.family, &ip.src, proto, dport);
+    if slot & PORT_SLOT_MASK == 0 {
+        return Decision::reason(if slot == 0 {
+            Reason::DefaultDrop
+        } else {
+            Reason::SourceNotAllowed
+        });
     }
-    if v & PORT_HAS_SOURCES == 0 {
-        return Decision::reason(Reason::DefaultDrop);
+    if new && let Some(d) = limit::check(t, ip, slot) {
+        return d;
     }
-    let slot = match ip.family {
-        Family::V4 => t.source_v4(proto, dport, &ip.src_v4()),
-        Family::V6 => t.source_v6(proto, dport, &ip.src),
-    };
-    if slot != 0 {
-        Decision::rule(slot)
-    } else {
-        Decision::reason(Reason::SourceNotAllowed)
-    }
+    Decision::rule(slot & PORT_SLOT_MASK)
 }
 
 pub const ICMP_ECHO_REPLY: u8 = 0;

@@ -6,11 +6,13 @@
 #[cfg(feature = "builder")]
 extern crate std;
 
+pub mod block;
 pub mod decide;
 pub mod egress;
 pub mod flow;
 #[cfg(feature = "builder")]
 pub mod frame;
+pub mod limit;
 pub mod maps;
 pub mod packet;
 pub mod reason;

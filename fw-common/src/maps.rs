@@ -3,7 +3,7 @@
 //! directory named after it, so an upgrade never reuses maps of another layout.
 
 /// Pins live under `/sys/fs/bpf/fw/v{LAYOUT_VERSION}/…`.
-pub const LAYOUT_VERSION: u32 = 1;
+pub const LAYOUT_VERSION: u32 = 2;
 
 /// The XDP program's name in the object file.
 pub const PROG_XDP: &str = "fw_xdp";
@@ -28,11 +28,39 @@ pub const MAP_FLOWS_IN: &str = "FW_FLOWS_IN";
 /// `LruHashMap<FlowKey, FlowState>`: inbound TCP handshakes in progress.
 pub const MAP_EMBRYO: &str = "FW_EMBRYO";
 
+/// `Array<BlockMeta>`, 1 entry: which blocklist representation is in use, and the prefix
+/// lengths present in the hash tables (see [`crate::block`]).
+pub const MAP_BLOCK_META: &str = "FW_BLOCK_META";
+/// `HashMap<BlockKeyV4, BlockValue>` (no prealloc): blocked IPv4 prefixes, one entry per prefix,
+/// keyed by (prefix length, masked address).
+pub const MAP_BLOCK_V4: &str = "FW_BLOCK_V4";
+/// `HashMap<BlockKeyV6, BlockValue>`.
+pub const MAP_BLOCK_V6: &str = "FW_BLOCK_V6";
+/// `LpmTrie<[u8; 4], BlockValue>`: the blocklist when it uses too many prefix lengths for the
+/// hash tables (see [`crate::block`]).
+pub const MAP_BLOCK_LPM_V4: &str = "FW_BLKLPM_V4";
+/// `LpmTrie<[u8; 16], BlockValue>`.
+pub const MAP_BLOCK_LPM_V6: &str = "FW_BLKLPM_V6";
+/// `LruHashMap<BanKey, u64>`: automatic bans (expiry, CLOCK_MONOTONIC_COARSE ns).
+pub const MAP_BANS: &str = "FW_BANS";
+/// `Array<LimitParams>`, one entry per rule slot of both generations (index = slot -
+/// [`RULE_SLOT_BASE`]).
+pub const MAP_LIMITS: &str = "FW_LIMITS";
+/// `LruHashMap<BucketKey, Bucket>`: per-source buckets of sources that completed a TCP
+/// handshake with this host (only that trusted event creates entries here).
+pub const MAP_RL_KNOWN: &str = "FW_RL_KNOWN";
+/// `LruHashMap<BucketKey, Bucket>`: per-source buckets of every other source. A spoofed flood
+/// churns this table and only this one.
+pub const MAP_RL_NEW: &str = "FW_RL_NEW";
+/// `Array<u64>`, [`MAX_RULES`] entries: each rule's aggregate bucket (GCRA theoretical arrival
+/// time), indexed by rule id.
+pub const MAP_RL_TOTAL: &str = "FW_RL_TOTAL";
+
 /// The TC egress program that records this host's outbound flows.
 pub const PROG_EGRESS: &str = "fw_egress";
 
 /// Every map the programs pin, in the order userspace checks them.
-pub const ALL_MAPS: [&str; 9] = [
+pub const ALL_MAPS: [&str; 19] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_PORTS,
@@ -42,7 +70,27 @@ pub const ALL_MAPS: [&str; 9] = [
     MAP_FLOWS_OUT,
     MAP_FLOWS_IN,
     MAP_EMBRYO,
+    MAP_BLOCK_META,
+    MAP_BLOCK_V4,
+    MAP_BLOCK_V6,
+    MAP_BLOCK_LPM_V4,
+    MAP_BLOCK_LPM_V6,
+    MAP_BANS,
+    MAP_LIMITS,
+    MAP_RL_KNOWN,
+    MAP_RL_NEW,
+    MAP_RL_TOTAL,
 ];
+
+/// Blocklist capacity per family: room for a list of a million entries and its replacement
+/// side by side (a replace inserts the new entries before it removes the old ones).
+pub const BLOCK_V4_MAX: u32 = 1 << 21;
+pub const BLOCK_V6_MAX: u32 = 1 << 20;
+/// Automatic bans held at once (LRU: the oldest ban goes first when full).
+pub const BANS_MAX: u32 = 65_536;
+/// Per-source buckets per table.
+pub const RL_KNOWN_MAX: u32 = 262_144;
+pub const RL_NEW_MAX: u32 = 262_144;
 
 /// Entries of the flow tables (LRU: the least recently used entry of a full table goes first).
 pub const FLOWS_OUT_MAX: u32 = 262_144;
@@ -54,6 +102,17 @@ pub const EMBRYO_MAX: u32 = 65_536;
 /// `EVENT_FLOW_REMOVED + t`. Occupancy minus these gives LRU evictions.
 pub const EVENT_FLOW_NEW: u32 = 40;
 pub const EVENT_FLOW_REMOVED: u32 = 44;
+/// Counter slot of automatic bans issued.
+pub const EVENT_BAN: u32 = 36;
+/// Counter slot of sources whose bucket moved to the trusted table (completed handshake).
+pub const EVENT_RL_KNOWN: u32 = 37;
+/// Counter slot of bans the ban table refused (full and not LRU-evictable: never, but counted).
+pub const EVENT_BAN_FAILED: u32 = 38;
+/// Packets dropped by block list `i` (0..[`BLOCK_LISTS`]) are also counted at
+/// `EVENT_BLOCK_LIST + i`.
+pub const EVENT_BLOCK_LIST: u32 = 48;
+/// Block lists that have their own hit counter (list ids 0..16).
+pub const BLOCK_LISTS: u32 = 16;
 
 pub const GENERATIONS: u32 = 2;
 
@@ -61,7 +120,18 @@ pub const GENERATIONS: u32 = 2;
 pub const RULE_SLOT_BASE: u32 = 64;
 /// Rule slots per generation.
 pub const MAX_RULES: u32 = 16_384;
-pub const COUNTER_SLOTS: u32 = RULE_SLOT_BASE + GENERATIONS * MAX_RULES;
+/// After the rule slots, one slot per rule slot for its packets dropped by rate limits.
+pub const COUNTER_SLOTS: u32 = RULE_SLOT_BASE + 2 * GENERATIONS * MAX_RULES;
+
+/// The counter slot of rate-limit drops of the rule counted at `slot`.
+pub const fn limited_slot(slot: u32) -> u32 {
+    slot + GENERATIONS * MAX_RULES
+}
+
+/// The rule id (stable across live edits and generations) of a rule slot.
+pub const fn rule_id(slot: u32) -> u32 {
+    (slot.wrapping_sub(RULE_SLOT_BASE)) % MAX_RULES
+}
 
 /// Counter slot of rule `i` (0-based) of generation `gen`.
 pub const fn rule_slot(generation: u32, i: u32) -> u32 {
@@ -104,8 +174,11 @@ pub const fn port_index(generation: u32, proto: PortProto, port: u16) -> u32 {
 
 /// Set in a [`MAP_PORTS`] value when the port has source-restricted rules in the LPM tries.
 pub const PORT_HAS_SOURCES: u32 = 1 << 31;
+/// Set in a rule slot (a [`MAP_PORTS`] value or a source-trie value) when the rule has a rate
+/// limit in [`MAP_LIMITS`]: rules without one cost no extra lookup.
+pub const SLOT_LIMITED: u32 = 1 << 30;
 /// The counter slot of the rule that opens the port to every source (0 = none).
-pub const PORT_SLOT_MASK: u32 = !PORT_HAS_SOURCES;
+pub const PORT_SLOT_MASK: u32 = !(PORT_HAS_SOURCES | SLOT_LIMITED);
 
 /// A [`MAP_PORTS`] value: the open-to-all rule's slot (or 0) and whether source rules exist.
 pub const fn port_value(open_slot: u32, has_sources: bool) -> u32 {
@@ -168,7 +241,10 @@ pub struct Config {
     pub udp_stream_timeout: u16,
     /// Seconds an ICMP echo may wait for its reply.
     pub icmp_timeout: u16,
-    pub _pad: u16,
+    /// Prefix length of automatic bans of IPv4 sources (0: no rule bans IPv4 sources).
+    pub ban_len4: u8,
+    /// Prefix length of automatic bans of IPv6 sources (0: none).
+    pub ban_len6: u8,
 }
 const _: () = assert!(size_of::<Config>() == 16);
 
@@ -181,7 +257,8 @@ impl Default for Config {
             udp_timeout: 30,
             udp_stream_timeout: 120,
             icmp_timeout: 30,
-            _pad: 0,
+            ban_len4: 0,
+            ban_len6: 0,
         }
     }
 }
@@ -203,6 +280,9 @@ impl Config {
     pub const ESTABLISHED: u32 = 1 << 5;
     /// Drop TCP that is not a plain SYN and matches no tracked connection.
     pub const NEW_REQUIRES_SYN: u32 = 1 << 6;
+    /// `default = "accept"`: what no rule admits passes, except blocked and banned sources,
+    /// scan/flag drops and rate limits.
+    pub const DEFAULT_ACCEPT: u32 = 1 << 7;
 
     #[inline(always)]
     pub const fn has(&self, flag: u32) -> bool {
@@ -222,7 +302,18 @@ const _: () = assert!(size_of::<Counter>() == 16);
 #[cfg(feature = "user")]
 mod user {
     use super::{Config, Counter};
+    use crate::block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue};
     use crate::flow::{FlowKey, FlowState};
+    use crate::limit::{BanKey, Bucket, BucketKey, LimitParams};
+    // SAFETY (all below): repr(C), explicit padding, every bit pattern valid.
+    unsafe impl aya::Pod for BlockKeyV4 {}
+    unsafe impl aya::Pod for BlockKeyV6 {}
+    unsafe impl aya::Pod for BlockMeta {}
+    unsafe impl aya::Pod for BlockValue {}
+    unsafe impl aya::Pod for BanKey {}
+    unsafe impl aya::Pod for Bucket {}
+    unsafe impl aya::Pod for BucketKey {}
+    unsafe impl aya::Pod for LimitParams {}
     // SAFETY: repr(C), explicit padding, every bit pattern valid.
     unsafe impl aya::Pod for FlowKey {}
     // SAFETY: as above.

@@ -22,6 +22,8 @@ pub enum Reason {
     Established = 7,
     /// ICMP error about a tracked connection (RELATED).
     Related = 8,
+    /// `default = "accept"`: no rule admits it, and the default is to let it in.
+    DefaultAccept = 9,
 
     // Drops.
     /// A header is cut short by the end of the frame or of the IP datagram.
@@ -52,11 +54,19 @@ pub enum Reason {
     DefaultDrop = 27,
     /// ICMP error quoting a connection that is not tracked.
     IcmpUnrelated = 28,
+    /// The source is on a block list (`fw block`, `[[block]]`).
+    Blocked = 29,
+    /// The source is banned for a while: it exceeded a rule's rate limit too often.
+    Banned = 30,
+    /// The source exceeded the rule's per-source rate limit (`limit`).
+    RateLimited = 31,
+    /// All sources together exceeded the rule's aggregate rate limit (`total`).
+    RateLimitTotal = 32,
 }
 
 impl Reason {
     /// Every reason, in slot order (for listings).
-    pub const ALL: [Reason; 21] = [
+    pub const ALL: [Reason; 26] = [
         Reason::NonIp,
         Reason::Ndp,
         Reason::IcmpEcho,
@@ -65,6 +75,7 @@ impl Reason {
         Reason::Flushed,
         Reason::Established,
         Reason::Related,
+        Reason::DefaultAccept,
         Reason::Truncated,
         Reason::BadHeader,
         Reason::TinyFragment,
@@ -78,6 +89,10 @@ impl Reason {
         Reason::SourceNotAllowed,
         Reason::DefaultDrop,
         Reason::IcmpUnrelated,
+        Reason::Blocked,
+        Reason::Banned,
+        Reason::RateLimited,
+        Reason::RateLimitTotal,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -104,6 +119,7 @@ impl Reason {
             Reason::Flushed => "flushed",
             Reason::Established => "established",
             Reason::Related => "related",
+            Reason::DefaultAccept => "default-accept",
             Reason::Truncated => "truncated",
             Reason::BadHeader => "bad-header",
             Reason::TinyFragment => "tiny-fragment",
@@ -117,6 +133,10 @@ impl Reason {
             Reason::SourceNotAllowed => "source-not-allowed",
             Reason::DefaultDrop => "default-drop",
             Reason::IcmpUnrelated => "icmp-unrelated",
+            Reason::Blocked => "blocked",
+            Reason::Banned => "banned",
+            Reason::RateLimited => "rate-limited",
+            Reason::RateLimitTotal => "rate-limit-total",
         }
     }
 
@@ -131,6 +151,7 @@ impl Reason {
             Reason::Flushed => "fw flush is in force: everything passes",
             Reason::Established => "part of a tracked connection (ESTABLISHED)",
             Reason::Related => "ICMP error about a tracked connection (RELATED)",
+            Reason::DefaultAccept => "no rule matches; the policy's default is accept",
             Reason::Truncated => "header cut short",
             Reason::BadHeader => "impossible header field",
             Reason::TinyFragment => "first fragment too short for the transport header",
@@ -144,6 +165,10 @@ impl Reason {
             Reason::SourceNotAllowed => "port open only to other sources",
             Reason::DefaultDrop => "no rule allows it (default DROP)",
             Reason::IcmpUnrelated => "ICMP error about no tracked connection",
+            Reason::Blocked => "source is on a block list (every port)",
+            Reason::Banned => "source is banned for a while: it exceeded a rate limit too often",
+            Reason::RateLimited => "source exceeded the rule's per-source rate limit",
+            Reason::RateLimitTotal => "all sources together exceeded the rule's aggregate limit",
         }
     }
 }
