@@ -132,6 +132,9 @@ impl Filter {
             maps,
         };
         f.reconcile()?;
+        if crate::blocklist::interrupted(&f.paths) {
+            f.resync_blocks(None)?;
+        }
         Ok(f)
     }
 
@@ -254,6 +257,7 @@ impl Filter {
             let mut ebpf = crate::loader::load_object(&paths, opts.log, max_flows)?;
             let mut maps = PinnedMaps::open(&paths)?;
             write_record(&mut maps, &record)?;
+            crate::filter_flood::sync_from_maps(&mut maps, &paths, &record.current.policy)?;
             maps.set_active(record.generation)?;
             // Order matters for connections that exist or start meanwhile: the egress recorder
             // first (flows opened from now on get recorded), then the sockets that exist, then
@@ -450,6 +454,9 @@ impl Filter {
     /// Write `after` into the inactive generation, write it ahead, flip, commit.
     fn flip(&mut self, after: Record, note: String) -> Result<(), Error> {
         write_record(&mut self.maps, &after)?;
+        if after.current.policy.blocks != self.state.current().policy.blocks {
+            crate::filter_flood::sync_from_maps(&mut self.maps, &self.paths, &after.current.policy)?;
+        }
         self.state.txn = Some(Txn {
             after: after.clone(),
             flip: true,

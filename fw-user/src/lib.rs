@@ -6,9 +6,12 @@
 
 pub mod attach;
 pub mod bench_programs;
+pub mod blocklist;
+pub mod blockmaps;
 pub mod cli;
 mod error;
 pub mod filter;
+pub mod filter_flood;
 pub mod guard;
 pub mod health;
 pub mod iptables;

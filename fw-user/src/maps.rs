@@ -10,9 +10,12 @@ use aya::maps::{
 use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable,
     maps::{
-        COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS, MAP_ACTIVE,
-        MAP_CONFIG, MAP_COUNTERS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_PORTS, MAP_SRC_V4,
-        MAP_SRC_V6, PORT_ENTRIES, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
+        BANS_MAX, BLOCK_V4_MAX, BLOCK_V6_MAX, COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX,
+        FLOWS_OUT_MAX, GENERATIONS, MAP_ACTIVE, MAP_BANS, MAP_BLOCK_LPM_V4, MAP_BLOCK_LPM_V6,
+        MAP_BLOCK_META, MAP_BLOCK_V4, MAP_BLOCK_V6, MAP_CONFIG, MAP_COUNTERS, MAP_EMBRYO,
+        MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_LIMITS, MAP_PORTS, MAP_RL_KNOWN, MAP_RL_NEW,
+        MAP_RL_TOTAL, MAP_SRC_V4, MAP_SRC_V6, MAX_RULES, PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX,
+        SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
     },
 };
 
@@ -20,7 +23,7 @@ use crate::{Error, paths::IfacePaths};
 use fw_policy::Compiled;
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
-pub const LAYOUT: [(&str, MapType, u32, u32, u32); 9] = [
+pub const LAYOUT: [(&str, MapType, u32, u32, u32); 19] = [
     (MAP_ACTIVE, MapType::Array, 4, 4, 1),
     (
         MAP_CONFIG,
@@ -36,6 +39,16 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 9] = [
     (MAP_FLOWS_OUT, MapType::LruHash, 40, 16, FLOWS_OUT_MAX),
     (MAP_FLOWS_IN, MapType::LruHash, 40, 16, FLOWS_IN_MAX),
     (MAP_EMBRYO, MapType::LruHash, 40, 16, EMBRYO_MAX),
+    (MAP_BLOCK_META, MapType::Array, 4, 72, 1),
+    (MAP_BLOCK_V4, MapType::Hash, 8, 16, BLOCK_V4_MAX),
+    (MAP_BLOCK_V6, MapType::Hash, 20, 16, BLOCK_V6_MAX),
+    (MAP_BLOCK_LPM_V4, MapType::LpmTrie, 8, 16, BLOCK_V4_MAX),
+    (MAP_BLOCK_LPM_V6, MapType::LpmTrie, 20, 16, BLOCK_V6_MAX),
+    (MAP_BANS, MapType::LruHash, 20, 8, BANS_MAX),
+    (MAP_LIMITS, MapType::Array, 4, 48, GENERATIONS * MAX_RULES),
+    (MAP_RL_KNOWN, MapType::LruHash, 20, 16, RL_KNOWN_MAX),
+    (MAP_RL_NEW, MapType::LruHash, 20, 16, RL_NEW_MAX),
+    (MAP_RL_TOTAL, MapType::Array, 4, 8, MAX_RULES),
 ];
 
 /// Refuse a pinned map whose type or sizes differ from [`LAYOUT`] (aya reuses pins unchecked).
@@ -89,7 +102,7 @@ where
     Ok(out)
 }
 
-fn remove_tolerant(r: Result<(), aya::maps::MapError>, what: &'static str) -> Result<(), Error> {
+pub(crate) fn remove_tolerant(r: Result<(), aya::maps::MapError>, what: &'static str) -> Result<(), Error> {
     match r {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(aya::maps::MapError::SyscallError(e))
@@ -112,14 +125,15 @@ pub struct PinnedMaps {
     flows_out: Map,
     flows_in: Map,
     embryo: Map,
+    pub(crate) flood: crate::blockmaps::FloodMaps,
 }
 
-fn open(path: &Path) -> Result<Map, Error> {
+pub(crate) fn open(path: &Path) -> Result<Map, Error> {
     let md = MapData::from_pin(path).map_err(|e| Error::bpf(path.display().to_string(), e))?;
     Map::from_map_data(md).map_err(|e| Error::bpf(path.display().to_string(), e))
 }
 
-fn ctx<E: std::error::Error + Send + Sync + 'static>(
+pub(crate) fn ctx<E: std::error::Error + Send + Sync + 'static>(
     what: &'static str,
 ) -> impl FnOnce(E) -> Error {
     move |e| Error::bpf(what, e)
@@ -141,6 +155,7 @@ impl PinnedMaps {
             flows_out: open(&paths.map(MAP_FLOWS_OUT))?,
             flows_in: open(&paths.map(MAP_FLOWS_IN))?,
             embryo: open(&paths.map(MAP_EMBRYO))?,
+            flood: crate::blockmaps::FloodMaps::open(paths)?,
         })
     }
 
@@ -306,6 +321,9 @@ impl PinnedMaps {
         self.set_config(g, c.config)?;
         for slot in rule_slots {
             self.zero_counter(*slot)?;
+            self.zero_counter(fw_common::maps::limited_slot(*slot))?;
+            let p = c.limits.get(slot).copied().unwrap_or_default();
+            self.flood.set_limit(*slot, p)?;
         }
         Ok(())
     }
@@ -341,6 +359,14 @@ impl PinnedMaps {
         let g = new.generation;
         for slot in new_slots {
             self.zero_counter(*slot)?;
+            self.zero_counter(fw_common::maps::limited_slot(*slot))?;
+        }
+        // Limits before the slots that point at them; a limit that goes away stays until its
+        // slot no longer says "limited" (harmless: nothing reads it then).
+        for (slot, p) in &new.limits {
+            if old.limits.get(slot) != Some(p) {
+                self.flood.set_limit(*slot, *p)?;
+            }
         }
         {
             let mut t: LpmTrie<_, SrcKeyV4, u32> =

@@ -48,6 +48,8 @@ pub struct IfaceStatus {
     pub rules: Vec<RuleStatus>,
     pub reasons: Vec<ReasonStatus>,
     pub connections: Vec<TableStatus>,
+    /// Rate limits, block lists and bans.
+    pub flood: crate::filter_flood::FloodStatus,
 }
 
 /// Occupancy of one connection-tracking table.
@@ -174,7 +176,17 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
         confirmed_source: view.confirmed.source.clone(),
         pending: view.pending.clone(),
         saved,
-        default_policy: "DROP",
+        default_policy: if view.current.policy.default == fw_policy::DefaultAction::Accept {
+            "ACCEPT"
+        } else {
+            "DROP"
+        },
+        flood: crate::filter_flood::flood_status(
+            &paths,
+            &maps,
+            &view.current.policy,
+            generation,
+        )?,
         options: view.current.policy.options.clone(),
         rules,
         reasons,
