@@ -12,15 +12,15 @@
 
 use crate::{
     Decision, Reason, Tables,
-    decide::is_icmpv6_link_essential,
+    flood::Source,
     limit::{BanKey, mask_v4, mask_v6},
     maps::{BLOCK_LISTS, Config, EVENT_BLOCK_LIST},
-    packet::{Family, IPPROTO_ICMPV6, Ip, L4},
+    packet::Family,
 };
 
-/// Prefix lengths the hash representation can hold per family (IPv4 can use all 33).
-pub const MAX_HASH_LENS_V4: usize = 33;
-pub const MAX_HASH_LENS_V6: usize = 32;
+/// Prefix lengths the hash representation can hold per family: the bound of the lookup loop
+/// (the verifier walks every iteration). Userspace switches to the LPM trie before this.
+pub const MAX_HASH_LENS: usize = 8;
 
 /// Which representation each family uses, and the prefix lengths present in the hash tables,
 /// longest first (the [`crate::maps::MAP_BLOCK_META`] value).
@@ -33,10 +33,10 @@ pub struct BlockMeta {
     /// Entries of `lens4` / `lens6` in use.
     pub n4: u8,
     pub n6: u8,
-    pub lens4: [u8; 36],
-    pub lens6: [u8; 32],
+    pub lens4: [u8; MAX_HASH_LENS],
+    pub lens6: [u8; MAX_HASH_LENS],
 }
-const _: () = assert!(size_of::<BlockMeta>() == 72);
+const _: () = assert!(size_of::<BlockMeta>() == 20);
 
 impl Default for BlockMeta {
     fn default() -> Self {
@@ -45,8 +45,8 @@ impl Default for BlockMeta {
             lpm6: 0,
             n4: 0,
             n6: 0,
-            lens4: [0; 36],
-            lens6: [0; 32],
+            lens4: [0; MAX_HASH_LENS],
+            lens6: [0; MAX_HASH_LENS],
         }
     }
 }
@@ -124,25 +124,20 @@ fn hit<T: Tables>(t: &T, v: &BlockValue) -> Decision {
     Decision::reason(Reason::Blocked)
 }
 
-/// The block list's verdict on `ip`'s source (`None`: not blocked), then the ban table's.
+/// The block list's verdict on the source (`None`: not blocked), then the ban table's.
 #[inline(always)]
-pub fn check<T: Tables>(t: &T, cfg: &Config, ip: &Ip) -> Option<Decision> {
-    if ip.family == Family::V6
-        && ip.proto == IPPROTO_ICMPV6
-        && matches!(ip.l4, L4::Icmp { ty, .. } if is_icmpv6_link_essential(ty))
-    {
-        return None;
-    }
+pub fn check<T: Tables>(t: &T, cfg: &Config, s: &Source) -> Option<Decision> {
+    let a = &s.src;
     if let Some(m) = t.block_meta()
-        && let Some(v) = match ip.family {
-            Family::V4 => lookup_v4(t, m, &ip.src_v4()),
-            Family::V6 => lookup_v6(t, m, &ip.src),
+        && let Some(v) = match s.family() {
+            Family::V4 => lookup_v4(t, m, &[a[0], a[1], a[2], a[3]]),
+            Family::V6 => lookup_v6(t, m, a),
         }
         && live(t, &v)
     {
         return Some(hit(t, &v));
     }
-    banned(t, cfg, ip)
+    banned(t, cfg, s)
 }
 
 #[inline(always)]
@@ -152,7 +147,7 @@ fn lookup_v4<T: Tables>(t: &T, m: &BlockMeta, addr: &[u8; 4]) -> Option<BlockVal
     }
     let n = m.n4 as usize;
     let mut i = 0;
-    while i < MAX_HASH_LENS_V4 {
+    while i < MAX_HASH_LENS {
         if i >= n {
             break;
         }
@@ -174,7 +169,7 @@ fn lookup_v6<T: Tables>(t: &T, m: &BlockMeta, addr: &[u8; 16]) -> Option<BlockVa
     }
     let n = m.n6 as usize;
     let mut i = 0;
-    while i < MAX_HASH_LENS_V6 {
+    while i < MAX_HASH_LENS {
         if i >= n {
             break;
         }
@@ -192,15 +187,15 @@ fn lookup_v6<T: Tables>(t: &T, m: &BlockMeta, addr: &[u8; 16]) -> Option<BlockVa
 /// An automatic ban of this source, if the policy bans sources of its family at all (the ban
 /// prefix length is in the config: no lookup otherwise). An expired ban is removed.
 #[inline(always)]
-fn banned<T: Tables>(t: &T, cfg: &Config, ip: &Ip) -> Option<Decision> {
-    let len = match ip.family {
+fn banned<T: Tables>(t: &T, cfg: &Config, s: &Source) -> Option<Decision> {
+    let len = match s.family() {
         Family::V4 => cfg.ban_len4,
         Family::V6 => cfg.ban_len6,
     };
     if len == 0 {
         return None;
     }
-    let key = BanKey::new(ip.family, &ip.src, len);
+    let key = BanKey::new(s.family(), &s.src, len);
     let until = t.ban(&key)?;
     if t.now() <= until {
         return Some(Decision::reason(Reason::Banned));

@@ -8,10 +8,10 @@
 
 use crate::{
     Reason,
-    block::{self, BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
+    block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
     flow::{FlowKey, FlowState, FlowTable, REFRESH_NS, state, tcp_next},
     limit::{self, BanKey, Bucket, BucketKey, LimitParams},
-    maps::{Config, PORT_SLOT_MASK, PortProto},
+    maps::{Config, PORT_SLOT_MASK, PortProto, SLOT_LIMITED},
     packet::{Family, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, L4, PacketView, Parsed, parse},
     tcp::{ACK, FlagClass, RST, SYN, classify},
 };
@@ -110,34 +110,45 @@ pub fn decide<P: PacketView + ?Sized, T: Tables>(pkt: &P, t: &T) -> Decision {
     decide_parsed(&parse(pkt), t)
 }
 
+/// The whole decision: [`decide_early`] (flush, malformed, non-IP), [`decide_core`] (flags,
+/// ports, connection state), then [`crate::flood::decide_flood`] (block lists, bans, rate
+/// limits, the default action). The XDP program runs the last step as a tail call, and only
+/// when it can change something ([`crate::flood::needs_flood`]): the steps together do not fit
+/// one 512-byte BPF stack.
 #[inline(always)]
 pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decision {
     let cfg = t.config();
-    if cfg.has(Config::PASS_ALL) {
-        return Decision::reason(Reason::Flushed);
-    }
-    let ip = match parsed {
-        Err(r) => return Decision::reason(*r),
-        Ok(Parsed::NonIp { .. }) => return Decision::reason(Reason::NonIp),
-        Ok(Parsed::Ip(ip)) => ip,
-    };
-    if let Some(d) = block::check(t, &cfg, ip) {
+    if let Some(d) = decide_early(parsed, &cfg) {
         return d;
     }
-    let d = decide_ip(t, &cfg, ip);
-    if cfg.has(Config::DEFAULT_ACCEPT) && closed(d.slot) {
-        return Decision::reason(Reason::DefaultAccept);
+    let d = decide_core(parsed, t, &cfg);
+    match parsed {
+        Ok(Parsed::Ip(ip)) => crate::flood::decide_flood(t, &cfg, &crate::flood::Source::of(ip), d),
+        _ => d,
     }
-    d
 }
 
-/// Verdicts that only say "no rule admits it": `default = "accept"` lets these in.
+/// Everything decided before the policy's rules: `fw flush`, parse errors, non-IP frames.
 #[inline(always)]
-fn closed(slot: u32) -> bool {
-    slot == Reason::DefaultDrop.slot()
-        || slot == Reason::SourceNotAllowed.slot()
-        || slot == Reason::IcmpUnrelated.slot()
-        || slot == Reason::TcpNotSyn.slot()
+pub fn decide_early(parsed: &Result<Parsed, Reason>, cfg: &Config) -> Option<Decision> {
+    if cfg.has(Config::PASS_ALL) {
+        return Some(Decision::reason(Reason::Flushed));
+    }
+    match parsed {
+        Err(r) => Some(Decision::reason(*r)),
+        Ok(Parsed::NonIp { .. }) => Some(Decision::reason(Reason::NonIp)),
+        Ok(Parsed::Ip(_)) => None,
+    }
+}
+
+/// The policy's rules and connection state. A new connection admitted by a rule with limits
+/// comes back with [`crate::maps::SLOT_LIMITED`] still set, for the flood step.
+#[inline(always)]
+pub fn decide_core<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T, cfg: &Config) -> Decision {
+    match parsed {
+        Ok(Parsed::Ip(ip)) => decide_ip(t, cfg, ip),
+        _ => Decision::reason(Reason::DefaultDrop),
+    }
 }
 
 #[inline(always)]
@@ -171,8 +182,12 @@ fn decide_ip<T: Tables>(t: &T, cfg: &Config, ip: &Ip) -> Decision {
             FlagClass::Other => {
                 if stateful {
                     let key = ingress_key(ip, sport, dport);
-                    if tcp_established(t, &key, flags, ack, dport) {
-                        return Decision::reason(Reason::Established);
+                    match tcp_established(t, &key, flags, ack, dport) {
+                        MISS => {}
+                        // The flood step gives a client that completed a handshake its
+                        // trusted rate-limit bucket, then counts it as established.
+                        HANDSHAKE => return crate::flood::handshake(dport),
+                        _ => return Decision::reason(Reason::Established),
                     }
                     if cfg.has(Config::NEW_REQUIRES_SYN) {
                         return Decision::reason(Reason::TcpNotSyn);
@@ -243,21 +258,26 @@ fn touch<T: Tables>(t: &T, table: FlowTable, key: &FlowKey, next: impl Fn(u8) ->
     true
 }
 
-/// Non-SYN TCP: part of a tracked connection? Inbound connections to an allowed port are
+const MISS: u8 = 0;
+const HIT: u8 = 1;
+/// A hit that completed an inbound handshake (the embryo was promoted).
+const HANDSHAKE: u8 = 2;
+
+/// Non-SYN TCP: part of a tracked connection? ([`HIT`], [`HANDSHAKE`] or [`MISS`]) Inbound connections to an allowed port are
 /// looked up first in the inbound tables, everything else in the outbound table first, so the
 /// common case costs one hash lookup.
 #[inline(always)]
-fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: u16) -> bool {
+fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: u16) -> u8 {
     let next = |s: u8| tcp_next(s, flags);
     let inbound_first = t.port(PortProto::Tcp, dport) != 0;
     if inbound_first && touch(t, FlowTable::In, key, next) {
-        return true;
+        return HIT;
     }
     if touch(t, FlowTable::Out, key, next) {
-        return true;
+        return HIT;
     }
     if !inbound_first && touch(t, FlowTable::In, key, next) {
-        return true;
+        return HIT;
     }
     // The client's handshake ACK: promote the embryo if it acknowledges our SYN+ACK. Embryos
     // exist only for ports the policy admits SYNs to, so other ports skip the lookup.
@@ -266,17 +286,17 @@ fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: 
     // the host drops the half-open connection at once (and forget the embryo).
     let refusal = flags & (SYN | ACK | RST) == RST;
     if !inbound_first || !(handshake_ack || refusal) {
-        return false;
+        return MISS;
     }
     let Some(e) = t.flow(FlowTable::Embryo, key) else {
-        return false;
+        return MISS;
     };
     if !e.alive(key.proto, t.now(), &t.config()) {
-        return false;
+        return MISS;
     }
     if refusal {
         t.flow_remove(FlowTable::Embryo, key);
-        return true;
+        return HIT;
     }
     if e.expect_ack == ack {
         let now = t.now();
@@ -289,10 +309,9 @@ fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: 
         };
         t.flow_write(FlowTable::In, key, &st, true);
         t.flow_remove(FlowTable::Embryo, key);
-        limit::on_handshake(t, key);
-        return true;
+        return HANDSHAKE;
     }
-    false
+    MISS
 }
 
 /// UDP or ICMP echo reply to something this host sent.
@@ -309,8 +328,8 @@ fn is_dhcp_reply(family: Family, sport: u16, dport: u16) -> bool {
     }
 }
 
-/// The rule that admits this packet, if any. A new connection (`new`: SYN, UDP datagram) is
-/// also held to the rule's rate limits.
+/// The rule that admits this packet, if any. For a new connection (`new`: SYN, UDP datagram)
+/// the slot keeps [`SLOT_LIMITED`], so the flood step holds it to the rule's limits.
 #[inline(always)]
 fn port_policy<T: Tables>(t: &T, ip: &Ip, proto: PortProto, dport: u16, new: bool) -> Decision {
     let slot = limit::rule_for(t, ip.family, &ip.src, proto, dport);
@@ -321,10 +340,8 @@ fn port_policy<T: Tables>(t: &T, ip: &Ip, proto: PortProto, dport: u16, new: boo
             Reason::SourceNotAllowed
         });
     }
-    if new && let Some(d) = limit::check(t, ip, slot) {
-        return d;
-    }
-    Decision::rule(slot & PORT_SLOT_MASK)
+    let keep = if new { SLOT_LIMITED } else { 0 };
+    Decision::rule(slot & (PORT_SLOT_MASK | keep))
 }
 
 pub const ICMP_ECHO_REPLY: u8 = 0;

@@ -9,6 +9,7 @@ extern crate std;
 pub mod block;
 pub mod decide;
 pub mod egress;
+pub mod flood;
 pub mod flow;
 #[cfg(feature = "builder")]
 pub mod frame;

@@ -21,12 +21,12 @@
 use crate::{
     Decision, Reason, Tables,
     decide::family_byte,
-    flow::FlowKey,
     maps::{
         EVENT_BAN, EVENT_RL_KNOWN, PORT_HAS_SOURCES, PORT_SLOT_MASK, PortProto, SLOT_LIMITED,
         limited_slot, rule_id,
     },
-    packet::{Family, Ip},
+    flood::Source,
+    packet::Family,
 };
 
 /// A rule's limits (a [`crate::maps::MAP_LIMITS`] value). All zero: no limit.
@@ -157,6 +157,7 @@ pub fn gcra(tat: &mut u64, now: u64, interval: u64, tolerance: u64) -> bool {
     true
 }
 
+#[inline(always)]
 fn bucket_key(family: Family, src: &[u8; 16], slot: u32, p: &LimitParams) -> BucketKey {
     let len = match family {
         Family::V4 => p.per4,
@@ -174,7 +175,7 @@ fn bucket_key(family: Family, src: &[u8; 16], slot: u32, p: &LimitParams) -> Buc
 /// its slot says it has any. `None`: within the limits (or none). `slot` carries
 /// [`SLOT_LIMITED`]; the caller counts the packet under the rule itself.
 #[inline(always)]
-pub fn check<T: Tables>(t: &T, ip: &Ip, slot: u32) -> Option<Decision> {
+pub fn check<T: Tables>(t: &T, s: &Source, slot: u32) -> Option<Decision> {
     if slot & SLOT_LIMITED == 0 {
         return None;
     }
@@ -182,7 +183,7 @@ pub fn check<T: Tables>(t: &T, ip: &Ip, slot: u32) -> Option<Decision> {
     let p = t.limit(slot)?;
     let now = t.now();
     if p.interval_ns != 0 {
-        let key = bucket_key(ip.family, &ip.src, slot, &p);
+        let key = bucket_key(s.family(), &s.src, slot, &p);
         let (known, mut b) = match t.bucket(true, &key) {
             Some(b) => (true, b),
             None => (false, t.bucket(false, &key).unwrap_or_default()),
@@ -195,7 +196,7 @@ pub fn check<T: Tables>(t: &T, ip: &Ip, slot: u32) -> Option<Decision> {
             t.bucket_write(known, &key, &b);
             t.event(limited_slot(slot));
             if known && p.ban_ns != 0 && b.strikes >= p.ban_after {
-                let ban = BanKey::new(ip.family, &ip.src, key.len);
+                let ban = BanKey::new(s.family(), &s.src, key.len);
                 t.ban_write(&ban, now + p.ban_ns);
                 t.event(EVENT_BAN);
             }
@@ -243,13 +244,9 @@ pub fn rule_for<T: Tables>(
 /// A client completed a TCP handshake (the trusted event): give its source a bucket in the
 /// `known` table, carrying over what its `new` bucket was charged.
 #[inline(always)]
-pub fn on_handshake<T: Tables>(t: &T, key: &FlowKey) {
-    let family = if key.family == 6 {
-        Family::V6
-    } else {
-        Family::V4
-    };
-    let slot = rule_for(t, family, &key.remote, PortProto::Tcp, key.local_port);
+pub fn on_handshake<T: Tables>(t: &T, s: &Source, port: u16) {
+    let family = s.family();
+    let slot = rule_for(t, family, &s.src, PortProto::Tcp, port);
     if slot & SLOT_LIMITED == 0 {
         return;
     }
@@ -260,7 +257,7 @@ pub fn on_handshake<T: Tables>(t: &T, key: &FlowKey) {
     if p.interval_ns == 0 {
         return;
     }
-    let bk = bucket_key(family, &key.remote, slot, &p);
+    let bk = bucket_key(family, &s.src, slot, &p);
     if t.bucket(true, &bk).is_some() {
         return;
     }

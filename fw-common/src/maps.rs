@@ -56,6 +56,11 @@ pub const MAP_RL_NEW: &str = "FW_RL_NEW";
 /// time), indexed by rule id.
 pub const MAP_RL_TOTAL: &str = "FW_RL_TOTAL";
 
+/// The XDP program `fw_xdp` tail-calls for block lists, bans and rate limits.
+pub const PROG_FLOOD: &str = "fw_flood";
+/// `ProgramArray` (not pinned: each loaded object has its own): `fw_flood` at index 0.
+pub const MAP_PROGS: &str = "FW_PROGS";
+
 /// The TC egress program that records this host's outbound flows.
 pub const PROG_EGRESS: &str = "fw_egress";
 
@@ -177,6 +182,9 @@ pub const PORT_HAS_SOURCES: u32 = 1 << 31;
 /// Set in a rule slot (a [`MAP_PORTS`] value or a source-trie value) when the rule has a rate
 /// limit in [`MAP_LIMITS`]: rules without one cost no extra lookup.
 pub const SLOT_LIMITED: u32 = 1 << 30;
+/// Set in a decision's slot (never in a map) when the packet completed an inbound TCP
+/// handshake: the flood step then gives its source a trusted rate-limit bucket.
+pub const SLOT_HANDSHAKE: u32 = 1 << 29;
 /// The counter slot of the rule that opens the port to every source (0 = none).
 pub const PORT_SLOT_MASK: u32 = !(PORT_HAS_SOURCES | SLOT_LIMITED);
 

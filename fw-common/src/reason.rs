@@ -62,11 +62,14 @@ pub enum Reason {
     RateLimited = 31,
     /// All sources together exceeded the rule's aggregate rate limit (`total`).
     RateLimitTotal = 32,
+    /// The XDP program could not run its flood step (block lists, limits): dropped, fail
+    /// closed. Never seen unless fw is broken.
+    Internal = 33,
 }
 
 impl Reason {
     /// Every reason, in slot order (for listings).
-    pub const ALL: [Reason; 26] = [
+    pub const ALL: [Reason; 27] = [
         Reason::NonIp,
         Reason::Ndp,
         Reason::IcmpEcho,
@@ -93,6 +96,7 @@ impl Reason {
         Reason::Banned,
         Reason::RateLimited,
         Reason::RateLimitTotal,
+        Reason::Internal,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -137,6 +141,7 @@ impl Reason {
             Reason::Banned => "banned",
             Reason::RateLimited => "rate-limited",
             Reason::RateLimitTotal => "rate-limit-total",
+            Reason::Internal => "internal",
         }
     }
 
@@ -169,6 +174,7 @@ impl Reason {
             Reason::Banned => "source is banned for a while: it exceeded a rate limit too often",
             Reason::RateLimited => "source exceeded the rule's per-source rate limit",
             Reason::RateLimitTotal => "all sources together exceeded the rule's aggregate limit",
+            Reason::Internal => "the flood step (block lists, limits) could not run: dropped",
         }
     }
 }

@@ -4,11 +4,12 @@ use aya_ebpf::{
     bindings::BPF_F_NO_PREALLOC,
     helpers::bpf_ktime_get_coarse_ns,
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, lpm_trie::Key},
 };
 use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable, PortProto, Tables,
     block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
+    flood::Source,
     limit::{BanKey, Bucket, BucketKey, LimitParams},
     maps::{
         BANS_MAX, BLOCK_V4_MAX, BLOCK_V6_MAX, COUNTER_SLOTS, EMBRYO_MAX, EVENT_BAN_FAILED,
@@ -60,6 +61,27 @@ static FW_RL_KNOWN: LruHashMap<BucketKey, Bucket> = LruHashMap::with_max_entries
 static FW_RL_NEW: LruHashMap<BucketKey, Bucket> = LruHashMap::with_max_entries(RL_NEW_MAX, 0);
 #[map]
 static FW_RL_TOTAL: Array<u64> = Array::with_max_entries(MAX_RULES, 0);
+
+/// What `fw_xdp` hands to the tail-called `fw_flood`.
+#[repr(C)]
+pub struct Handoff {
+    pub source: Source,
+    pub slot: u32,
+    pub pass: u32,
+}
+
+#[map]
+static FW_HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
+
+/// `fw_flood` at index 0 (filled by the loader).
+#[map]
+pub static FW_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// This CPU's hand-off slot.
+#[inline(always)]
+pub fn handoff() -> Option<*mut Handoff> {
+    FW_HANDOFF.get_ptr_mut(0)
+}
 
 #[inline(always)]
 fn buckets(known: bool) -> &'static LruHashMap<BucketKey, Bucket> {

@@ -4,9 +4,7 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use fw_common::block::{
-    BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue, MAX_HASH_LENS_V4, MAX_HASH_LENS_V6,
-};
+use fw_common::block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue, MAX_HASH_LENS};
 
 use crate::Cidr;
 
@@ -118,7 +116,7 @@ impl BlockSet {
         let l4: BTreeSet<u8> = self.v4.keys().map(|k| k.len).collect();
         let l6: BTreeSet<u8> = self.v6.keys().map(|k| k.len).collect();
         let mut m = BlockMeta::default();
-        if l4.len() > HASH_MAX_LENS.min(MAX_HASH_LENS_V4) {
+        if l4.len() > HASH_MAX_LENS.min(MAX_HASH_LENS) {
             m.lpm4 = 1;
         } else {
             for (i, l) in l4.iter().rev().enumerate() {
@@ -126,7 +124,7 @@ impl BlockSet {
             }
             m.n4 = l4.len() as u8;
         }
-        if l6.len() > HASH_MAX_LENS.min(MAX_HASH_LENS_V6) {
+        if l6.len() > HASH_MAX_LENS.min(MAX_HASH_LENS) {
             m.lpm6 = 1;
         } else {
             for (i, l) in l6.iter().rev().enumerate() {

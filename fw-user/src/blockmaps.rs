@@ -349,6 +349,29 @@ impl FloodMaps {
         a.get(&rule, 0).map_err(ctx("FW_RL_TOTAL"))
     }
 
+    /// Write a per-source bucket (tests that make time pass).
+    pub fn set_bucket(&mut self, known: bool, key: &BucketKey, b: &Bucket) -> Result<(), Error> {
+        let m = if known { &mut self.known } else { &mut self.new };
+        let mut h: HashMap<_, BucketKey, Bucket> =
+            HashMap::try_from(m).map_err(ctx("rate-limit buckets"))?;
+        h.insert(key, b, 0).map_err(ctx("rate-limit bucket insert"))
+    }
+
+    /// Every per-source bucket of one table.
+    pub fn buckets(&self, known: bool) -> Result<Vec<(BucketKey, Bucket)>, Error> {
+        let m = if known { &self.known } else { &self.new };
+        let h: HashMap<_, BucketKey, Bucket> =
+            HashMap::try_from(m).map_err(ctx("rate-limit buckets"))?;
+        Ok(h.iter().filter_map(|kv| kv.ok()).collect())
+    }
+
+    /// Write a ban (tests that make time pass).
+    pub fn set_ban(&mut self, key: &BanKey, until: u64) -> Result<(), Error> {
+        let mut h: HashMap<_, BanKey, u64> =
+            HashMap::try_from(&mut self.bans).map_err(ctx("FW_BANS"))?;
+        h.insert(key, until, 0).map_err(ctx("FW_BANS insert"))
+    }
+
     pub fn ban(&self, key: &BanKey) -> Option<u64> {
         let h: HashMap<_, BanKey, u64> = HashMap::try_from(&self.bans).ok()?;
         h.get(key, 0).ok()

@@ -6,7 +6,10 @@ use aya::{
     Ebpf, EbpfLoader,
     programs::{ProgramError, SchedClassifier, Xdp},
 };
-use fw_common::maps::{ALL_MAPS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, PROG_EGRESS, PROG_XDP};
+use fw_common::maps::{
+    ALL_MAPS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_PROGS, PROG_EGRESS, PROG_FLOOD,
+    PROG_XDP,
+};
 
 use crate::{
     Error,
@@ -42,6 +45,26 @@ pub fn load_object(paths: &IfacePaths, log: bool, max_flows: u32) -> Result<Ebpf
     let mut ebpf = loader
         .load(PROGRAM)
         .map_err(|e| Error::bpf("loading the fw XDP object", e))?;
+    let flood: &mut Xdp = ebpf
+        .program_mut(PROG_FLOOD)
+        .ok_or_else(|| Error::Other(format!("program {PROG_FLOOD} missing from the object")))?
+        .try_into()
+        .map_err(|e| Error::bpf(PROG_FLOOD, e))?;
+    retry_eagain(|| flood.load())
+        .map_err(|e| Error::bpf("the kernel verifier refused the fw flood program", e))?;
+    let flood_fd = flood
+        .fd()
+        .map_err(|e| Error::bpf(PROG_FLOOD, e))?
+        .try_clone()
+        .map_err(|e| Error::io("fw_flood fd", e))?;
+    let mut progs: aya::maps::ProgramArray<_> = ebpf
+        .map_mut(MAP_PROGS)
+        .ok_or_else(|| Error::Other(format!("map {MAP_PROGS} missing from the object")))?
+        .try_into()
+        .map_err(|e| Error::bpf(MAP_PROGS, e))?;
+    progs
+        .set(0, &flood_fd, 0)
+        .map_err(|e| Error::bpf("FW_PROGS[0] = fw_flood", e))?;
     let prog = xdp_program(&mut ebpf)?;
     retry_eagain(|| prog.load())
         .map_err(|e| Error::bpf("the kernel verifier refused the fw XDP program", e))?;

@@ -39,7 +39,7 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 19] = [
     (MAP_FLOWS_OUT, MapType::LruHash, 40, 16, FLOWS_OUT_MAX),
     (MAP_FLOWS_IN, MapType::LruHash, 40, 16, FLOWS_IN_MAX),
     (MAP_EMBRYO, MapType::LruHash, 40, 16, EMBRYO_MAX),
-    (MAP_BLOCK_META, MapType::Array, 4, 72, 1),
+    (MAP_BLOCK_META, MapType::Array, 4, 20, 1),
     (MAP_BLOCK_V4, MapType::Hash, 8, 16, BLOCK_V4_MAX),
     (MAP_BLOCK_V6, MapType::Hash, 20, 16, BLOCK_V6_MAX),
     (MAP_BLOCK_LPM_V4, MapType::LpmTrie, 8, 16, BLOCK_V4_MAX),
@@ -125,7 +125,8 @@ pub struct PinnedMaps {
     flows_out: Map,
     flows_in: Map,
     embryo: Map,
-    pub(crate) flood: crate::blockmaps::FloodMaps,
+    /// Block lists, bans and rate limits.
+    pub flood: crate::blockmaps::FloodMaps,
 }
 
 pub(crate) fn open(path: &Path) -> Result<Map, Error> {

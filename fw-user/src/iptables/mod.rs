@@ -12,6 +12,7 @@
 
 mod addrset;
 mod export;
+mod export_flood;
 mod lex;
 mod load;
 mod model;
