@@ -21,11 +21,11 @@
 use crate::{
     Decision, Reason, Tables,
     decide::family_byte,
+    flood::Source,
     maps::{
         EVENT_BAN, EVENT_RL_KNOWN, PORT_HAS_SOURCES, PORT_SLOT_MASK, PortProto, SLOT_LIMITED,
         limited_slot, rule_id,
     },
-    flood::Source,
     packet::Family,
 };
 

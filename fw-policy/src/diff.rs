@@ -43,10 +43,7 @@ pub fn changes(old: &Policy, new: &Policy) -> Vec<String> {
 /// The default action, rate limits and `[[block]]` entries.
 fn flood_changes(old: &Policy, new: &Policy, out: &mut Vec<String>) {
     if old.default != new.default {
-        out.push(format!(
-            "~ default: {:?} → {:?}",
-            old.default, new.default
-        ));
+        out.push(format!("~ default: {:?} → {:?}", old.default, new.default));
     }
     let limits = |p: &Policy| -> BTreeSet<String> {
         p.live_limits()

@@ -164,8 +164,7 @@ impl FloodMaps {
     }
 
     pub fn meta(&self) -> Result<BlockMeta, Error> {
-        let a: Array<_, BlockMeta> =
-            Array::try_from(&self.meta).map_err(ctx("FW_BLOCK_META"))?;
+        let a: Array<_, BlockMeta> = Array::try_from(&self.meta).map_err(ctx("FW_BLOCK_META"))?;
         a.get(&0, 0).map_err(ctx("FW_BLOCK_META"))
     }
 
@@ -218,16 +217,22 @@ impl FloodMaps {
         self.put_v6(&d6.put, nm.lpm6 != 0)?;
         let mut mid = nm;
         if same4 && nm.lpm4 == 0 {
-            match union(&om.lens4[..om.n4 as usize], &nm.lens4[..nm.n4 as usize], &mut mid.lens4) {
+            match union(
+                &om.lens4[..om.n4 as usize],
+                &nm.lens4[..nm.n4 as usize],
+                &mut mid.lens4,
+            ) {
                 Some(n) => mid.n4 = n,
                 None => mid = nm,
             }
         }
         if same6 && nm.lpm6 == 0 {
             let mut lens = mid.lens6;
-            if let Some(n) =
-                union(&om.lens6[..om.n6 as usize], &nm.lens6[..nm.n6 as usize], &mut lens)
-            {
+            if let Some(n) = union(
+                &om.lens6[..om.n6 as usize],
+                &nm.lens6[..nm.n6 as usize],
+                &mut lens,
+            ) {
                 mid.lens6 = lens;
                 mid.n6 = n;
             }
@@ -351,7 +356,11 @@ impl FloodMaps {
 
     /// Write a per-source bucket (tests that make time pass).
     pub fn set_bucket(&mut self, known: bool, key: &BucketKey, b: &Bucket) -> Result<(), Error> {
-        let m = if known { &mut self.known } else { &mut self.new };
+        let m = if known {
+            &mut self.known
+        } else {
+            &mut self.new
+        };
         let mut h: HashMap<_, BucketKey, Bucket> =
             HashMap::try_from(m).map_err(ctx("rate-limit buckets"))?;
         h.insert(key, b, 0).map_err(ctx("rate-limit bucket insert"))

@@ -455,7 +455,11 @@ impl Filter {
     fn flip(&mut self, after: Record, note: String) -> Result<(), Error> {
         write_record(&mut self.maps, &after)?;
         if after.current.policy.blocks != self.state.current().policy.blocks {
-            crate::filter_flood::sync_from_maps(&mut self.maps, &self.paths, &after.current.policy)?;
+            crate::filter_flood::sync_from_maps(
+                &mut self.maps,
+                &self.paths,
+                &after.current.policy,
+            )?;
         }
         self.state.txn = Some(Txn {
             after: after.clone(),

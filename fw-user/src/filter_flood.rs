@@ -123,7 +123,8 @@ impl Filter {
             } else {
                 0
             };
-            let live: Vec<StoredEntry> = l.entries.iter().filter(|e| e.live(now)).cloned().collect();
+            let live: Vec<StoredEntry> =
+                l.entries.iter().filter(|e| e.live(now)).cloned().collect();
             lists.push(ListReport {
                 name: name.clone(),
                 source: l.source.clone(),
@@ -144,7 +145,12 @@ impl Filter {
 
     /// Change the block lists to `next`: checked by the lockout guard, written ahead, then
     /// made in the maps without a gap.
-    fn set_blocks(&mut self, old: &BlockStore, next: &BlockStore, guard: Guard) -> Result<(), Error> {
+    fn set_blocks(
+        &mut self,
+        old: &BlockStore,
+        next: &BlockStore,
+        guard: Guard,
+    ) -> Result<(), Error> {
         let policy = self.state().current().policy.clone();
         let want = blocklist::desired(next, &policy);
         let mut t = Compiled::new(&policy, 0);

@@ -234,7 +234,11 @@ impl Guard {
 
     /// [`Guard::check`] of `policy` as compiled into `t`, which may hold more than the policy
     /// (the `fw block` lists beside it).
-    pub fn check_compiled(self, policy: &Policy, t: &Compiled) -> Result<Option<String>, crate::Error> {
+    pub fn check_compiled(
+        self,
+        policy: &Policy,
+        t: &Compiled,
+    ) -> Result<Option<String>, crate::Error> {
         if self == Guard::Force {
             return Ok(None);
         }

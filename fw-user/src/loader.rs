@@ -7,8 +7,7 @@ use aya::{
     programs::{ProgramError, SchedClassifier, Xdp},
 };
 use fw_common::maps::{
-    ALL_MAPS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_PROGS, PROG_EGRESS, PROG_FLOOD,
-    PROG_XDP,
+    ALL_MAPS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_PROGS, PROG_EGRESS, PROG_FLOOD, PROG_XDP,
 };
 
 use crate::{

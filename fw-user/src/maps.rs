@@ -13,9 +13,9 @@ use fw_common::{
         BANS_MAX, BLOCK_V4_MAX, BLOCK_V6_MAX, COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX,
         FLOWS_OUT_MAX, GENERATIONS, MAP_ACTIVE, MAP_BANS, MAP_BLOCK_LPM_V4, MAP_BLOCK_LPM_V6,
         MAP_BLOCK_META, MAP_BLOCK_V4, MAP_BLOCK_V6, MAP_CONFIG, MAP_COUNTERS, MAP_EMBRYO,
-        MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_LIMITS, MAP_PORTS, MAP_RL_KNOWN, MAP_RL_NEW,
-        MAP_RL_TOTAL, MAP_SRC_V4, MAP_SRC_V6, MAX_RULES, PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX,
-        SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
+        MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_LIMITS, MAP_PORTS, MAP_RL_KNOWN, MAP_RL_NEW, MAP_RL_TOTAL,
+        MAP_SRC_V4, MAP_SRC_V6, MAX_RULES, PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX, SRC_V4_MAX,
+        SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
     },
 };
 
@@ -102,7 +102,10 @@ where
     Ok(out)
 }
 
-pub(crate) fn remove_tolerant(r: Result<(), aya::maps::MapError>, what: &'static str) -> Result<(), Error> {
+pub(crate) fn remove_tolerant(
+    r: Result<(), aya::maps::MapError>,
+    what: &'static str,
+) -> Result<(), Error> {
     match r {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(aya::maps::MapError::SyscallError(e))

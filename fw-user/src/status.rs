@@ -181,12 +181,7 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
         } else {
             "DROP"
         },
-        flood: crate::filter_flood::flood_status(
-            &paths,
-            &maps,
-            &view.current.policy,
-            generation,
-        )?,
+        flood: crate::filter_flood::flood_status(&paths, &maps, &view.current.policy, generation)?,
         options: view.current.policy.options.clone(),
         rules,
         reasons,

@@ -4,12 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::{
-    filter::Filter,
-    filter_flood::BlockReport,
-    guard::Guard,
-    paths::IfaceName,
-};
+use crate::{filter::Filter, filter_flood::BlockReport, guard::Guard, paths::IfaceName};
 use fw_policy::{Cidr, blocks::read_feed, display_safe, limit::duration_text};
 
 #[derive(Debug, clap::Subcommand)]
@@ -178,7 +173,11 @@ fn print_report(iface: &str, r: &BlockReport) {
             display_safe(&l.source)
         );
         let now = crate::state::unix_now();
-        for e in l.items.iter().take(if l.name == "manual" { usize::MAX } else { 20 }) {
+        for e in l
+            .items
+            .iter()
+            .take(if l.name == "manual" { usize::MAX } else { 20 })
+        {
             let exp = e.expires.map_or(String::new(), |t| {
                 format!("  expires in {}", duration_text(t.saturating_sub(now)))
             });

@@ -323,7 +323,15 @@ mod tests {
 
     #[test]
     fn block_and_limit_parse_their_arguments() {
-        let c = parse(&["block", "add", "192.0.2.1", "2001:db8::/32", "--timeout", "60"]).unwrap();
+        let c = parse(&[
+            "block",
+            "add",
+            "192.0.2.1",
+            "2001:db8::/32",
+            "--timeout",
+            "60",
+        ])
+        .unwrap();
         let Command::Block(super::block::BlockCmd::Add(a)) = c.command else {
             panic!()
         };

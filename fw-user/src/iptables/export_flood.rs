@@ -18,7 +18,12 @@ pub fn blocks(out: &mut String, p: &Policy, v6: bool) {
 /// iptables can say N per second, minute, hour or day: the finest unit that keeps the rate
 /// exact, else per minute rounded up.
 fn rate_text(r: &Rate) -> String {
-    for (unit, secs) in [("second", 1u64), ("minute", 60), ("hour", 3600), ("day", 86_400)] {
+    for (unit, secs) in [
+        ("second", 1u64),
+        ("minute", 60),
+        ("hour", 3600),
+        ("day", 86_400),
+    ] {
         let n = u64::from(r.count) * secs;
         if n % u64::from(r.secs) == 0 {
             return format!("{}/{unit}", n / u64::from(r.secs));
@@ -77,6 +82,9 @@ mod tests {
         assert!(text.contains(":INPUT ACCEPT"), "{text}");
         assert!(text.contains("-A INPUT -s 192.0.2.0/24 -j DROP"), "{text}");
         assert!(!text.contains("2001:db8"), "{text}");
-        assert!(text.contains("--hashlimit-above 12/minute --hashlimit-burst 6 -j DROP"), "{text}");
+        assert!(
+            text.contains("--hashlimit-above 12/minute --hashlimit-burst 6 -j DROP"),
+            "{text}"
+        );
     }
 }
