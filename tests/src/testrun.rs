@@ -436,6 +436,17 @@ impl KernelFilter {
         Ok(p.try_into()?)
     }
 
+    /// Run `frame` through the kernel program `repeat` times: the XDP return value and the mean
+    /// time per run (BPF_PROG_TEST_RUN's own timing).
+    pub fn time(&self, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, std::time::Duration)> {
+        let r = self.program()?.test_run(TestRunOptions {
+            data_in: Some(frame),
+            repeat,
+            ..Default::default()
+        })?;
+        Ok((r.return_value, r.duration))
+    }
+
     /// Run `frame` through the kernel program once; the XDP return value.
     pub fn run(&self, frame: &[u8]) -> anyhow::Result<u32> {
         if frame.len() < MIN_FRAME {
