@@ -58,14 +58,15 @@ pub const MAP_RL_TOTAL: &str = "FW_RL_TOTAL";
 
 /// The XDP program `fw_xdp` tail-calls for block lists, bans and rate limits.
 pub const PROG_FLOOD: &str = "fw_flood";
-/// `ProgramArray` (not pinned: each loaded object has its own): `fw_flood` at index 0.
+/// `ProgramArray`: `fw_flood` at index 0. Pinned: the kernel empties a program array when the
+/// last user reference to it goes (fw exits), and fw_xdp would then fail closed.
 pub const MAP_PROGS: &str = "FW_PROGS";
 
 /// The TC egress program that records this host's outbound flows.
 pub const PROG_EGRESS: &str = "fw_egress";
 
 /// Every map the programs pin, in the order userspace checks them.
-pub const ALL_MAPS: [&str; 19] = [
+pub const ALL_MAPS: [&str; 20] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_PORTS,
@@ -85,6 +86,7 @@ pub const ALL_MAPS: [&str; 19] = [
     MAP_RL_KNOWN,
     MAP_RL_NEW,
     MAP_RL_TOTAL,
+    MAP_PROGS,
 ];
 
 /// Blocklist capacity per family: room for a list of a million entries and its replacement

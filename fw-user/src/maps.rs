@@ -23,7 +23,7 @@ use crate::{Error, paths::IfacePaths};
 use fw_policy::Compiled;
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
-pub const LAYOUT: [(&str, MapType, u32, u32, u32); 19] = [
+pub const LAYOUT: [(&str, MapType, u32, u32, u32); 20] = [
     (MAP_ACTIVE, MapType::Array, 4, 4, 1),
     (
         MAP_CONFIG,
@@ -49,6 +49,7 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 19] = [
     (MAP_RL_KNOWN, MapType::LruHash, 20, 16, RL_KNOWN_MAX),
     (MAP_RL_NEW, MapType::LruHash, 20, 16, RL_NEW_MAX),
     (MAP_RL_TOTAL, MapType::Array, 4, 8, MAX_RULES),
+    (fw_common::maps::MAP_PROGS, MapType::ProgramArray, 4, 4, 1),
 ];
 
 /// Refuse a pinned map whose type or sizes differ from [`LAYOUT`] (aya reuses pins unchecked).

@@ -26,12 +26,17 @@ fn fw_block_of_one_address_cuts_it_on_every_port_v4_and_v6_and_nd_still_works() 
     pair.fw_up(None);
     for v6 in FAMILIES {
         for port in [80, 22] {
-            assert_eq!(pair.connect(v6, port), Connect::Connected, "v6={v6} {port} before");
+            assert_eq!(
+                pair.connect(v6, port),
+                Connect::Connected,
+                "v6={v6} {port} before"
+            );
         }
     }
     let c4 = pair.client_ip(false).to_string();
     let c6 = pair.client_ip(true).to_string();
-    pair.fw(&["block", "add", &c4, &c6, "--comment", "abuse"]).check();
+    pair.fw(&["block", "add", &c4, &c6, "--comment", "abuse"])
+        .check();
     for v6 in FAMILIES {
         for port in [80, 22, 443] {
             assert_ne!(
@@ -52,7 +57,8 @@ fn fw_block_of_one_address_cuts_it_on_every_port_v4_and_v6_and_nd_still_works() 
     // Neighbour discovery from the blocked IPv6 source still passes: with its neighbour entry
     // flushed, the server can resolve it again (the echo reply itself is blocked).
     pair.server.ip(&["-6", "neigh", "flush", "dev", "fwsrv"]);
-    pair.server.run("ping", &["-6", "-c", "1", "-W", "1", &c6], CONNECT_OK);
+    pair.server
+        .run("ping", &["-6", "-c", "1", "-W", "1", &c6], CONNECT_OK);
     let neigh = pair.server.ip(&["-6", "neigh", "show", &c6]).stdout;
     assert!(
         neigh.contains("lladdr"),
@@ -63,13 +69,22 @@ fn fw_block_of_one_address_cuts_it_on_every_port_v4_and_v6_and_nd_still_works() 
     let list = pair.fw(&["block", "list"]).check().stdout;
     assert!(list.contains(&c4) && list.contains("abuse"), "{list}");
     let explain = pair
-        .fw(&["explain", "--proto", "tcp", "--dport", "443", "--flags", "S", "--src", &c4])
+        .fw(&[
+            "explain", "--proto", "tcp", "--dport", "443", "--flags", "S", "--src", &c4,
+        ])
         .check()
         .stdout;
-    assert!(explain.contains("blocked") && explain.contains("manual"), "{explain}");
+    assert!(
+        explain.contains("blocked") && explain.contains("manual"),
+        "{explain}"
+    );
     pair.fw(&["block", "del", &c4, &c6]).check();
     for v6 in FAMILIES {
-        assert_eq!(pair.connect(v6, 80), Connect::Connected, "v6={v6} after del");
+        assert_eq!(
+            pair.connect(v6, 80),
+            Connect::Connected,
+            "v6={v6} after del"
+        );
     }
     pair.finish();
 }
@@ -86,7 +101,11 @@ fn a_timed_block_shows_its_expiry_and_lifts() {
     let list = pair.fw(&["block", "list"]).check().stdout;
     assert!(list.contains("expires in"), "{list}");
     std::thread::sleep(std::time::Duration::from_secs(4));
-    assert_eq!(pair.connect(false, 80), Connect::Connected, "the block did not lift");
+    assert_eq!(
+        pair.connect(false, 80),
+        Connect::Connected,
+        "the block did not lift"
+    );
     pair.finish();
 }
 
@@ -106,13 +125,30 @@ fn a_million_line_list_imports_and_blocks() {
     let _ = writeln!(text, "{}", pair.client_ip(false));
     let file = dir.write("big.txt", &text);
     let t = Instant::now();
-    let out = pair.fw(&["block", "import", &file.display().to_string()]).check();
-    println!("fw block import of 1,000,000 lines: {:.2} s: {}", t.elapsed().as_secs_f64(), out.stdout.trim());
+    let out = pair
+        .fw(&["block", "import", &file.display().to_string()])
+        .check();
+    println!(
+        "fw block import of 1,000,000 lines: {:.2} s: {}",
+        t.elapsed().as_secs_f64(),
+        out.stdout.trim()
+    );
     assert_eq!(blocked_entries(&pair), 1_000_000);
-    assert_ne!(pair.probe(false, 80), Connect::Connected, "the list's last line is not blocked");
+    assert_ne!(
+        pair.probe(false, 80),
+        Connect::Connected,
+        "the list's last line is not blocked"
+    );
     // Replacing the list as a whole, with one that no longer holds the client.
     let small = dir.write("big2.txt", "192.0.2.99\n");
-    pair.fw(&["block", "import", &small.display().to_string(), "--list", "big"]).check();
+    pair.fw(&[
+        "block",
+        "import",
+        &small.display().to_string(),
+        "--list",
+        "big",
+    ])
+    .check();
     assert_eq!(blocked_entries(&pair), 1);
     assert_eq!(pair.connect(false, 80), Connect::Connected);
     pair.finish();
@@ -133,7 +169,10 @@ fn a_feed_with_a_garbage_line_is_refused_naming_file_and_line_and_nothing_is_app
     let out = pair.fw(&["block", "import", &feed.display().to_string()]);
     assert!(!out.success(), "a garbage feed was accepted: {out}");
     let name = format!("{}:3", feed.display());
-    assert!(out.stderr.contains(&name), "the error does not name {name}: {out}");
+    assert!(
+        out.stderr.contains(&name),
+        "the error does not name {name}: {out}"
+    );
     assert_eq!(blocked_entries(&pair), 0, "something was applied");
     assert_eq!(pair.connect(false, 80), Connect::Connected);
     pair.finish();

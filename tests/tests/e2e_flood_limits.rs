@@ -25,7 +25,11 @@ fn a_seventh_ssh_connection_within_30s_is_dropped_while_another_source_connects(
     let _l = pair.listen(false, SSH);
     pair.fw_up(Some(&limited_policy(&dir, "6/30s")));
     for i in 0..6 {
-        assert_eq!(pair.connect(false, SSH), Connect::Connected, "connection {i}");
+        assert_eq!(
+            pair.connect(false, SSH),
+            Connect::Connected,
+            "connection {i}"
+        );
     }
     assert_eq!(
         pair.probe(false, SSH),
@@ -48,7 +52,14 @@ fn a_seventh_ssh_connection_within_30s_is_dropped_while_another_source_connects(
     assert!(text.contains("6/30s per source"), "{text}");
     let explain = pair
         .fw(&[
-            "explain", "--proto", "tcp", "--dport", "22", "--flags", "S", "--src",
+            "explain",
+            "--proto",
+            "tcp",
+            "--dport",
+            "22",
+            "--flags",
+            "S",
+            "--src",
             &pair.client_ip(false).to_string(),
         ])
         .check()
@@ -71,9 +82,17 @@ fn a_spoofed_syn_flood_neither_evicts_a_real_clients_bucket_nor_its_session() {
     let mut session = pair.client.stream(pair.server_addr(false, SSH), None);
     assert!(echoes(&mut session, b"before", CONNECT_OK));
     for i in 0..5 {
-        assert_eq!(pair.connect(false, SSH), Connect::Connected, "connection {i}");
+        assert_eq!(
+            pair.connect(false, SSH),
+            Connect::Connected,
+            "connection {i}"
+        );
     }
-    assert_eq!(pair.probe(false, SSH), Connect::TimedOut, "7th before the flood");
+    assert_eq!(
+        pair.probe(false, SSH),
+        Connect::TimedOut,
+        "7th before the flood"
+    );
     let before = pair.status();
     let flood = 300_000u32;
     let out = pair.client.run(
@@ -105,7 +124,10 @@ fn a_spoofed_syn_flood_neither_evicts_a_real_clients_bucket_nor_its_session() {
         after.0["flood"]
     );
     assert_eq!(after.0["flood"]["buckets_known"].as_u64(), Some(1));
-    assert!(echoes(&mut session, b"after", CONNECT_OK), "the session died");
+    assert!(
+        echoes(&mut session, b"after", CONNECT_OK),
+        "the session died"
+    );
     assert_eq!(
         pair.probe(false, SSH),
         Connect::TimedOut,

@@ -119,7 +119,13 @@ fn flood_costs() {
     let base = measure(
         &f,
         &floor,
-        &[("SYN, rule without limit, empty block list", syn80.clone()), ("SYN, rule with a limit (per-source bucket hit)", syn22.clone())],
+        &[
+            ("SYN, rule without limit, empty block list", syn80.clone()),
+            (
+                "SYN, rule with a limit (per-source bucket hit)",
+                syn22.clone(),
+            ),
+        ],
     );
     for (n, ns, r) in &base {
         println!("  {n:<55} {ns:>7.1} ns  (ret {r})");
@@ -139,7 +145,10 @@ fn flood_costs() {
             let r = measure(
                 &f,
                 &floor,
-                &[("blocked source", blocked.clone()), ("other source (SYN to an open port)", syn80.clone())],
+                &[
+                    ("blocked source", blocked.clone()),
+                    ("other source (SYN to an open port)", syn80.clone()),
+                ],
             );
             let mem = if lpm {
                 map_memory(&f, fw_common::maps::MAP_BLOCK_LPM_V4)
