@@ -293,3 +293,21 @@ fn a_block_file_in_the_policy_is_read_relative_to_it_and_garbage_is_refused() {
     assert!(e.to_string().contains("bad.txt:2"), "{e}");
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn limits_survive_a_flattened_json_round_trip() {
+    // The state file flattens the record holding the policy; number-keyed maps do not survive.
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Outer {
+        #[serde(flatten)]
+        inner: Inner,
+    }
+    #[derive(serde::Serialize, serde::Deserialize)]
+    struct Inner {
+        policy: crate::Policy,
+    }
+    let p = parse_policy("p", SSH_LIMIT).unwrap();
+    let text = serde_json::to_string(&Outer { inner: Inner { policy: p.clone() } }).unwrap();
+    let back: Outer = serde_json::from_str(&text).unwrap();
+    assert_eq!(back.inner.policy, p);
+}

@@ -218,8 +218,14 @@ pub struct Policy {
     /// `default = "drop"` (the default) or `"accept"`.
     #[serde(default, skip_serializing_if = "DefaultAction::is_drop")]
     pub default: DefaultAction,
-    /// Rate limits, by rule id (a rule without an entry has none).
-    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    /// Rate limits, by rule id (a rule without an entry has none). Stored as a list of
+    /// `[id, limit]` pairs: a map with number keys does not survive serde's `flatten` (the state
+    /// file flattens the policy record).
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        with = "limit_pairs"
+    )]
     pub limits: std::collections::BTreeMap<u32, Limit>,
     /// `[[block]]` entries.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -339,6 +345,22 @@ impl Policy {
             );
         }
         out
+    }
+}
+
+mod limit_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::Limit;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<u32, Limit>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, Limit>, D::Error> {
+        Ok(Vec::<(u32, Limit)>::deserialize(d)?.into_iter().collect())
     }
 }
 
