@@ -307,7 +307,10 @@ fn limits_survive_a_flattened_json_round_trip() {
         policy: crate::Policy,
     }
     let p = parse_policy("p", SSH_LIMIT).unwrap();
-    let text = serde_json::to_string(&Outer { inner: Inner { policy: p.clone() } }).unwrap();
+    let text = serde_json::to_string(&Outer {
+        inner: Inner { policy: p.clone() },
+    })
+    .unwrap();
     let back: Outer = serde_json::from_str(&text).unwrap();
     assert_eq!(back.inner.policy, p);
 }

@@ -82,7 +82,7 @@ pub fn parse_duration(s: &str) -> Result<u64, String> {
 /// Seconds as the shortest exact text: `30s`, `10m`, `1h`, `1d`.
 pub fn duration_text(secs: u64) -> String {
     for (unit, n) in [("d", 86_400), ("h", 3600), ("m", 60)] {
-        if secs >= n && secs % n == 0 {
+        if secs >= n && secs.is_multiple_of(n) {
             return format!("{}{unit}", secs / n);
         }
     }

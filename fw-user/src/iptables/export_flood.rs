@@ -25,7 +25,7 @@ fn rate_text(r: &Rate) -> String {
         ("day", 86_400),
     ] {
         let n = u64::from(r.count) * secs;
-        if n % u64::from(r.secs) == 0 {
+        if n.is_multiple_of(u64::from(r.secs)) {
             return format!("{}/{unit}", n / u64::from(r.secs));
         }
     }
