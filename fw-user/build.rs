@@ -1,7 +1,8 @@
 //! Compiles fw-ebpf for the BPF target (nightly, build-std, bpf-linker) and leaves the object in
-//! OUT_DIR/fw-xdp, which the `fw` binary embeds (each other bin of fw-ebpf lands in
-//! OUT_DIR/<bin name>). With AYA_BUILD_SKIP=1 (clippy, docs, hosts without the BPF toolchain)
-//! empty objects are written instead; loading one then fails with a message that says so.
+//! OUT_DIR/fw-xdp, which the `fw` binary embeds: the firewall only (the benchmark's programs
+//! are fw-bench-ebpf, built by fw-bench). With AYA_BUILD_SKIP=1 (clippy, docs, hosts without
+//! the BPF toolchain) an empty object is written instead; loading it then fails with a message
+//! that says so.
 
 use std::{env, fs, path::PathBuf};
 
@@ -18,17 +19,6 @@ fn main() -> anyhow::Result<()> {
     let skip = env::var("AYA_BUILD_SKIP").is_ok_and(|v| v == "1" || v.eq_ignore_ascii_case("true"));
     if skip {
         fs::write(out.join("fw-xdp"), b"")?;
-        // The other bins of fw-ebpf (the benchmark's programs) are embedded too: stub them.
-        if let Ok(bins) = fs::read_dir(manifest.join("../fw-ebpf/src/bin")) {
-            for bin in bins.flatten() {
-                let path = bin.path();
-                if path.extension().is_some_and(|e| e == "rs")
-                    && let Some(stem) = path.file_stem()
-                {
-                    fs::write(out.join(stem), b"")?;
-                }
-            }
-        }
         return Ok(());
     }
     aya_build::build_ebpf(

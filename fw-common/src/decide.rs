@@ -9,11 +9,12 @@
 use crate::{
     Reason,
     block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
-    flow::{FlowKey, FlowState, FlowTable, REFRESH_NS, state, tcp_next},
+    flow::{FlowKey, FlowState, FlowTable, Segment},
     limit::{self, BanKey, Bucket, BucketKey, LimitParams},
     maps::{Config, PORT_SLOT_MASK, PortProto, SLOT_LIMITED},
     packet::{Family, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, L4, PacketView, Parsed, parse},
-    tcp::{ACK, FlagClass, RST, SYN, classify},
+    tcp::{FlagClass, classify},
+    track::{Tracked, reply_seen, tcp_established},
 };
 
 /// What the policy and the connection state say, however they are stored.
@@ -32,6 +33,48 @@ pub trait Tables {
     /// Insert (`new`) or overwrite a flow entry. Read-only tables (`fw explain`) ignore it.
     fn flow_write(&self, table: FlowTable, key: &FlowKey, st: &FlowState, new: bool);
     fn flow_remove(&self, table: FlowTable, key: &FlowKey);
+
+    /// Read-modify-write an entry in place (one lookup): `f` gets the entry, the result is
+    /// `f`'s, or `None` when there is no entry. No default: a table that keeps state must
+    /// write `f`'s changes back, a read-only one (`fw explain`) lends a copy
+    /// ([`lend_copy`]) — each implementation says which it is.
+    fn flow_with<R>(
+        &self,
+        table: FlowTable,
+        key: &FlowKey,
+        f: impl FnOnce(&mut FlowState) -> R,
+    ) -> Option<R>;
+
+    /// Remove an entry; whether it was there (another CPU may have removed it first).
+    #[inline(always)]
+    fn flow_take(&self, table: FlowTable, key: &FlowKey) -> bool {
+        self.flow_remove(table, key);
+        true
+    }
+
+    /// How many `In` entries the source of [`crate::track::source_key`] holds (see
+    /// [`crate::flow::SOURCE_QUOTA`]).
+    #[inline(always)]
+    fn source_count(&self, _src: &[u8; 16]) -> u32 {
+        0
+    }
+
+    /// Set that count. Read-only tables ignore it.
+    #[inline(always)]
+    fn source_count_set(&self, _src: &[u8; 16], _n: u32) {}
+
+    /// Until when (in [`crate::flow::hint_time`] units) an Embryo entry of a flow whose
+    /// [`crate::flow::hint_slot`] is `slot` may live: before that, the Embryo table must be
+    /// looked up; after it, no entry of that slot can be alive and the lookup is skipped. The
+    /// default never skips.
+    #[inline(always)]
+    fn embryo_hint(&self, _slot: u32) -> u32 {
+        u32::MAX
+    }
+
+    /// Set a slot's hint. Read-only tables ignore it.
+    #[inline(always)]
+    fn embryo_hint_set(&self, _slot: u32, _until: u32) {}
 
     // Block lists, bans and rate limits ([`crate::block`], [`crate::limit`]). The defaults are
     // "nothing blocked, no limits", for tables that only judge the policy's ports.
@@ -75,6 +118,19 @@ pub trait Tables {
     fn total_write(&self, _rule: u32, _tat: u64) {}
     /// Count one event (not a verdict) at counter `slot`.
     fn event(&self, _slot: u32) {}
+}
+
+/// [`Tables::flow_with`] for read-only tables: `f` sees a copy of the entry, and what it changes
+/// is forgotten.
+#[inline(always)]
+pub fn lend_copy<T: Tables + ?Sized, R>(
+    t: &T,
+    table: FlowTable,
+    key: &FlowKey,
+    f: impl FnOnce(&mut FlowState) -> R,
+) -> Option<R> {
+    let mut st = t.flow(table, key)?;
+    Some(f(&mut st))
 }
 
 /// A verdict and the counter slot that accounts for it (a [`Reason`] or a rule slot).
@@ -166,8 +222,9 @@ fn decide_ip<T: Tables>(t: &T, cfg: &Config, ip: &Ip) -> Decision {
             sport,
             dport,
             flags,
+            seq,
             ack,
-            ..
+            len,
         } => match classify(flags) {
             FlagClass::Null => Decision::reason(Reason::TcpNull),
             FlagClass::Xmas => Decision::reason(Reason::TcpXmas),
@@ -182,12 +239,18 @@ fn decide_ip<T: Tables>(t: &T, cfg: &Config, ip: &Ip) -> Decision {
             FlagClass::Other => {
                 if stateful {
                     let key = ingress_key(ip, sport, dport);
-                    match tcp_established(t, &key, flags, ack, dport) {
-                        MISS => {}
+                    let seg = Segment {
+                        flags,
+                        seq,
+                        ack,
+                        len,
+                    };
+                    match tcp_established(t, &key, &seg, dport) {
+                        Tracked::No => {}
                         // The flood step gives a client that completed a handshake its
                         // trusted rate-limit bucket, then counts it as established.
-                        HANDSHAKE => return crate::flood::handshake(dport),
-                        _ => return Decision::reason(Reason::Established),
+                        Tracked::Handshake => return crate::flood::handshake(dport),
+                        Tracked::Yes => return Decision::reason(Reason::Established),
                     }
                     if cfg.has(Config::NEW_REQUIRES_SYN) {
                         return Decision::reason(Reason::TcpNotSyn);
@@ -234,90 +297,6 @@ pub const fn family_byte(f: Family) -> u8 {
         Family::V4 => 4,
         Family::V6 => 6,
     }
-}
-
-/// A live entry in `table`, refreshed (and moved to `next` state) as this packet requires; an
-/// expired one is removed.
-#[inline(always)]
-fn touch<T: Tables>(t: &T, table: FlowTable, key: &FlowKey, next: impl Fn(u8) -> u8) -> bool {
-    let Some(mut st) = t.flow(table, key) else {
-        return false;
-    };
-    // The clock is read only on a hit: a miss (a scan) costs the lookup alone.
-    let now = t.now();
-    if !st.alive(key.proto, now, &t.config()) {
-        t.flow_remove(table, key);
-        return false;
-    }
-    let n = next(st.state);
-    if n != st.state || now.wrapping_sub(st.last_seen) > REFRESH_NS {
-        st.state = n;
-        st.last_seen = now;
-        t.flow_write(table, key, &st, false);
-    }
-    true
-}
-
-const MISS: u8 = 0;
-const HIT: u8 = 1;
-/// A hit that completed an inbound handshake (the embryo was promoted).
-const HANDSHAKE: u8 = 2;
-
-/// Non-SYN TCP: part of a tracked connection? ([`HIT`], [`HANDSHAKE`] or [`MISS`]) Inbound connections to an allowed port are
-/// looked up first in the inbound tables, everything else in the outbound table first, so the
-/// common case costs one hash lookup.
-#[inline(always)]
-fn tcp_established<T: Tables>(t: &T, key: &FlowKey, flags: u8, ack: u32, dport: u16) -> u8 {
-    let next = |s: u8| tcp_next(s, flags);
-    let inbound_first = t.port(PortProto::Tcp, dport) != 0;
-    if inbound_first && touch(t, FlowTable::In, key, next) {
-        return HIT;
-    }
-    if touch(t, FlowTable::Out, key, next) {
-        return HIT;
-    }
-    if !inbound_first && touch(t, FlowTable::In, key, next) {
-        return HIT;
-    }
-    // The client's handshake ACK: promote the embryo if it acknowledges our SYN+ACK. Embryos
-    // exist only for ports the policy admits SYNs to, so other ports skip the lookup.
-    let handshake_ack = flags & (SYN | ACK) == ACK;
-    // A client that did not ask for our SYN+ACK answers it with a bare RST; let it through so
-    // the host drops the half-open connection at once (and forget the embryo).
-    let refusal = flags & (SYN | ACK | RST) == RST;
-    if !inbound_first || !(handshake_ack || refusal) {
-        return MISS;
-    }
-    let Some(e) = t.flow(FlowTable::Embryo, key) else {
-        return MISS;
-    };
-    if !e.alive(key.proto, t.now(), &t.config()) {
-        return MISS;
-    }
-    if refusal {
-        t.flow_remove(FlowTable::Embryo, key);
-        return HIT;
-    }
-    if e.expect_ack == ack {
-        let now = t.now();
-        let st = FlowState {
-            last_seen: now,
-            expect_ack: 0,
-            state: tcp_next(state::ESTABLISHED, flags),
-            flags: e.flags,
-            _pad: [0; 2],
-        };
-        t.flow_write(FlowTable::In, key, &st, true);
-        t.flow_remove(FlowTable::Embryo, key);
-        return HANDSHAKE;
-    }
-    MISS
-}
-
-/// UDP or ICMP echo reply to something this host sent.
-#[inline(always)]
-fn reply_seen<T: Tables>(t: &T, key: &FlowKey) -> bool {
-    touch(t, FlowTable::Out, key, |_| state::REPLIED)
 }
 
 #[inline(always)]

@@ -4,7 +4,9 @@
 use crate::{
     Tables,
     decide::{ICMP_ECHO_REQUEST, ICMPV6_ECHO_REQUEST, family_byte},
-    flow::{FlowKey, FlowState, FlowTable, REFRESH_NS, state, tcp_next},
+    flow::{
+        FlowKey, FlowState, FlowTable, REFRESH_NS, Segment, Step, state, tcp_egress, timeout_ns,
+    },
     maps::{Config, PortProto},
     packet::{Family, Fragment, Ip, L4, PacketView, Parsed, parse},
     tcp::{ACK, FIN, RST, SYN},
@@ -24,8 +26,9 @@ pub fn egress_key(ip: &Ip, sport: u16, dport: u16) -> FlowKey {
     }
 }
 
-/// Record what a leaving frame means for the flow tables. Only packets that open, answer or
-/// close something cost a map operation; plain TCP data and ACKs cost none.
+/// Record what a leaving frame means for the flow tables. A TCP segment of a tracked
+/// connection costs a lookup: its acknowledgment number is the sequence number this host
+/// expects next, which is what a peer's RST or FIN must carry to end the connection.
 #[inline(always)]
 pub fn record<P: PacketView + ?Sized, T: Tables>(pkt: &P, t: &T) {
     if !t.config().has(Config::ESTABLISHED) {
@@ -44,11 +47,15 @@ pub fn record<P: PacketView + ?Sized, T: Tables>(pkt: &P, t: &T) {
             dport,
             flags,
             seq,
-            ..
+            ack,
+            len,
         } => {
             let key = egress_key(&ip, sport, dport);
             if flags & (SYN | ACK | RST | FIN) == SYN {
-                let st = fresh(now, state::SYN_SENT);
+                // Our SYN: its answer must acknowledge exactly seq + 1.
+                let mut st = fresh(now, state::SYN_SENT);
+                st.expect_ack = seq.wrapping_add(1);
+                st.flags = FlowState::SEQ;
                 t.flow_write(
                     FlowTable::Out,
                     &key,
@@ -62,16 +69,17 @@ pub fn record<P: PacketView + ?Sized, T: Tables>(pkt: &P, t: &T) {
                     st.expect_ack = seq.wrapping_add(1);
                     let new = t.flow(FlowTable::Embryo, &key).is_none();
                     t.flow_write(FlowTable::Embryo, &key, &st, new);
+                    let ttl = timeout_ns(key.proto, state::SYN_RECV, &t.config());
+                    crate::track::hint_embryo(t, &key, now, ttl);
                 }
-            } else if flags & (FIN | RST) != 0 {
-                for table in [FlowTable::Out, FlowTable::In] {
-                    if let Some(mut st) = t.flow(table, &key) {
-                        st.state = tcp_next(st.state, flags);
-                        st.last_seen = now;
-                        t.flow_write(table, &key, &st, false);
-                        break;
-                    }
-                }
+            } else {
+                let seg = Segment {
+                    flags,
+                    seq,
+                    ack,
+                    len,
+                };
+                tcp_segment(t, &key, &seg, sport, now);
             }
         }
         L4::Udp { sport, dport } => {
@@ -103,6 +111,48 @@ fn fresh(now: u64, s: u8) -> FlowState {
         state: s,
         flags: 0,
         _pad: [0; 2],
+    }
+}
+
+/// One of this host's segments on a tracked connection (looked up in the table its local port
+/// suggests first): learn the sequence number it acknowledges, and end the connection on its
+/// RST or after its last ACK. Each lookup is written out with its own map (see
+/// `decide::tcp_established`: the verifier inlines lookups only at single-map call sites).
+#[inline(always)]
+fn tcp_segment<T: Tables>(t: &T, key: &FlowKey, seg: &Segment, sport: u16, now: u64) {
+    if t.port(PortProto::Tcp, sport) != 0 {
+        // Connections over their source's quota wait in the Embryo table.
+        let _ = egress_step(t, FlowTable::In, key, seg, now)
+            || egress_step(t, FlowTable::Out, key, seg, now)
+            || egress_step(t, FlowTable::Embryo, key, seg, now);
+    } else {
+        let _ = egress_step(t, FlowTable::Out, key, seg, now)
+            || egress_step(t, FlowTable::In, key, seg, now);
+    }
+}
+
+/// Our segment on `table`'s entry for `key`, if there is one (in the Embryo table only an
+/// OVERFLOW entry, an established connection). True when it was found there.
+#[inline(always)]
+fn egress_step<T: Tables>(t: &T, table: FlowTable, key: &FlowKey, seg: &Segment, now: u64) -> bool {
+    let r = t.flow_with(table, key, |st| {
+        if table == FlowTable::Embryo && st.flags & FlowState::OVERFLOW == 0 {
+            return None;
+        }
+        let step = tcp_egress(st, seg);
+        if step == Step::Moved {
+            st.last_seen = now;
+        }
+        Some(step)
+    });
+    match r {
+        None => false,
+        Some(None) => true,
+        Some(Some(Step::Keep | Step::Moved)) => true,
+        Some(Some(Step::Remove)) => {
+            crate::track::forget(t, table, key);
+            true
+        }
     }
 }
 

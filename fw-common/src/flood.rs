@@ -24,6 +24,18 @@ pub struct Source {
 }
 const _: () = assert!(size_of::<Source>() == 20);
 
+/// What the XDP program hands to the tail-called flood program (a
+/// [`crate::maps::MAP_HANDOFF`] value): the packet's source and the decision so far.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub struct Handoff {
+    pub source: Source,
+    pub slot: u32,
+    /// 1 when the decision so far passes the packet.
+    pub pass: u32,
+}
+const _: () = assert!(size_of::<Handoff>() == 28);
+
 /// The decision of a packet that completed an inbound TCP handshake to `port` (see
 /// [`SLOT_HANDSHAKE`]): established, with the port in bits 8..24.
 #[inline(always)]

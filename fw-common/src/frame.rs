@@ -1,6 +1,11 @@
 //! Frames built from a description (feature `builder`, std): for `fw explain` and the lockout
 //! guard, which judge packets with `decide()`, and for the tests, which feed the same bytes to
-//! the kernel (BPF_PROG_TEST_RUN) and to the userspace `decide()`.
+//! the kernel (BPF_PROG_TEST_RUN) and to the userspace `decide()`, and send them on veths.
+//!
+//! A built frame is well-formed: IP header, TCP/UDP/ICMP/ICMPv6 checksums included (whole,
+//! unfragmented datagrams), so a real stack treats it as real traffic. The Internet checksum
+//! here ([`csum_add`], [`csum_fold`], [`set_l4_checksum`]) is the one the tests use too; the
+//! malformed variants are made from these frames by the test lab (`fw-lab`).
 
 use std::{format, net::IpAddr, string::String, vec, vec::Vec};
 
@@ -56,7 +61,12 @@ pub struct PacketSpec {
     /// TCP sequence and acknowledgment numbers.
     pub seq: u32,
     pub ack: u32,
+    /// Destination and source MAC addresses.
+    pub macs: ([u8; 6], [u8; 6]),
 }
+
+/// The MACs a frame gets unless [`PacketSpec::macs`] says otherwise: (destination, source).
+pub const DEFAULT_MACS: ([u8; 6], [u8; 6]) = ([0x02, 0, 0, 0, 0, 0x02], [0x02, 0, 0, 0, 0, 0x01]);
 
 impl PacketSpec {
     pub fn tcp(src: &str, dst: &str, sport: u16, dport: u16, flags: u8) -> Self {
@@ -95,7 +105,14 @@ impl PacketSpec {
             payload: 0,
             seq: 1,
             ack: 0,
+            macs: DEFAULT_MACS,
         }
+    }
+
+    /// Destination and source MAC addresses.
+    pub fn macs(mut self, dst: [u8; 6], src: [u8; 6]) -> Self {
+        self.macs = (dst, src);
+        self
     }
 
     pub fn seq_ack(mut self, seq: u32, ack: u32) -> Self {
@@ -170,14 +187,19 @@ impl PacketSpec {
 
     /// The Ethernet frame.
     pub fn build(&self) -> Vec<u8> {
-        let mut f = vec![0x02, 0, 0, 0, 0, 0x02, 0x02, 0, 0, 0, 0, 0x01];
+        let mut f = Vec::with_capacity(128);
+        f.extend_from_slice(&self.macs.0);
+        f.extend_from_slice(&self.macs.1);
         let v6 = self.src.is_ipv6();
         for vid in &self.vlans {
             f.extend_from_slice(&p::ETH_P_8021Q.to_be_bytes());
             f.extend_from_slice(&vid.to_be_bytes());
         }
         f.extend_from_slice(&if v6 { p::ETH_P_IPV6 } else { p::ETH_P_IPV4 }.to_be_bytes());
-        let (proto, l4) = self.l4_bytes(v6);
+        let (proto, mut l4) = self.l4_bytes(v6);
+        if self.frag == FragSpec::None {
+            set_l4_checksum(proto, self.src, self.dst, &mut l4);
+        }
         match (self.src, self.dst) {
             (IpAddr::V4(s), IpAddr::V4(d)) => {
                 let ihl = 20 + self.ipv4_options;
@@ -255,15 +277,89 @@ pub fn arp_frame() -> Vec<u8> {
     f
 }
 
-fn checksum(b: &[u8]) -> u16 {
-    let mut sum: u32 = 0;
-    for c in b.chunks(2) {
-        sum += u32::from(u16::from_be_bytes([c[0], *c.get(1).unwrap_or(&0)]));
+/// Internet checksum accumulation (RFC 1071): `data` as 16-bit big-endian words (an odd last
+/// byte padded with zero) added to `sum`.
+pub fn csum_add(mut sum: u32, data: &[u8]) -> u32 {
+    let mut it = data.chunks_exact(2);
+    for c in &mut it {
+        sum += u32::from(u16::from_be_bytes([c[0], c[1]]));
     }
-    while sum > 0xffff {
+    if let [b] = it.remainder() {
+        sum += u32::from(u16::from_be_bytes([*b, 0]));
+    }
+    sum
+}
+
+/// The checksum of an accumulated sum: carries folded in, complemented. A header that carries
+/// its correct checksum sums to 0 here.
+pub fn csum_fold(mut sum: u32) -> u16 {
+    while sum >> 16 != 0 {
         sum = (sum & 0xffff) + (sum >> 16);
     }
     !(sum as u16)
+}
+
+/// The Internet checksum of `b` (e.g. an IPv4 header with its checksum field zero).
+pub fn checksum(b: &[u8]) -> u16 {
+    csum_fold(csum_add(0, b))
+}
+
+/// The pseudo-header sum of a transport segment of `len` bytes (RFC 793 / RFC 8200 8.1).
+pub fn pseudo_sum(src: IpAddr, dst: IpAddr, proto: u8, len: usize) -> u32 {
+    match (src, dst) {
+        (IpAddr::V4(a), IpAddr::V4(b)) => {
+            let s = csum_add(csum_add(0, &a.octets()), &b.octets());
+            csum_add(csum_add(s, &[0, proto]), &(len as u16).to_be_bytes())
+        }
+        (IpAddr::V6(a), IpAddr::V6(b)) => {
+            let s = csum_add(csum_add(0, &a.octets()), &b.octets());
+            csum_add(csum_add(s, &(len as u32).to_be_bytes()), &[0, 0, 0, proto])
+        }
+        _ => panic!("source and destination must be of one family"),
+    }
+}
+
+/// Where the checksum of `proto`'s header sits, for the protocols that carry one here.
+pub fn l4_checksum_offset(proto: u8) -> Option<usize> {
+    match proto {
+        p::IPPROTO_TCP => Some(16),
+        p::IPPROTO_UDP => Some(6),
+        p::IPPROTO_ICMP | p::IPPROTO_ICMPV6 => Some(2),
+        _ => None,
+    }
+}
+
+/// Fill in the checksum of `l4`, a whole TCP, UDP, ICMP or ICMPv6 segment from `src` to `dst`
+/// (ICMP has no pseudo-header; a UDP checksum of 0 is sent as 0xffff). Other protocols, and
+/// segments too short to hold the field, are left alone.
+pub fn set_l4_checksum(proto: u8, src: IpAddr, dst: IpAddr, l4: &mut [u8]) {
+    let Some(off) = l4_checksum_offset(proto) else {
+        return;
+    };
+    if l4.len() < off + 2 {
+        return;
+    }
+    l4[off..off + 2].copy_from_slice(&[0, 0]);
+    let start = if proto == p::IPPROTO_ICMP {
+        0
+    } else {
+        pseudo_sum(src, dst, proto, l4.len())
+    };
+    let mut c = csum_fold(csum_add(start, l4));
+    if proto == p::IPPROTO_UDP && c == 0 {
+        c = 0xffff;
+    }
+    l4[off..off + 2].copy_from_slice(&c.to_be_bytes());
+}
+
+/// Whether the checksum of `l4` (a whole segment, as [`set_l4_checksum`] takes it) verifies.
+pub fn l4_checksum_ok(proto: u8, src: IpAddr, dst: IpAddr, l4: &[u8]) -> bool {
+    let start = if proto == p::IPPROTO_ICMP {
+        0
+    } else {
+        pseudo_sum(src, dst, proto, l4.len())
+    };
+    csum_fold(csum_add(start, l4)) == 0
 }
 
 /// Parse hex bytes as `tcpdump -xx` or a hex dump prints them (whitespace, `0x0000:` offsets
@@ -399,7 +495,8 @@ mod tests {
                 dport: 22,
                 flags: tcp::SYN,
                 seq: 1,
-                ack: 0
+                ack: 0,
+                len: 0
             }
         );
         let f = PacketSpec::udp("2001:db8::1", "2001:db8::2", 5, 53)
@@ -417,6 +514,47 @@ mod tests {
                 dport: 53
             }
         );
+    }
+
+    #[test]
+    fn built_frames_carry_valid_checksums() {
+        let cases = [
+            PacketSpec::syn("192.0.2.1", "192.0.2.2", 22).payload(3),
+            PacketSpec::udp("192.0.2.1", "192.0.2.2", 5, 53).payload(7),
+            PacketSpec::icmp("192.0.2.1", "192.0.2.2", 8, 0),
+            PacketSpec::syn("2001:db8::1", "2001:db8::2", 22),
+            PacketSpec::udp("2001:db8::1", "2001:db8::2", 5, 53).payload(1),
+            PacketSpec::icmp("2001:db8::1", "2001:db8::2", 128, 0),
+        ];
+        for spec in cases {
+            let f = spec.build();
+            let v6 = spec.src.is_ipv6();
+            let (l3, hl) = if v6 { (14, 40) } else { (14, 20) };
+            if !v6 {
+                assert_eq!(checksum(&f[l3..l3 + hl]), 0, "IPv4 header of {spec:?}");
+            }
+            let proto = if v6 { f[l3 + 6] } else { f[l3 + 9] };
+            assert!(
+                l4_checksum_ok(proto, spec.src, spec.dst, &f[l3 + hl..]),
+                "{spec:?}"
+            );
+        }
+        let f = PacketSpec::syn("192.0.2.1", "192.0.2.2", 22)
+            .macs([1; 6], [2; 6])
+            .build();
+        assert_eq!((&f[..6], &f[6..12]), (&[1u8; 6][..], &[2u8; 6][..]));
+    }
+
+    #[test]
+    fn a_zero_udp_checksum_is_sent_as_all_ones() {
+        // A segment whose sum folds to 0xffff would get checksum 0, which UDP reserves.
+        let mut l4 = [0u8; 8];
+        let (s, d): (IpAddr, IpAddr) = ("0.0.0.0".parse().unwrap(), "0.0.0.0".parse().unwrap());
+        // Pseudo-header (proto 17, length 8) + length field 8 + this source port = 0xffff.
+        l4[..2].copy_from_slice(&(0xffffu16 - 17 - 8 - 8).to_be_bytes());
+        l4[4..6].copy_from_slice(&8u16.to_be_bytes());
+        set_l4_checksum(p::IPPROTO_UDP, s, d, &mut l4);
+        assert_eq!(&l4[6..8], &[0xff, 0xff]);
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! the kernel will do with them.
 #![no_std]
 
-#[cfg(feature = "builder")]
+#[cfg(any(test, feature = "builder"))]
 extern crate std;
 
 pub mod block;
@@ -11,13 +11,16 @@ pub mod decide;
 pub mod egress;
 pub mod flood;
 pub mod flow;
-#[cfg(feature = "builder")]
+#[cfg(any(test, feature = "builder"))]
 pub mod frame;
 pub mod limit;
 pub mod maps;
 pub mod packet;
 pub mod reason;
 pub mod tcp;
+#[cfg(test)]
+mod tests;
+pub mod track;
 
 pub use decide::{Decision, Tables, decide, decide_parsed};
 pub use flow::{FlowKey, FlowState, FlowTable};

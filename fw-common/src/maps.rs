@@ -3,10 +3,12 @@
 //! directory named after it, so an upgrade never reuses maps of another layout.
 
 /// Pins live under `/sys/fs/bpf/fw/v{LAYOUT_VERSION}/…`.
-pub const LAYOUT_VERSION: u32 = 2;
+pub const LAYOUT_VERSION: u32 = 3;
 
-/// The XDP program's name in the object file.
+/// The XDP program's name in the object file: multi-buffer aware (`xdp.frags`, Linux ≥ 5.18).
 pub const PROG_XDP: &str = "fw_xdp";
+/// The same program without multi-buffer support, for kernels before 5.18.
+pub const PROG_XDP_LINEAR: &str = "fw_xdp_linear";
 
 /// `Array<u32>`, 1 entry: the policy generation (0 or 1) packets are judged by. Userspace fills
 /// the other generation, then flips this one value: no packet sees half a policy.
@@ -25,8 +27,15 @@ pub const MAP_COUNTERS: &str = "FW_COUNTERS";
 pub const MAP_FLOWS_OUT: &str = "FW_FLOWS_OUT";
 /// `LruHashMap<FlowKey, FlowState>`: inbound TCP connections that completed the handshake.
 pub const MAP_FLOWS_IN: &str = "FW_FLOWS_IN";
-/// `LruHashMap<FlowKey, FlowState>`: inbound TCP handshakes in progress.
+/// `LruHashMap<FlowKey, FlowState>`: inbound TCP handshakes in progress (and connections of a
+/// source beyond its quota in `In`).
 pub const MAP_EMBRYO: &str = "FW_EMBRYO";
+/// `LruHashMap<[u8; 16], u32>`: how many `In` entries each source holds
+/// ([`crate::track::source_key`] → count; see [`crate::flow::SOURCE_QUOTA`]).
+pub const MAP_SOURCES: &str = "FW_SOURCES";
+/// `Array<u32>`, [`crate::flow::HINT_SLOTS`] entries: until when an Embryo entry may live in
+/// each hint slot ([`crate::decide::Tables::embryo_hint`]); lets an ACK flood skip the lookup.
+pub const MAP_EMBRYO_HINT: &str = "FW_EMBRYO_HINT";
 
 /// `Array<BlockMeta>`, 1 entry: which blocklist representation is in use, and the prefix
 /// lengths present in the hash tables (see [`crate::block`]).
@@ -56,17 +65,31 @@ pub const MAP_RL_NEW: &str = "FW_RL_NEW";
 /// time), indexed by rule id.
 pub const MAP_RL_TOTAL: &str = "FW_RL_TOTAL";
 
-/// The XDP program `fw_xdp` tail-calls for block lists, bans and rate limits.
+/// The program the XDP program tail-calls for block lists, bans and rate limits, multi-buffer
+/// aware like [`PROG_XDP`].
 pub const PROG_FLOOD: &str = "fw_flood";
-/// `ProgramArray`: `fw_flood` at index 0. Pinned: the kernel empties a program array when the
-/// last user reference to it goes (fw exits), and fw_xdp would then fail closed.
+/// The same without multi-buffer support, tail-called by [`PROG_XDP_LINEAR`] and by `fw_xdp`
+/// loaded as a libxdp extension (which is loaded without `xdp.frags`).
+pub const PROG_FLOOD_LINEAR: &str = "fw_flood_linear";
+/// `ProgramArray`: the flood program at index 0. Pinned: the kernel empties a program array
+/// when the last user reference to it goes (fw exits), and the XDP program would then fail
+/// closed. The kernel takes only programs whose `xdp.frags` flag matches the array's first
+/// user's, so the array is pinned under this name for the multi-buffer build and under
+/// [`PIN_PROGS_LINEAR`] for the other: a switch between the two on the same pins needs no
+/// array the other build owns.
 pub const MAP_PROGS: &str = "FW_PROGS";
+/// Where [`MAP_PROGS`] is pinned for the single-buffer build.
+pub const PIN_PROGS_LINEAR: &str = "FW_PROGS_LIN";
+/// `PerCpuArray<Handoff>`, 1 entry: the packet's source and the decision so far, from the XDP
+/// program to the flood program ([`crate::flood::Handoff`]). Pinned, so that during a replace
+/// the old XDP program and the new flood program share it.
+pub const MAP_HANDOFF: &str = "FW_HANDOFF";
 
 /// The TC egress program that records this host's outbound flows.
 pub const PROG_EGRESS: &str = "fw_egress";
 
 /// Every map the programs pin, in the order userspace checks them.
-pub const ALL_MAPS: [&str; 20] = [
+pub const ALL_MAPS: [&str; 23] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_PORTS,
@@ -76,6 +99,8 @@ pub const ALL_MAPS: [&str; 20] = [
     MAP_FLOWS_OUT,
     MAP_FLOWS_IN,
     MAP_EMBRYO,
+    MAP_SOURCES,
+    MAP_EMBRYO_HINT,
     MAP_BLOCK_META,
     MAP_BLOCK_V4,
     MAP_BLOCK_V6,
@@ -87,6 +112,7 @@ pub const ALL_MAPS: [&str; 20] = [
     MAP_RL_NEW,
     MAP_RL_TOTAL,
     MAP_PROGS,
+    MAP_HANDOFF,
 ];
 
 /// Blocklist capacity per family: room for a list of a million entries and its replacement
@@ -103,6 +129,11 @@ pub const RL_NEW_MAX: u32 = 262_144;
 pub const FLOWS_OUT_MAX: u32 = 262_144;
 pub const FLOWS_IN_MAX: u32 = 262_144;
 pub const EMBRYO_MAX: u32 = 65_536;
+/// Sources with entries in `In`, a quarter of its size like the Embryo table: a source's count
+/// is touched whenever it opens or ends a connection, so under pressure the LRU drops the
+/// counts of sources long quiet (which hold few entries), not those of a busy one.
+pub const SOURCES_MAX: u32 = 65_536;
+pub use crate::flow::HINT_SLOTS;
 
 /// Counter slots for flow-table events (not verdicts): entries created in table `t` at
 /// `EVENT_FLOW_NEW + t`, entries removed (expired, closed or promoted) at
@@ -313,6 +344,7 @@ const _: () = assert!(size_of::<Counter>() == 16);
 mod user {
     use super::{Config, Counter};
     use crate::block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue};
+    use crate::flood::Handoff;
     use crate::flow::{FlowKey, FlowState};
     use crate::limit::{BanKey, Bucket, BucketKey, LimitParams};
     // SAFETY (all below): repr(C), explicit padding, every bit pattern valid.
@@ -321,6 +353,7 @@ mod user {
     unsafe impl aya::Pod for BlockMeta {}
     unsafe impl aya::Pod for BlockValue {}
     unsafe impl aya::Pod for BanKey {}
+    unsafe impl aya::Pod for Handoff {}
     unsafe impl aya::Pod for Bucket {}
     unsafe impl aya::Pod for BucketKey {}
     unsafe impl aya::Pod for LimitParams {}

@@ -80,6 +80,8 @@ pub enum L4 {
         flags: u8,
         seq: u32,
         ack: u32,
+        /// Payload bytes (what the segment adds to the sequence space, SYN and FIN aside).
+        len: u16,
     },
     Udp {
         sport: u16,
@@ -352,6 +354,7 @@ fn parse_l4<P: PacketView + ?Sized>(
             flags: t[13],
             seq: u32::from_be_bytes([t[4], t[5], t[6], t[7]]),
             ack: u32::from_be_bytes([t[8], t[9], t[10], t[11]]),
+            len: (end - off - doff) as u16,
         })
     } else if proto == IPPROTO_UDP {
         if off + 8 > end {

@@ -65,11 +65,16 @@ pub enum Reason {
     /// The XDP program could not run its flood step (block lists, limits): dropped, fail
     /// closed. Never seen unless fw is broken.
     Internal = 33,
+    /// A multi-buffer frame (jumbo frames, `xdp.frags`) whose headers do not all lie in its
+    /// first buffer: the parser reads only that buffer, so the frame cannot be judged. Slot 39,
+    /// apart from the sequence above, so reasons added meanwhile on other branches keep theirs
+    /// (slots 36..=38 and 40.. are event counters, see [`crate::maps`]).
+    HeadersSplit = 39,
 }
 
 impl Reason {
     /// Every reason, in slot order (for listings).
-    pub const ALL: [Reason; 27] = [
+    pub const ALL: [Reason; 28] = [
         Reason::NonIp,
         Reason::Ndp,
         Reason::IcmpEcho,
@@ -97,6 +102,7 @@ impl Reason {
         Reason::RateLimited,
         Reason::RateLimitTotal,
         Reason::Internal,
+        Reason::HeadersSplit,
     ];
 
     pub const fn slot(self) -> u32 {
@@ -142,6 +148,7 @@ impl Reason {
             Reason::RateLimited => "rate-limited",
             Reason::RateLimitTotal => "rate-limit-total",
             Reason::Internal => "internal",
+            Reason::HeadersSplit => "headers-split",
         }
     }
 
@@ -175,6 +182,9 @@ impl Reason {
             Reason::RateLimited => "source exceeded the rule's per-source rate limit",
             Reason::RateLimitTotal => "all sources together exceeded the rule's aggregate limit",
             Reason::Internal => "the flood step (block lists, limits) could not run: dropped",
+            Reason::HeadersSplit => {
+                "multi-buffer frame whose headers do not fit in its first buffer"
+            }
         }
     }
 }

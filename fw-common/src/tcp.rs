@@ -9,9 +9,12 @@ pub const URG: u8 = 0x20;
 pub const ECE: u8 = 0x40;
 pub const CWR: u8 = 0x80;
 
-/// Every flag with its name as iptables, tcpdump and the RFCs spell it, lowest bit first: the
-/// one table of flag names (parsers and printers use it).
-pub const NAMES: [(u8, &str, char); 8] = [
+/// The six classic flags (what iptables' `--tcp-flags ALL` means).
+pub const ALL: u8 = FIN | SYN | RST | PSH | ACK | URG;
+
+/// Every flag with its name (as iptables, nftables and the RFCs spell it) and its one-letter
+/// form (tcpdump's, `fw explain --flags`), in bit order: the one flag-name table of fw.
+pub const FLAG_NAMES: [(u8, &str, char); 8] = [
     (FIN, "FIN", 'F'),
     (SYN, "SYN", 'S'),
     (RST, "RST", 'R'),
@@ -22,16 +25,21 @@ pub const NAMES: [(u8, &str, char); 8] = [
     (CWR, "CWR", 'C'),
 ];
 
-/// The flag bit of a name (`SYN`, case-insensitive), as iptables' `--tcp-flags` lists them.
+/// The flag named `name` (`"syn"`, `"ACK"`, any case).
 pub fn flag_by_name(name: &str) -> Option<u8> {
-    NAMES
+    FLAG_NAMES
         .iter()
         .find(|(_, n, _)| n.eq_ignore_ascii_case(name))
         .map(|(f, _, _)| *f)
 }
 
-/// The six classic flags (what iptables' `--tcp-flags ALL` means).
-pub const ALL: u8 = FIN | SYN | RST | PSH | ACK | URG;
+/// The names of the flags set in `flags`, in bit order.
+pub fn flag_names(flags: u8) -> impl Iterator<Item = &'static str> {
+    FLAG_NAMES
+        .iter()
+        .filter(move |(f, _, _)| flags & f != 0)
+        .map(|(_, n, _)| *n)
+}
 
 /// The combinations a real TCP stack sends, as Linux conntrack's `tcp_valid_flags` table has
 /// them: index = flags without PSH, ECE and CWR (those may accompany any valid combination).
@@ -82,14 +90,10 @@ pub fn classify(flags: u8) -> FlagClass {
 }
 
 /// `flags` as a comma-separated list of names (`SYN,ACK`), `none` for no flag.
-#[cfg(feature = "builder")]
+#[cfg(any(test, feature = "builder"))]
 pub fn names(flags: u8) -> std::string::String {
     use std::string::ToString as _;
-    let list: std::vec::Vec<&str> = NAMES
-        .iter()
-        .filter(|(f, _, _)| flags & f != 0)
-        .map(|(_, n, _)| *n)
-        .collect();
+    let list: std::vec::Vec<&str> = flag_names(flags).collect();
     if list.is_empty() {
         "none".to_string()
     } else {
@@ -102,12 +106,20 @@ mod tests {
     use super::*;
 
     #[test]
-    fn flag_names_round_trip() {
-        for (f, n, _) in NAMES {
-            assert_eq!(flag_by_name(n), Some(f));
-            assert_eq!(flag_by_name(&n.to_ascii_lowercase()), Some(f));
-        }
-        assert_eq!(flag_by_name("ALL"), None);
+    fn flag_names_cover_every_bit_once() {
+        let all: u8 = FLAG_NAMES.iter().fold(0, |a, (f, _, _)| {
+            assert_eq!(a & f, 0, "{f:#x} twice");
+            a | f
+        });
+        assert_eq!(all, 0xff);
+        assert_eq!(flag_by_name("syn"), Some(SYN));
+        assert_eq!(flag_by_name("Cwr"), Some(CWR));
+        assert_eq!(flag_by_name("NONE"), None);
+        let mut it = flag_names(SYN | ACK);
+        assert_eq!(
+            (it.next(), it.next(), it.next()),
+            (Some("SYN"), Some("ACK"), None)
+        );
     }
 
     #[test]

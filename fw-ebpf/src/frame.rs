@@ -1,5 +1,12 @@
 //! The frame as `fw_common`'s parser sees it: one bounds check against `data_end` per header,
 //! in the shape the verifier accepts (`data + off + N > data_end`).
+//!
+//! A multi-buffer frame (XDP frags: jumbo frames) is readable only up to the end of its first
+//! buffer (`data_end`) but longer (`bpf_xdp_get_buff_len`): header lengths are checked against
+//! the whole length, reads against `data_end`. A read that fails only because it runs into the
+//! later buffers is remembered ([`Frame::split`]), so the drop is counted as what it is.
+
+use core::cell::Cell;
 
 use fw_common::PacketView;
 
@@ -7,6 +14,7 @@ pub struct Frame {
     start: usize,
     end: usize,
     len: usize,
+    split: Cell<bool>,
 }
 
 impl Frame {
@@ -16,6 +24,7 @@ impl Frame {
             start,
             end,
             len: end - start,
+            split: Cell::new(false),
         }
     }
 
@@ -24,12 +33,25 @@ impl Frame {
     /// read against `end`: a datagram longer than what is readable is not "truncated".
     #[inline(always)]
     pub fn with_len(start: usize, end: usize, len: usize) -> Self {
-        Frame { start, end, len }
+        Frame {
+            start,
+            end,
+            len,
+            split: Cell::new(false),
+        }
     }
 
+    /// The whole frame's length (all buffers), for the byte counters.
     #[inline(always)]
     pub fn len_u64(&self) -> u64 {
-        (self.end - self.start) as u64
+        self.len as u64
+    }
+
+    /// A header read ran past the first buffer of a multi-buffer frame (it would have been
+    /// inside the frame).
+    #[inline(always)]
+    pub fn split(&self) -> bool {
+        self.split.get()
     }
 }
 
@@ -47,6 +69,9 @@ impl PacketView for Frame {
     fn bytes<const N: usize>(&self, off: usize) -> Option<&[u8; N]> {
         let p = self.start + off;
         if p + N > self.end {
+            if off + N <= self.len {
+                self.split.set(true);
+            }
             return None;
         }
         // SAFETY: [p, p + N) lies inside the frame, checked just above.

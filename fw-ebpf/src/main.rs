@@ -11,9 +11,11 @@ mod tables;
 
 use aya_ebpf::{
     bindings::{TC_ACT_OK, xdp_action},
+    helpers::bpf_xdp_get_buff_len,
     macros::{classifier, xdp},
     programs::{TcContext, XdpContext},
 };
+use aya_ebpf::{macros::map, maps::PerCpuArray};
 use aya_log_ebpf::info;
 use fw_common::{
     Counter, Decision, Parsed, Reason, Tables as _,
@@ -25,63 +27,136 @@ use fw_common::{
 
 use crate::{frame::Frame, tables::MapTables};
 
-#[xdp]
+/// The XDP program, multi-buffer aware (`xdp.frags`, Linux ≥ 5.18): native mode works on
+/// interfaces whose MTU needs more than one buffer per frame (jumbo frames). The parser reads
+/// the first buffer only; the frame's length is the whole packet's. Also the program fw loads
+/// as an freplace extension into a libxdp dispatcher.
+#[xdp(frags)]
 pub fn fw_xdp(ctx: XdpContext) -> u32 {
-    let frame = Frame::new(ctx.data(), ctx.data_end());
-    let tables = MapTables::active();
-    let cfg = tables.config();
-    let parsed = parse(&frame);
-    let d = match decide_early(&parsed, &cfg) {
-        Some(d) => d,
-        None => decide_core(&parsed, &tables, &cfg),
-    };
-    if let Ok(Parsed::Ip(ip)) = &parsed
-        && needs_flood(&tables, &cfg, &d)
-    {
-        return flood(&ctx, &frame, ip, d);
-    }
-    verdict(&ctx, &frame, d)
+    judge(&ctx, frags_frame(&ctx))
 }
 
-/// Hand the source and the decision so far to `fw_flood` (a tail call: its stack is its own).
+/// The same program for kernels without multi-buffer XDP (< 5.18): every frame is one buffer.
+#[xdp]
+pub fn fw_xdp_linear(ctx: XdpContext) -> u32 {
+    judge(&ctx, Frame::new(ctx.data(), ctx.data_end()))
+}
+
 #[inline(always)]
-fn flood(ctx: &XdpContext, frame: &Frame, ip: &fw_common::Ip, d: Decision) -> u32 {
+fn frags_frame(ctx: &XdpContext) -> Frame {
+    // SAFETY: the helper only reads the xdp_buff behind the context.
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    Frame::with_len(ctx.data(), ctx.data_end(), len)
+}
+
+// The parser and the decision in BPF functions of their own (BPF-to-BPF calls): each one's
+// temporaries live in its own stack frame, and the two frames are never on the stack at the
+// same time. Inlined into one frame they needed more than the 512 bytes BPF allows.
+#[inline(never)]
+fn parse_frame(frame: &Frame, out: &mut Result<Parsed, Reason>) {
+    // Copied out as bytes from memory: stored field by field, the undefined bytes of the
+    // enum's shorter variants would be registers the verifier refuses to read.
+    let tmp = parse(frame);
+    // SAFETY: `tmp` is a valid value of `out`'s type; the two do not overlap.
+    unsafe { core::ptr::copy_nonoverlapping(core::hint::black_box(&tmp), out, 1) };
+}
+
+/// Everything but the flood step (block lists, bans, limits, default accept), which runs in a
+/// tail-called program of its own when it can change the decision ([`flood`]).
+#[inline(never)]
+fn decide_frame(parsed: &Result<Parsed, Reason>, tables: &MapTables) -> Decision {
+    let cfg = tables.config();
+    match decide_early(parsed, &cfg) {
+        Some(d) => d,
+        None => decide_core(parsed, tables, &cfg),
+    }
+}
+
+/// Where a packet's parse result lives while it is judged: a per-CPU slot rather than the
+/// frame of the program, which calls the parser's frame (the deepest) on top of its own. XDP
+/// runs with preemption off, so one slot per CPU serves one packet at a time.
+#[map]
+static FW_PARSED: PerCpuArray<Result<Parsed, Reason>> = PerCpuArray::with_max_entries(1, 0);
+
+#[inline(always)]
+fn judge(ctx: &XdpContext, frame: Frame) -> u32 {
+    let tables = MapTables::active();
+    let Some(slot) = FW_PARSED.get_ptr_mut(0) else {
+        // Cannot happen (the array has its one entry); fail closed.
+        return verdict(ctx, &frame, Decision::reason(Reason::BadHeader));
+    };
+    // SAFETY: this CPU's slot, used by this packet alone (XDP does not nest on a CPU).
+    let parsed = unsafe { &mut *slot };
+    parse_frame(&frame, parsed);
+    let d = decide_frame(parsed, &tables);
+    if let Ok(Parsed::Ip(ip)) = parsed
+        && needs_flood(&tables, &tables.config(), &d)
+    {
+        return flood(ctx, &frame, Source::of(ip), d);
+    }
+    verdict(ctx, &frame, d)
+}
+
+/// Hand the source and the decision so far to the flood program (a tail call from the main
+/// program's own frame: its stack is its own, and a tail call from a BPF-to-BPF function would
+/// be limited to 256 bytes of stack below it).
+#[inline(always)]
+fn flood(ctx: &XdpContext, frame: &Frame, source: Source, d: Decision) -> u32 {
     if let Some(h) = tables::handoff() {
         // SAFETY: this CPU's own slot; XDP runs with preemption off, so nothing else uses it
         // until the tail-called program has read it.
         unsafe {
-            (*h).source = Source::of(ip);
+            (*h).source = source;
             (*h).slot = d.slot;
             (*h).pass = d.pass as u32;
             tables::FW_PROGS.tail_call(ctx, 0);
         }
     }
-    // Only if fw_flood is not in the program array: fail closed.
+    // Only if the flood program is not in the program array: fail closed.
     verdict(ctx, frame, Decision::reason(Reason::Internal))
 }
 
+/// The end of every path: count the packet at its decision's slot and return the verdict.
 #[inline(always)]
 fn verdict(ctx: &XdpContext, frame: &Frame, d: Decision) -> u32 {
-    tables::count(d.slot, frame.len_u64());
+    // Fail closed: headers beyond the first buffer cannot be read, so the frame is dropped
+    // (as truncated); counted apart so `fw status` can say why.
+    let slot = if d.slot == Reason::Truncated.slot() && frame.split() {
+        Reason::HeadersSplit.slot()
+    } else {
+        d.slot
+    };
+    tables::count(slot, frame.len_u64());
     if !d.pass {
         // Compiled out by the verifier unless the loader raised AYA_LOG_LEVEL (`fw run --log`).
-        info!(ctx, "drop slot={} len={}", d.slot, frame.len_u64());
+        info!(ctx, "drop slot={} len={}", slot, frame.len_u64());
         return xdp_action::XDP_DROP;
     }
     xdp_action::XDP_PASS
 }
 
-/// The flood step (block lists, bans, rate limits, default accept), tail-called by `fw_xdp`
-/// with the packet's source in the per-CPU hand-off slot.
-#[xdp]
+/// The flood step, tail-called by `fw_xdp` with the packet's source and the decision so far in
+/// the per-CPU hand-off slot. Multi-buffer aware like `fw_xdp`: the kernel lets a program
+/// array hold only programs whose `xdp.frags` flag matches its owner's.
+#[xdp(frags)]
 pub fn fw_flood(ctx: XdpContext) -> u32 {
-    let frame = Frame::new(ctx.data(), ctx.data_end());
+    flood_step(&ctx, frags_frame(&ctx))
+}
+
+/// The flood step for `fw_xdp_linear` (and `fw_xdp` loaded as an extension, without frags).
+#[xdp]
+pub fn fw_flood_linear(ctx: XdpContext) -> u32 {
+    flood_step(&ctx, Frame::new(ctx.data(), ctx.data_end()))
+}
+
+#[inline(always)]
+fn flood_step(ctx: &XdpContext, frame: Frame) -> u32 {
     let tables = MapTables::active();
     let cfg = tables.config();
     let Some(h) = tables::handoff() else {
-        return verdict(&ctx, &frame, Decision::reason(Reason::Internal));
+        return verdict(ctx, &frame, Decision::reason(Reason::Internal));
     };
-    // SAFETY: written by fw_xdp on this CPU just before the tail call.
+    // SAFETY: written by the XDP program on this CPU just before the tail call.
     let (source, d) = unsafe {
         (
             (*h).source,
@@ -91,7 +166,7 @@ pub fn fw_flood(ctx: XdpContext) -> u32 {
             },
         )
     };
-    verdict(&ctx, &frame, decide_flood(&tables, &cfg, &source, d))
+    verdict(ctx, &frame, decide_flood(&tables, &cfg, &source, d))
 }
 
 /// TC egress: record this host's own outgoing flows so their replies pass (ESTABLISHED).

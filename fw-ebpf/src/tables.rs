@@ -9,13 +9,14 @@ use aya_ebpf::{
 use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable, PortProto, Tables,
     block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
-    flood::Source,
+    flood::Handoff,
     limit::{BanKey, Bucket, BucketKey, LimitParams},
     maps::{
         BANS_MAX, BLOCK_V4_MAX, BLOCK_V6_MAX, COUNTER_SLOTS, EMBRYO_MAX, EVENT_BAN_FAILED,
-        EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS, MAX_RULES,
-        PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX, RULE_SLOT_BASE, SRC_KEY_PREFIX_BITS, SRC_V4_MAX,
-        SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index, src_key_v4, src_key_v6,
+        EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS,
+        MAX_RULES, PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX, RULE_SLOT_BASE, SOURCES_MAX,
+        SRC_KEY_PREFIX_BITS, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index, src_key_v4,
+        src_key_v6,
     },
 };
 
@@ -38,6 +39,12 @@ static FW_FLOWS_OUT: LruHashMap<FlowKey, FlowState> =
 static FW_FLOWS_IN: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(FLOWS_IN_MAX, 0);
 #[map]
 static FW_EMBRYO: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(EMBRYO_MAX, 0);
+/// Established inbound connections per source in FW_FLOWS_IN (`fw_common::flow::SOURCE_QUOTA`).
+/// The Embryo table's "maybe present" hint (`Tables::embryo_hint`).
+#[map]
+static FW_EMBRYO_HINT: Array<u32> = Array::with_max_entries(HINT_SLOTS, 0);
+#[map]
+static FW_SOURCES: LruHashMap<[u8; 16], u32> = LruHashMap::with_max_entries(SOURCES_MAX, 0);
 
 #[map]
 static FW_BLOCK_META: Array<BlockMeta> = Array::with_max_entries(1, 0);
@@ -62,18 +69,13 @@ static FW_RL_NEW: LruHashMap<BucketKey, Bucket> = LruHashMap::with_max_entries(R
 #[map]
 static FW_RL_TOTAL: Array<u64> = Array::with_max_entries(MAX_RULES, 0);
 
-/// What `fw_xdp` hands to the tail-called `fw_flood`.
-#[repr(C)]
-pub struct Handoff {
-    pub source: Source,
-    pub slot: u32,
-    pub pass: u32,
-}
-
+/// What `fw_xdp` hands to the tail-called `fw_flood`. Pinned like the program array: during
+/// a replace, the old `fw_xdp` may tail-call the new `fw_flood`, and both must see one slot.
 #[map]
 static FW_HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
 
-/// `fw_flood` at index 0 (filled by the loader).
+/// The flood program at index 0 (filled by the loader), in the build whose `xdp.frags` flag
+/// matches the loaded XDP program's: the kernel refuses any other in this array.
 #[map]
 pub static FW_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
 
@@ -167,8 +169,58 @@ impl Tables for MapTables {
 
     #[inline(always)]
     fn flow_remove(&self, table: FlowTable, key: &FlowKey) {
-        if flows(table).remove(key).is_ok() {
+        self.flow_take(table, key);
+    }
+
+    #[inline(always)]
+    fn flow_with<R>(
+        &self,
+        table: FlowTable,
+        key: &FlowKey,
+        f: impl FnOnce(&mut FlowState) -> R,
+    ) -> Option<R> {
+        let p = flows(table).get_ptr_mut(key)?;
+        // SAFETY: `p` points at a live map value (RCU keeps it valid while the program runs).
+        // `f` changes it in place: other CPUs may write the same entry at once, which at worst
+        // loses one of two concurrent refreshes, as the kernel's conntrack tolerates for its
+        // timers; no copy, so the BPF stack stays small.
+        Some(f(unsafe { &mut *p }))
+    }
+
+    #[inline(always)]
+    fn flow_take(&self, table: FlowTable, key: &FlowKey) -> bool {
+        let ok = flows(table).remove(key).is_ok();
+        if ok {
             count(EVENT_FLOW_REMOVED + table as u32, 0);
+        }
+        ok
+    }
+
+    #[inline(always)]
+    fn source_count(&self, src: &[u8; 16]) -> u32 {
+        // SAFETY: copied out at once.
+        unsafe { FW_SOURCES.get(src).copied().unwrap_or(0) }
+    }
+
+    #[inline(always)]
+    fn source_count_set(&self, src: &[u8; 16], n: u32) {
+        let _ = FW_SOURCES.insert(src, &n, 0);
+    }
+
+    #[inline(always)]
+    fn embryo_hint(&self, slot: u32) -> u32 {
+        FW_EMBRYO_HINT.get(slot).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn embryo_hint_set(&self, slot: u32, until: u32) {
+        if let Some(p) = FW_EMBRYO_HINT.get_ptr_mut(slot) {
+            // SAFETY: an array element, valid for the program's life; a racing writer at worst
+            // stores a smaller value of its own, which only costs a lookup that could have been
+            // skipped — except that it could also hide a live entry: see `embryo_hint`'s
+            // contract — both writers store `now + ttl` of an entry they just wrote, so the
+            // later of two racing stores covers the entry written last.
+            unsafe { *p = until };
         }
     }
 

@@ -158,6 +158,16 @@ impl Tables for Compiled {
 
     fn flow_remove(&self, _: FlowTable, _: &FlowKey) {}
 
+    /// Read-only: judging a packet changes nothing.
+    fn flow_with<R>(
+        &self,
+        table: FlowTable,
+        key: &FlowKey,
+        f: impl FnOnce(&mut FlowState) -> R,
+    ) -> Option<R> {
+        fw_common::decide::lend_copy(self, table, key, f)
+    }
+
     fn config(&self) -> Config {
         self.config
     }

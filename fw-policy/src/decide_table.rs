@@ -383,18 +383,34 @@ fn replies_to_our_tcp_connection_pass_and_unsolicited_ones_do_not() {
         )),
         Some(Reason::TcpNotSyn)
     );
-    out(&m, PacketSpec::tcp(HOST4, PEER4, 40001, 443, SYN).build());
-    assert_eq!(
-        reason(inn(
-            &m,
-            PacketSpec::tcp(PEER4, HOST4, 443, 40001, SYN | ACK).build()
-        )),
-        Some(Reason::Established)
+    out(
+        &m,
+        PacketSpec::tcp(HOST4, PEER4, 40001, 443, SYN)
+            .seq_ack(1000, 0)
+            .build(),
     );
     assert_eq!(
         reason(inn(
             &m,
-            PacketSpec::tcp(PEER4, HOST4, 443, 40001, ACK | PSH).build()
+            PacketSpec::tcp(PEER4, HOST4, 443, 40001, SYN | ACK)
+                .seq_ack(5000, 1001)
+                .build()
+        )),
+        Some(Reason::Established)
+    );
+    out(
+        &m,
+        PacketSpec::tcp(HOST4, PEER4, 40001, 443, ACK)
+            .seq_ack(1001, 5001)
+            .build(),
+    );
+    assert_eq!(
+        reason(inn(
+            &m,
+            PacketSpec::tcp(PEER4, HOST4, 443, 40001, ACK | PSH)
+                .seq_ack(5001, 1001)
+                .payload(10)
+                .build()
         )),
         Some(Reason::Established)
     );
@@ -406,20 +422,27 @@ fn replies_to_our_tcp_connection_pass_and_unsolicited_ones_do_not() {
         )),
         Some(Reason::TcpNotSyn)
     );
-    // RST closes it; after the close timeout it is gone.
-    assert!(inn(&m, PacketSpec::tcp(PEER4, HOST4, 443, 40001, RST).build()).pass);
-    let st = m
-        .flow(
-            fw_common::FlowTable::Out,
-            &fw_common::decide::ingress_key(
-                &ip(&PacketSpec::tcp(PEER4, HOST4, 443, 40001, ACK).build()),
-                443,
-                40001,
-            ),
-        )
-        .unwrap();
-    assert_eq!(st.state, state::CLOSED);
-    m.now.set(m.now.get() + 11_000_000_000);
+    let key = fw_common::decide::ingress_key(
+        &ip(&PacketSpec::tcp(PEER4, HOST4, 443, 40001, ACK).build()),
+        443,
+        40001,
+    );
+    // A RST with another sequence number than the next expected (5011) passes (the stack
+    // ignores it or answers with a challenge ACK) and changes nothing.
+    for seq in [5001, 5010, 5012, 0, 5011 + (1 << 31)] {
+        let rst = PacketSpec::tcp(PEER4, HOST4, 443, 40001, RST)
+            .seq_ack(seq, 0)
+            .build();
+        assert!(inn(&m, rst).pass);
+        let st = m.flow(fw_common::FlowTable::Out, &key).unwrap();
+        assert_eq!(st.state, state::ESTABLISHED, "after a RST at {seq}");
+    }
+    // The exact one ends the connection at once.
+    let rst = PacketSpec::tcp(PEER4, HOST4, 443, 40001, RST)
+        .seq_ack(5011, 0)
+        .build();
+    assert!(inn(&m, rst).pass);
+    assert!(m.flow(fw_common::FlowTable::Out, &key).is_none());
     assert_eq!(
         reason(inn(
             &m,
@@ -427,7 +450,7 @@ fn replies_to_our_tcp_connection_pass_and_unsolicited_ones_do_not() {
         )),
         Some(Reason::TcpNotSyn)
     );
-    assert!(m.flows.borrow().is_empty(), "expired entry removed");
+    assert!(m.flows.borrow().is_empty(), "closed entry removed");
 }
 
 fn ip(frame: &[u8]) -> fw_common::Ip {

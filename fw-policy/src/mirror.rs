@@ -25,6 +25,10 @@ pub struct Mirror {
     pub bans: RefCell<BTreeMap<BanKey, u64>>,
     /// Events counted (counter slot → count).
     pub events: RefCell<BTreeMap<u32, u64>>,
+    /// In-table connections per source (the kernel's `FW_SOURCES`).
+    pub sources: RefCell<BTreeMap<[u8; 16], u32>>,
+    /// The Embryo table's hint slots (the kernel's `FW_EMBRYO_HINT`; absent = 0).
+    pub embryo_hints: RefCell<BTreeMap<u32, u32>>,
     /// The clock the mirror's `decide()` sees (CLOCK_MONOTONIC_COARSE nanoseconds).
     pub now: Cell<u64>,
 }
@@ -38,6 +42,8 @@ impl Mirror {
             totals: RefCell::new(BTreeMap::new()),
             bans: RefCell::new(BTreeMap::new()),
             events: RefCell::new(BTreeMap::new()),
+            sources: RefCell::new(BTreeMap::new()),
+            embryo_hints: RefCell::new(BTreeMap::new()),
             now: Cell::new(0),
         }
     }
@@ -134,5 +140,38 @@ impl Tables for Mirror {
 
     fn event(&self, slot: u32) {
         *self.events.borrow_mut().entry(slot).or_default() += 1;
+    }
+
+    fn flow_with<R>(
+        &self,
+        table: FlowTable,
+        key: &FlowKey,
+        f: impl FnOnce(&mut FlowState) -> R,
+    ) -> Option<R> {
+        // A copy, so `f` may read the tables (the kernel's lookups do too).
+        let mut st = self.flow(table, key)?;
+        let r = f(&mut st);
+        self.flows.borrow_mut().insert((table, *key), st);
+        Some(r)
+    }
+
+    fn flow_take(&self, table: FlowTable, key: &FlowKey) -> bool {
+        self.flows.borrow_mut().remove(&(table, *key)).is_some()
+    }
+
+    fn source_count(&self, src: &[u8; 16]) -> u32 {
+        self.sources.borrow().get(src).copied().unwrap_or(0)
+    }
+
+    fn source_count_set(&self, src: &[u8; 16], n: u32) {
+        self.sources.borrow_mut().insert(*src, n);
+    }
+
+    fn embryo_hint(&self, slot: u32) -> u32 {
+        self.embryo_hints.borrow().get(&slot).copied().unwrap_or(0)
+    }
+
+    fn embryo_hint_set(&self, slot: u32, until: u32) {
+        self.embryo_hints.borrow_mut().insert(slot, until);
     }
 }

@@ -16,11 +16,11 @@ use aya::{
         xdp::XdpLink,
     },
 };
-use fw_common::maps::PROG_XDP;
+use fw_common::maps::{PROG_XDP, PROG_XDP_LINEAR};
 
 use crate::{
     Error,
-    loader::{egress_program, xdp_program},
+    loader::{Variant, egress_program, xdp_program},
     paths::{IfaceName, IfacePaths},
     state::{AttachMode, EgressAttach},
     sys::{self, BPF_LINK_TYPE_TCX, BPF_LINK_TYPE_XDP},
@@ -63,10 +63,20 @@ pub fn attach_xdp(
     why: &mut Option<String>,
 ) -> Result<AttachMode, Error> {
     let iface = paths.iface.as_str();
+    let variant = crate::loader::loaded_variant(ebpf);
     let prog = xdp_program(ebpf)?;
     let (id, got) = match mode {
         Mode::Native => (
-            try_xdp(prog, iface, XdpMode::Driver).map_err(|e| xdp_error(iface, e, "native"))?,
+            try_xdp(prog, iface, XdpMode::Driver).map_err(|e| {
+                if is_busy(&e) {
+                    xdp_error(iface, e, "native")
+                } else {
+                    let why = native_unavailable(iface, &e, variant);
+                    Error::Other(format!(
+                        "{iface}: native XDP is not available: {why}. `--mode auto` falls back to generic (skb) mode"
+                    ))
+                }
+            })?,
             AttachMode::Native,
         ),
         Mode::Skb => (
@@ -77,7 +87,7 @@ pub fn attach_xdp(
             Ok(id) => (id, AttachMode::Native),
             Err(e) if is_busy(&e) => return Err(xdp_error(iface, e, "native")),
             Err(e) => {
-                *why = Some(native_unavailable(iface, &e));
+                *why = Some(native_unavailable(iface, &e, variant));
                 (
                     try_xdp(prog, iface, XdpMode::Skb).map_err(|e| xdp_error(iface, e, "skb"))?,
                     AttachMode::Skb,
@@ -138,23 +148,9 @@ fn xdp_error(iface: &str, e: ProgramError, what: &str) -> Error {
 }
 
 /// Why native XDP failed, in words an operator can act on.
-fn native_unavailable(iface: &str, e: &ProgramError) -> String {
-    let mtu = std::fs::read_to_string(format!("/sys/class/net/{iface}/mtu"))
-        .ok()
-        .and_then(|m| m.trim().parse::<u32>().ok());
-    let driver = std::fs::read_link(format!("/sys/class/net/{iface}/device/driver"))
-        .ok()
-        .and_then(|p| p.file_name().map(|n| n.to_string_lossy().into_owned()));
-    let mut s = format!("native XDP failed ({e})");
-    if let Some(m) = mtu.filter(|m| *m > 3498) {
-        s.push_str(&format!(
-            "; the MTU is {m}: many drivers take native XDP only up to ~3500 bytes (one page per frame)"
-        ));
-    }
-    if let Some(d) = driver {
-        s.push_str(&format!("; driver {d}"));
-    }
-    s
+fn native_unavailable(iface: &str, e: &ProgramError, variant: Variant) -> String {
+    let errno = os_error_of(e).unwrap_or(0);
+    crate::native::explain(iface, errno, variant, &crate::native::Facts::of(iface))
 }
 
 /// Swap the program on the pinned XDP link (bpf_link_update): no gap.
@@ -178,6 +174,52 @@ pub fn replace_xdp(ebpf: &mut Ebpf, paths: &IfacePaths) -> Result<(), Error> {
         }
         Err(e) => Err(Error::bpf("replacing the program on the pinned link", e)),
     }
+}
+
+/// Take over the links another fw (another map layout) pinned in `old_dir`: replace their
+/// programs with this object's (no gap: the same links), pin them where this fw keeps its
+/// links, and remove the old pins. Returns how the egress recorder is attached (attached anew
+/// if the old fw had none).
+pub fn adopt_links(
+    ebpf: &mut Ebpf,
+    old_dir: &std::path::Path,
+    paths: &IfacePaths,
+) -> Result<EgressAttach, Error> {
+    let pinned = |p: &std::path::Path| {
+        PinnedLink::from_pin(p).map_err(|e| Error::bpf(p.display().to_string(), e))
+    };
+    let old_tc = old_dir.join("tc_link");
+    let egress = if old_tc.exists() {
+        let link = SchedClassifierLink::try_from(FdLink::from(pinned(&old_tc)?))
+            .map_err(|e| Error::bpf("the old egress link is not TC", e))?;
+        let tc = egress_program(ebpf)?;
+        let id = tc
+            .attach_to_link(link)
+            .map_err(|e| Error::bpf("replacing the old fw's egress program", e))?;
+        let link = tc.take_link(id).map_err(|e| Error::bpf("TC link", e))?;
+        FdLink::try_from(link)
+            .map_err(|e| Error::bpf("the old egress link", e))?
+            .pin(paths.tc_link())
+            .map_err(|e| Error::bpf(format!("pinning {}", paths.tc_link().display()), e))?;
+        std::fs::remove_file(&old_tc).map_err(|e| Error::io(&old_tc, e))?;
+        EgressAttach::Tcx
+    } else {
+        attach_egress(ebpf, paths, EgressMode::Auto)?
+    };
+    let old_link = old_dir.join("link");
+    let link = XdpLink::try_from(FdLink::from(pinned(&old_link)?))
+        .map_err(|e| Error::bpf("the old XDP link is not XDP", e))?;
+    let prog = xdp_program(ebpf)?;
+    let id = prog
+        .attach_to_link(link)
+        .map_err(|e| Error::bpf("replacing the old fw's XDP program", e))?;
+    let link = prog.take_link(id).map_err(|e| Error::bpf("XDP link", e))?;
+    FdLink::try_from(link)
+        .map_err(|e| Error::bpf("the old XDP link", e))?
+        .pin(paths.link())
+        .map_err(|e| Error::bpf(format!("pinning {}", paths.link().display()), e))?;
+    std::fs::remove_file(&old_link).map_err(|e| Error::io(&old_link, e))?;
+    Ok(egress)
 }
 
 /// Attach the egress recorder. `Auto` tries TCX and falls back to clsact where the kernel has
@@ -375,6 +417,10 @@ fn check_link(path: &std::path::Path, iface: &IfaceName, want_type: u32) -> Link
 }
 
 pub fn xdp_health(paths: &IfacePaths, iface: &IfaceName) -> LinkHealth {
+    if std::fs::symlink_metadata(paths.link()).is_err() && paths.prog().exists() {
+        // In a libxdp dispatcher: no link of fw's own.
+        return crate::multiprog::health(paths, iface);
+    }
     check_link(&paths.link(), iface, BPF_LINK_TYPE_XDP)
 }
 
@@ -387,5 +433,8 @@ pub fn tcx_health(paths: &IfacePaths, iface: &IfaceName) -> LinkHealth {
 /// id. Another tool's XDP program is not reported (attaching then fails with EBUSY, named).
 pub fn fw_program_on(ifindex: u32) -> Option<u32> {
     let id = sys::xdp_prog_id(ifindex).ok().flatten()?;
-    (sys::prog_name(id).ok()?.as_str() == PROG_XDP).then_some(id)
+    let name = sys::prog_name(id).ok()?;
+    [PROG_XDP, PROG_XDP_LINEAR]
+        .contains(&name.as_str())
+        .then_some(id)
 }

@@ -48,15 +48,6 @@ pub enum Error {
     )]
     Busy { iface: String, detail: String },
     #[error(
-        "{iface}: an fw of another version (map layout {found}) is attached here; this fw uses layout v{ours}. Remove it with that fw's `fw down`, or with `rm -r {dir}` (its pins), then `fw up` again"
-    )]
-    OtherLayout {
-        iface: String,
-        found: String,
-        ours: u32,
-        dir: PathBuf,
-    },
-    #[error(
         "{iface}: attached with netlink instead of a bpf_link (old kernel or driver); fw cannot pin or replace it safely, so it was removed again"
     )]
     NetlinkOnly { iface: String },

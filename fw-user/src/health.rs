@@ -43,6 +43,10 @@ pub fn check(
     let mut out = Vec::new();
     match attach::xdp_health(paths, iface) {
         LinkHealth::Attached => {}
+        LinkHealth::Missing if state.multiprog.is_some() => out.push(problem(
+            "xdp-missing",
+            format!("fw's program is no longer in the libxdp dispatcher on {iface} (another tool removed it): nothing of fw filters {iface}; `fw up --iface {iface}` puts it back"),
+        )),
         LinkHealth::Missing => out.push(problem(
             "xdp-missing",
             format!("the XDP link pin is gone: nothing filters {iface}; `fw up --iface {iface}` attaches the policy again"),
@@ -106,9 +110,15 @@ pub fn check(
         }
     }
     if state.mode == AttachMode::Skb {
+        let why = match &state.why_not_native {
+            Some(w) => format!("native mode was not available: {w}"),
+            None => "chosen with `--mode skb`".into(),
+        };
         out.push(Problem {
             code: "generic-mode",
-            detail: "XDP runs in generic (skb) mode: packets are judged after the kernel allocated an skb for them (slower); see `fw up --mode native` for why native fails".into(),
+            detail: format!(
+                "XDP runs in generic (skb) mode: packets are judged after the kernel allocated an skb for them (slower); {why}"
+            ),
             degraded: false,
         });
     }

@@ -5,26 +5,30 @@
 //! `fw_common::decide()`.
 
 pub mod attach;
-pub mod bench_programs;
 pub mod blocklist;
 pub mod blockmaps;
 pub mod cli;
+pub mod dispatcher;
+mod dispatcher_sys;
 mod error;
 pub mod filter;
-pub mod filter_flood;
 pub mod guard;
 pub mod health;
-pub mod iptables;
 pub mod live_tables;
 pub mod loader;
 pub mod lock;
 pub mod maps;
+pub mod multiprog;
+pub mod native;
 pub mod paths;
 pub mod persist;
+pub mod probe;
 pub mod sockets;
 pub mod state;
 pub mod status;
 pub mod sys;
 pub mod timer;
+pub mod watch;
+pub mod xdp_netlink;
 
 pub use error::Error;

@@ -109,4 +109,14 @@ impl Tables for LiveTables<'_> {
     fn total(&self, rule: u32) -> u64 {
         self.maps.flood.total(rule).unwrap_or(0)
     }
+
+    /// Read-only: judging a packet changes nothing.
+    fn flow_with<R>(
+        &self,
+        table: FlowTable,
+        key: &FlowKey,
+        f: impl FnOnce(&mut FlowState) -> R,
+    ) -> Option<R> {
+        fw_common::decide::lend_copy(self, table, key, f)
+    }
 }

@@ -11,11 +11,12 @@ use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable,
     maps::{
         BANS_MAX, BLOCK_V4_MAX, BLOCK_V6_MAX, COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX,
-        FLOWS_OUT_MAX, GENERATIONS, MAP_ACTIVE, MAP_BANS, MAP_BLOCK_LPM_V4, MAP_BLOCK_LPM_V6,
-        MAP_BLOCK_META, MAP_BLOCK_V4, MAP_BLOCK_V6, MAP_CONFIG, MAP_COUNTERS, MAP_EMBRYO,
-        MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_LIMITS, MAP_PORTS, MAP_RL_KNOWN, MAP_RL_NEW, MAP_RL_TOTAL,
-        MAP_SRC_V4, MAP_SRC_V6, MAX_RULES, PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX, SRC_V4_MAX,
-        SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
+        FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS, MAP_ACTIVE, MAP_BANS, MAP_BLOCK_LPM_V4,
+        MAP_BLOCK_LPM_V6, MAP_BLOCK_META, MAP_BLOCK_V4, MAP_BLOCK_V6, MAP_CONFIG, MAP_COUNTERS,
+        MAP_EMBRYO, MAP_EMBRYO_HINT, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_HANDOFF, MAP_LIMITS,
+        MAP_PORTS, MAP_PROGS, MAP_RL_KNOWN, MAP_RL_NEW, MAP_RL_TOTAL, MAP_SOURCES, MAP_SRC_V4,
+        MAP_SRC_V6, MAX_RULES, PIN_PROGS_LINEAR, PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX,
+        SOURCES_MAX, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
     },
 };
 
@@ -23,7 +24,7 @@ use crate::{Error, paths::IfacePaths};
 use fw_policy::Compiled;
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
-pub const LAYOUT: [(&str, MapType, u32, u32, u32); 20] = [
+pub const LAYOUT: [(&str, MapType, u32, u32, u32); 24] = [
     (MAP_ACTIVE, MapType::Array, 4, 4, 1),
     (
         MAP_CONFIG,
@@ -39,6 +40,8 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 20] = [
     (MAP_FLOWS_OUT, MapType::LruHash, 40, 16, FLOWS_OUT_MAX),
     (MAP_FLOWS_IN, MapType::LruHash, 40, 16, FLOWS_IN_MAX),
     (MAP_EMBRYO, MapType::LruHash, 40, 16, EMBRYO_MAX),
+    (MAP_SOURCES, MapType::LruHash, 16, 4, SOURCES_MAX),
+    (MAP_EMBRYO_HINT, MapType::Array, 4, 4, HINT_SLOTS),
     (MAP_BLOCK_META, MapType::Array, 4, 20, 1),
     (MAP_BLOCK_V4, MapType::Hash, 8, 16, BLOCK_V4_MAX),
     (MAP_BLOCK_V6, MapType::Hash, 20, 16, BLOCK_V6_MAX),
@@ -49,7 +52,9 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 20] = [
     (MAP_RL_KNOWN, MapType::LruHash, 20, 16, RL_KNOWN_MAX),
     (MAP_RL_NEW, MapType::LruHash, 20, 16, RL_NEW_MAX),
     (MAP_RL_TOTAL, MapType::Array, 4, 8, MAX_RULES),
-    (fw_common::maps::MAP_PROGS, MapType::ProgramArray, 4, 4, 1),
+    (MAP_PROGS, MapType::ProgramArray, 4, 4, 1),
+    (PIN_PROGS_LINEAR, MapType::ProgramArray, 4, 4, 1),
+    (MAP_HANDOFF, MapType::PerCpuArray, 4, 28, 1),
 ];
 
 /// Refuse a pinned map whose type or sizes differ from [`LAYOUT`] (aya reuses pins unchecked).
@@ -331,6 +336,50 @@ impl PinnedMaps {
             self.flood.set_limit(*slot, p)?;
         }
         Ok(())
+    }
+
+    /// Put `policy` into generation `generation`, which must not be the one in force (`flushed`:
+    /// with `fw flush` in force): what every generation flip writes before flipping. The one
+    /// copy of that protocol; [`crate::filter::Filter`], the kernel tests and the benchmark
+    /// call it.
+    pub fn write_policy(
+        &mut self,
+        policy: &fw_policy::Policy,
+        generation: u32,
+        flushed: bool,
+    ) -> Result<Compiled, Error> {
+        let mut compiled = Compiled::new(policy, generation);
+        if flushed {
+            compiled = compiled.flushed();
+        }
+        let slots: Vec<u32> = policy
+            .rules
+            .iter()
+            .map(|r| fw_common::maps::rule_slot(generation, r.id))
+            .collect();
+        self.write_generation(&compiled, &slots)?;
+        Ok(compiled)
+    }
+
+    /// Change the policy of generation `generation` (the one in force) from `before` to
+    /// `after` in place, element by element (see [`PinnedMaps::apply_diff`]): what a live edit
+    /// (`fw allow`, `fw deny`) writes. The counters of rules that are new start at zero.
+    pub fn edit_policy(
+        &mut self,
+        generation: u32,
+        before: &fw_policy::Policy,
+        after: &fw_policy::Policy,
+    ) -> Result<(), Error> {
+        let old = Compiled::new(before, generation);
+        let new = Compiled::new(after, generation);
+        let old_ids: Vec<u32> = before.rules.iter().map(|r| r.id).collect();
+        let new_slots: Vec<u32> = after
+            .rules
+            .iter()
+            .filter(|r| !old_ids.contains(&r.id))
+            .map(|r| fw_common::maps::rule_slot(generation, r.id))
+            .collect();
+        self.apply_diff(&old, &new, &new_slots)
     }
 
     /// Remove every LPM entry of generation `g`.

@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use fw_common::maps::{ALL_MAPS, LAYOUT_VERSION};
+use fw_common::maps::{ALL_MAPS, LAYOUT_VERSION, PIN_PROGS_LINEAR};
 
 use crate::Error;
 
@@ -271,6 +271,18 @@ impl IfacePaths {
         self.pins.join("link")
     }
 
+    /// fw's XDP program when it runs in a libxdp dispatcher (multi-program mode): the
+    /// dispatcher's own pins hold the links; this pin names fw's program among them.
+    pub fn prog(&self) -> PathBuf {
+        self.pins.join("prog")
+    }
+
+    /// Where the next program is pinned before it replaces [`IfacePaths::prog`] (bpffs
+    /// refuses names with a dot).
+    pub fn prog_next(&self) -> PathBuf {
+        self.pins.join("prog_next")
+    }
+
     /// The TC egress link (connection tracking of this host's own flows).
     pub fn tc_link(&self) -> PathBuf {
         self.pins.join("tc_link")
@@ -291,7 +303,7 @@ impl IfacePaths {
     /// Whether the XDP link pin exists. An error (not a "no") when fw may not look, so a
     /// command run without privileges never concludes "not attached".
     pub fn is_attached(&self) -> Result<bool, Error> {
-        present(&self.link())
+        Ok(present(&self.link())? || present(&self.prog())?)
     }
 
     /// Whether anything of fw's is here for this interface (pins or state).
@@ -303,7 +315,10 @@ impl IfacePaths {
     /// nobody else, and nothing inside that fw did not put there.
     pub fn prepare_pins(&self) -> Result<(), Error> {
         secure_dirs(&self.pins_root, &self.pins)?;
-        let known = |name: &str| name == "link" || name == "tc_link" || ALL_MAPS.contains(&name);
+        let known = |name: &str| {
+            ["link", "tc_link", "prog", "prog_next", PIN_PROGS_LINEAR].contains(&name)
+                || ALL_MAPS.contains(&name)
+        };
         let rd = fs::read_dir(&self.pins).map_err(|e| Error::io(&self.pins, e))?;
         for entry in rd {
             let entry = entry.map_err(|e| Error::io(&self.pins, e))?;
@@ -389,7 +404,7 @@ pub fn attached_ifaces() -> Result<Vec<IfaceName>, Error> {
     };
     let mut out: Vec<IfaceName> = rd
         .filter_map(|e| e.ok())
-        .filter(|e| e.path().join("link").exists())
+        .filter(|e| e.path().join("link").exists() || e.path().join("prog").exists())
         .filter_map(|e| e.file_name().to_str().and_then(|n| IfaceName::new(n).ok()))
         .collect();
     out.sort();

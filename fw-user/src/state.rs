@@ -3,11 +3,12 @@
 //! Kept in /run (gone at reboot, like the pins), mode 0600 in a 0700 directory.
 //!
 //! **History, not toggles.** `current` is the policy in force (possibly flushed); `confirmed`
-//! is the last policy an operator confirmed: the one a filter was attached with, or one made
-//! so by `fw confirm` (which works also when no timer is pending). Every rollback, by command
-//! or by the timer, returns to `confirmed`, whatever happened since, and is idempotent.
-//! `fw apply` (with or without `--confirm`) and a flush put an entry in force without
-//! confirming it; a live edit of the confirmed policy keeps it confirmed.
+//! is the last policy an operator confirmed: the one a filter was attached with, one set by
+//! `fw up --policy`/`fw restore`, or one made so by `fw confirm` (which works also when no
+//! timer is pending). Every rollback, by command or by the timer, returns to `confirmed`,
+//! whatever happened since, and is idempotent. `fw apply` (with or without `--confirm`) and a
+//! flush put an entry in force without confirming it; a live edit of the confirmed policy
+//! keeps it confirmed.
 //!
 //! **Write-ahead.** A change the kernel will see is first written here as a [`Txn`] (the whole
 //! record as it will be afterwards, and for a generation flip the generation it flips to),
@@ -60,6 +61,15 @@ pub enum EgressAttach {
     /// A cls_bpf filter on a clsact qdisc (older kernels): not a bpf_link, found again by its
     /// priority and handle.
     Clsact { priority: u16, handle: u32 },
+}
+
+/// fw's place in a libxdp dispatcher.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MultiProg {
+    /// Run priority: lower runs first.
+    pub priority: u32,
+    /// fw's program (an freplace extension) in the dispatcher.
+    pub prog_id: u32,
 }
 
 /// A policy as it is (or was) in force.
@@ -120,6 +130,16 @@ pub struct State {
     /// The interface index the filter was attached to (a recreated interface gets another).
     pub ifindex: u32,
     pub mode: AttachMode,
+    /// Which build of the XDP program runs (states written before fw recorded it ran the
+    /// single-buffer build).
+    #[serde(default = "linear")]
+    pub variant: crate::loader::Variant,
+    /// fw runs as a component of a libxdp dispatcher (shares the hook with other programs).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub multiprog: Option<MultiProg>,
+    /// Why native mode was not used, when generic mode was chosen automatically.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub why_not_native: Option<String>,
     pub egress: EgressAttach,
     #[serde(flatten)]
     pub record: Record,
@@ -127,6 +147,10 @@ pub struct State {
     pub txn: Option<Txn>,
     #[serde(default)]
     pub log: Vec<LogEntry>,
+}
+
+fn linear() -> crate::loader::Variant {
+    crate::loader::Variant::Linear
 }
 
 pub fn unix_now() -> u64 {
@@ -378,6 +402,12 @@ mod tests {
             iface: "eth0".into(),
             ifindex: 2,
             mode: AttachMode::Native,
+            variant: crate::loader::Variant::Frags,
+            why_not_native: Some("the MTU".into()),
+            multiprog: Some(MultiProg {
+                priority: 20,
+                prog_id: 7,
+            }),
             egress: EgressAttach::Clsact {
                 priority: 1,
                 handle: 7,

@@ -28,6 +28,14 @@ pub struct IfaceStatus {
     pub schema: u32,
     pub iface: String,
     pub mode: AttachMode,
+    /// `frags`: multi-buffer aware (jumbo frames in native mode); `linear`: one buffer.
+    pub variant: crate::loader::Variant,
+    /// How the XDP program is attached, in words ("native (driver) mode, multi-buffer
+    /// program, alone on the interface (its own bpf_link)").
+    pub xdp: String,
+    /// fw's place in a libxdp dispatcher, when it shares the interface.
+    pub multiprog: Option<crate::state::MultiProg>,
+    pub mtu: Option<u32>,
     pub egress: EgressAttach,
     pub generation: u32,
     pub flushed: bool,
@@ -49,7 +57,7 @@ pub struct IfaceStatus {
     pub reasons: Vec<ReasonStatus>,
     pub connections: Vec<TableStatus>,
     /// Rate limits, block lists and bans.
-    pub flood: crate::filter_flood::FloodStatus,
+    pub flood: crate::filter::flood::FloodStatus,
 }
 
 /// Occupancy of one connection-tracking table.
@@ -169,6 +177,10 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
         connections,
         iface: iface.to_string(),
         mode: state.mode,
+        variant: state.variant,
+        multiprog: state.multiprog,
+        xdp: describe_xdp(&state, iface),
+        mtu: crate::native::Facts::of(iface.as_str()).mtu,
         egress: state.egress,
         generation,
         flushed,
@@ -181,7 +193,7 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
         } else {
             "DROP"
         },
-        flood: crate::filter_flood::flood_status(&paths, &maps, &view.current.policy, generation)?,
+        flood: crate::filter::flood::flood_status(&paths, &maps, &view.current.policy, generation)?,
         options: view.current.policy.options.clone(),
         rules,
         reasons,
@@ -189,6 +201,19 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
         problems,
         log: state.log.clone(),
     })
+}
+
+/// The XDP attachment in plain words.
+pub fn describe_xdp(state: &State, iface: &IfaceName) -> String {
+    let mode = match state.mode {
+        AttachMode::Native => "native (driver) mode",
+        AttachMode::Skb => "generic (skb) mode",
+    };
+    let how = match &state.multiprog {
+        Some(mp) => crate::multiprog::describe(iface, mp),
+        None => "alone on the interface (its own bpf_link)".into(),
+    };
+    format!("{mode}, {} program, {how}", state.variant.describe())
 }
 
 /// How the running policy compares with the saved one (/etc/fw/fw.toml), which the boot unit

@@ -6,16 +6,14 @@
 //! not must be one of the documented differences (README, "Differential test against
 //! iptables"). Root only; each case makes and removes its own namespaces.
 
-use tests::{
-    differential::{self, Options, policies, report},
-    netns::TempDir,
-};
+use fw_diff::{Options, policies, report};
+use fw_lab::TempDir;
 
 /// Packets per policy in the sample: every class gets its share (a few dozen to a hundred).
 const SAMPLE: usize = 1_000;
 
 fn run(case: &str) {
-    differential::preflight().unwrap_or_else(|e| panic!("{e:#}"));
+    fw_diff::preflight().unwrap_or_else(|e| panic!("{e:#}"));
     let dir = TempDir::new("diff-sample");
     let cases = policies::builtin(&dir, &[case]).unwrap_or_else(|e| panic!("{e:#}"));
     assert_eq!(cases.len(), 1, "no built-in case {case}");
@@ -24,7 +22,7 @@ fn run(case: &str) {
         progress: false,
         ..Options::default()
     };
-    let r = differential::run_case(&cases[0], &opts).unwrap_or_else(|e| panic!("{e:#}"));
+    let r = fw_diff::run_case(&cases[0], &opts).unwrap_or_else(|e| panic!("{e:#}"));
     let s = report::summarize(&r);
     let text = report::text(&r, &s);
     println!("{text}");
@@ -75,4 +73,19 @@ fn web_server_rules_against_their_import() {
 #[test]
 fn centos_rules_against_their_import() {
     run("centos");
+}
+
+#[test]
+fn arch_wiki_stateful_chains_against_their_import() {
+    run("arch-stateful");
+}
+
+#[test]
+fn cdn_only_web_ports_against_their_import() {
+    run("cdn-only");
+}
+
+#[test]
+fn mangle_table_anti_ddos_rules_against_their_import() {
+    run("anti-ddos");
 }

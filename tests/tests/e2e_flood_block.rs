@@ -4,7 +4,7 @@
 
 use std::{fmt::Write as _, time::Instant};
 
-use tests::netns::{CONNECT_OK, Connect, Pair, TempDir, preflight};
+use fw_lab::{CONNECT_OK, Connect, Pair, TempDir, preflight};
 
 const FAMILIES: [bool; 2] = [false, true];
 

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use tests::netns::{CONNECT_OK, Connect, Pair, TempDir, echoes, parse_hping3, preflight};
+use fw_lab::{CONNECT_OK, Connect, Pair, TempDir, echoes, parse_hping3, preflight};
 
 const SSH: u16 = 22;
 

@@ -9,7 +9,7 @@ use std::{
     time::{Duration, Instant},
 };
 
-use tests::netns::{FW_TIMEOUT, Output, Pair, TempDir, fw_bin, preflight, run_with_timeout};
+use fw_lab::{FW_TIMEOUT, Output, Pair, TempDir, fw_bin, preflight, run_with_timeout};
 
 const NOBODY: &str = "65534";
 

@@ -4,10 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use tests::netns::{Pair, hping3, nmap, preflight};
-
-/// The seed policy's TCP ports.
-const SEED_OPEN: [u16; 9] = [80, 443, 25, 465, 110, 995, 143, 993, 22];
+use fw_lab::{Pair, fixtures::SEED_OPEN, hping3, nmap, preflight};
 
 /// Ports that differ from `want`, as "port: got (want)".
 fn differences(got: &BTreeMap<u16, String>, want: impl Fn(u16) -> &'static str) -> Vec<String> {
@@ -181,8 +178,8 @@ fn hping3_null_and_xmas_probes_get_no_reply() {
             (u64::from(N), 0),
             "{name} with fw: (sent, answered)"
         );
-        let counted = |s: &tests::netns::Status| reasons.iter().map(|r| s.reason(r)).sum::<u64>();
-        let s1 = pair.status_when(tests::netns::CONNECT_OK, |s| counted(s) >= counted(&s0) + 3);
+        let counted = |s: &fw_lab::Status| reasons.iter().map(|r| s.reason(r)).sum::<u64>();
+        let s1 = pair.status_when(fw_lab::CONNECT_OK, |s| counted(s) >= counted(&s0) + 3);
         assert_eq!(
             counted(&s1) - counted(&s0),
             u64::from(N),

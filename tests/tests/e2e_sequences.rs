@@ -9,10 +9,10 @@ use std::{
     time::{Duration, Instant},
 };
 
-use serde_json::Value;
-use tests::netns::{
+use fw_lab::{
     CMD_TIMEOUT, Connect::*, FW_TIMEOUT, Output, Pair, TempDir, fw_bin, preflight, run_with_timeout,
 };
+use serde_json::Value;
 
 const SEED_OPEN: u16 = 80;
 const A_PORT: u16 = 1111;
@@ -490,5 +490,175 @@ fn restore_refuses_a_policy_that_cuts_the_ssh_session() {
     );
     let out = restore(None).check();
     assert!(out.stdout.contains("restored"), "{out}");
+    pair.finish();
+}
+
+/// Recreate the server's veth (same names and addresses), as a hot-plug or a container restart
+/// does.
+fn recreate_veth(pair: &Pair) {
+    let iface = Pair::SERVER_IF;
+    pair.server.ip(&["link", "del", iface]);
+    pair.server.ip(&[
+        "link",
+        "add",
+        iface,
+        "type",
+        "veth",
+        "peer",
+        "name",
+        Pair::CLIENT_IF,
+        "netns",
+        pair.client.name(),
+    ]);
+    for (ns, ifname, host) in [(&pair.server, iface, 1), (&pair.client, Pair::CLIENT_IF, 2)] {
+        ns.ip(&[
+            "addr",
+            "add",
+            &format!("{}/24", pair.v4(host)),
+            "dev",
+            ifname,
+        ]);
+        ns.ip(&["link", "set", ifname, "up"]);
+    }
+}
+
+/// `fw restore --watch` (what the boot unit can run) attaches the policy again when its
+/// interface is deleted and recreated, with the live edits that were in force, and leaves the
+/// filter attached when stopped.
+#[test]
+fn restore_watch_reattaches_a_recreated_interface() {
+    preflight(&[]);
+    let dir = TempDir::new("watch");
+    let file = dir.write(
+        "saved.toml",
+        &format!(
+            "interfaces = [\"{}\"]\n[[allow]]\nports = [22, 80]\n",
+            Pair::SERVER_IF
+        ),
+    );
+    let pair = Pair::new("watch");
+    let mut watcher = pair.server.spawn(
+        fw_bin().display().to_string(),
+        &["restore", &path_str(&file), "--watch"],
+    );
+    assert!(
+        watcher.wait_for_stdout("watching", FW_TIMEOUT),
+        "{}",
+        watcher.stdout()
+    );
+    pair.fw(&["allow", "8080", "-i", Pair::SERVER_IF]).check();
+    recreate_veth(&pair);
+    let _l = [pair.listen(false, 8080), pair.listen(false, 7777)];
+    assert!(
+        wait_until(Duration::from_secs(30), || {
+            let (out, v) = status(&pair);
+            out.success() && problem_codes(&v).is_empty()
+        }),
+        "not healed: {}\nwatcher: {}{}",
+        status(&pair).0,
+        watcher.stdout(),
+        watcher.stderr()
+    );
+    assert!(
+        watcher.stdout().contains("attached again"),
+        "{}",
+        watcher.stdout()
+    );
+    assert_eq!(
+        pair.connect(false, 8080),
+        Connected,
+        "the live edit survived"
+    );
+    assert_eq!(pair.probe(false, 7777), TimedOut, "filtered again");
+    watcher.signal(libc::SIGTERM);
+    let st = watcher.wait_timeout(Duration::from_secs(15));
+    assert!(st.is_some_and(|s| s.success()), "{}", watcher.stderr());
+    assert_eq!(
+        pair.probe(false, 7777),
+        TimedOut,
+        "still filtered after the watcher"
+    );
+    pair.finish();
+}
+
+/// An fw of another map layout (an older release) is running: `fw up` takes its links over —
+/// new programs and maps on the same XDP and TCX links, the policy in force carried over, the
+/// old pins and state removed — and no packet passes unfiltered meanwhile.
+#[test]
+fn an_older_layouts_filter_is_taken_over_on_the_same_links_without_a_gap() {
+    preflight(&["bpftool"]);
+    let pair = Pair::new("layout");
+    let _l = [pair.listen(false, 8080), pair.listen(false, 7777)];
+    pair.fw_up(None);
+    pair.fw(&["allow", "8080", "-i", Pair::SERVER_IF]).check();
+    let before = pair.link().expect("link");
+    // Make it look like an older release's filter: its pins and state under layout v1.
+    let ours = format!("v{}", fw_common::maps::LAYOUT_VERSION);
+    let ns = pair.server.inode().to_string();
+    for root in ["/sys/fs/bpf/fw", "/run/fw"] {
+        let from = Path::new(root).join(&ours).join(&ns).join(Pair::SERVER_IF);
+        let to_dir = Path::new(root).join("v1").join(&ns);
+        std::fs::create_dir_all(&to_dir).expect("mkdir");
+        std::fs::rename(&from, to_dir.join(Pair::SERVER_IF)).expect("move to v1");
+    }
+    struct Cleanup(String);
+    impl Drop for Cleanup {
+        fn drop(&mut self) {
+            for root in ["/sys/fs/bpf/fw/v1", "/run/fw/v1"] {
+                let _ = std::fs::remove_dir_all(Path::new(root).join(&self.0));
+            }
+        }
+    }
+    let _c = Cleanup(ns.clone());
+    // Probes to a port the policy closes while fw takes over: none may get through.
+    let stop = std::sync::atomic::AtomicBool::new(false);
+    let leaked = thread::scope(|s| {
+        let probes = s.spawn(|| {
+            let mut leaked = 0;
+            for _ in 0..2_000 {
+                if stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    break;
+                }
+                let c = pair.client.connect_tcp(
+                    pair.server_addr(false, 7777),
+                    None,
+                    Duration::from_millis(50),
+                );
+                if c != TimedOut {
+                    leaked += 1;
+                }
+            }
+            leaked
+        });
+        let out = pair.fw(&["up", "-i", Pair::SERVER_IF]).check();
+        assert!(out.stdout.contains("took over"), "{out}");
+        thread::sleep(Duration::from_millis(300));
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        probes.join().expect("probes")
+    });
+    assert_eq!(
+        leaked, 0,
+        "closed-port connects got through during the takeover"
+    );
+    let after = pair.link().expect("link after the takeover");
+    assert_eq!(after.link_id, before.link_id, "not the same XDP link");
+    assert_ne!(
+        after.prog_id, before.prog_id,
+        "the program was not replaced"
+    );
+    assert_eq!(
+        pair.connect(false, 8080),
+        Connected,
+        "the live edit came along"
+    );
+    assert!(
+        !Path::new("/sys/fs/bpf/fw/v1")
+            .join(&ns)
+            .join(Pair::SERVER_IF)
+            .exists(),
+        "old pins left"
+    );
+    let (out, v) = status(&pair);
+    assert!(out.success() && problem_codes(&v).is_empty(), "{out}");
     pair.finish();
 }

@@ -15,9 +15,7 @@
 
 use std::time::Duration;
 
-use tests::netns::{
-    CONNECT_DROP, CONNECT_OK, Pair, Status, Tag, preflight, syn_frame, tcp_flags_of,
-};
+use fw_lab::{CONNECT_DROP, CONNECT_OK, Pair, Status, Tag, preflight, syn_frame, tcp_flags_of};
 
 const Q: u16 = 0x8100;
 const AD: u16 = 0x88a8;
@@ -47,7 +45,7 @@ fn vlan_tagged_frames_are_filtered_like_untagged_ones() {
         sport
     };
     // Whether the server answered a SYN from `sport` to `dport` with a SYN-ACK (bounded wait).
-    let answered = |raw: &tests::netns::RawLink, sport: u16, dport: u16, wait: Duration| {
+    let answered = |raw: &fw_lab::RawLink, sport: u16, dport: u16, wait: Duration| {
         raw.wait_for(wait, |f| {
             tcp_flags_of(f, server, dport, client, sport).is_some_and(|fl| fl & SYN_ACK == SYN_ACK)
         })

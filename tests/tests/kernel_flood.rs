@@ -14,7 +14,7 @@ use fw_common::{
     tcp::{ACK, SYN},
 };
 use fw_policy::{Cidr, Policy, blocks::BlockSet, parse_policy};
-use tests::testrun::{KernelFilter, XDP_DROP, XDP_PASS, require_root};
+use fw_testrun::{KernelFilter, XDP_DROP, XDP_PASS, require_root};
 
 const H4: &str = "192.0.2.1";
 const H6: &str = "2001:db8::1";
@@ -294,7 +294,7 @@ fn a_spoofed_flood_overflowing_the_bucket_table_evicts_no_known_client() {
     assert_eq!(&known[0].0.addr[..4], &[198, 51, 100, 7]);
     assert_eq!(f.run(&syn("198.51.100.7", 999, 22)).unwrap(), XDP_DROP);
     let flows_after = f.kernel_flows().unwrap();
-    let keys = |m: &tests::testrun::Flows| m.keys().copied().collect::<Vec<_>>();
+    let keys = |m: &fw_testrun::Flows| m.keys().copied().collect::<Vec<_>>();
     assert_eq!(keys(&flows_before), keys(&flows_after));
     assert_eq!(
         flows_after
@@ -303,4 +303,33 @@ fn a_spoofed_flood_overflowing_the_bucket_table_evicts_no_known_client() {
             .count(),
         6
     );
+}
+
+/// Both builds of the XDP program (multi-buffer `xdp.frags` and single-buffer) reach their own
+/// build of the flood program: the kernel lets a program array hold only programs whose frags
+/// flag matches its owner's, and a missing tail call would count the packet as `internal`.
+#[test]
+fn the_flood_step_runs_behind_both_builds_of_the_xdp_program() {
+    require_root();
+    let p = parse_policy("test", "[[allow]]\nports = [22]\nlimit = \"1/1h\"\n").unwrap();
+    for variant in [fw::loader::Variant::Frags, fw::loader::Variant::Linear] {
+        if variant == fw::loader::Variant::Frags && !fw::probe::xdp_frags() {
+            continue;
+        }
+        let mut f = KernelFilter::load_variant(&p, variant)
+            .unwrap_or_else(|e| panic!("loading the {variant:?} build: {e:#}"));
+        assert_eq!(f.variant(), variant);
+        f.set_blocks(blocked_set(&["198.51.100.0/24"])).unwrap();
+        assert_eq!(
+            both(&f, &syn("198.51.100.9", 1, 22)),
+            Some(Reason::Blocked),
+            "{variant:?}"
+        );
+        assert_eq!(connect(&f, "203.0.113.7", 1000), None, "{variant:?}");
+        assert_eq!(
+            both(&f, &syn("203.0.113.7", 1001, 22)),
+            Some(Reason::RateLimited),
+            "{variant:?}"
+        );
+    }
 }

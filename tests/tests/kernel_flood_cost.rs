@@ -12,7 +12,7 @@ use aya::{
 };
 use fw_common::{frame::PacketSpec, maps::MAP_BLOCK_V4, tcp::SYN};
 use fw_policy::{Cidr, blocks::BlockSet, parse_policy};
-use tests::testrun::{KernelFilter, require_root};
+use fw_testrun::{KernelFilter, require_root};
 
 const REPEAT: u32 = 200_000;
 const ROUNDS: usize = 5;
@@ -28,10 +28,10 @@ struct Floor(aya::Ebpf);
 impl Floor {
     fn load() -> Self {
         let mut e = EbpfLoader::new()
-            .load(fw::bench_programs::BENCH_DROP)
+            .load(fw_bench::programs::BENCH_DROP)
             .expect("bench_drop");
         let p: &mut Xdp = e
-            .program_mut(fw::bench_programs::BENCH_DROP_PROG)
+            .program_mut(fw_bench::programs::BENCH_DROP_PROG)
             .unwrap()
             .try_into()
             .unwrap();
@@ -42,7 +42,7 @@ impl Floor {
     fn ns(&self, frame: &[u8]) -> f64 {
         let p: &Xdp = self
             .0
-            .program(fw::bench_programs::BENCH_DROP_PROG)
+            .program(fw_bench::programs::BENCH_DROP_PROG)
             .unwrap()
             .try_into()
             .unwrap();
@@ -60,13 +60,12 @@ impl Floor {
 /// Median ns above the floor of each (name, frame) on `f`, interleaved with the floor.
 fn measure(f: &KernelFilter, floor: &Floor, cases: &[(&str, Vec<u8>)]) -> Vec<(String, f64, u32)> {
     let mut samples: Vec<Vec<f64>> = vec![Vec::new(); cases.len()];
-    let mut rets = vec![0; cases.len()];
+    let rets: Vec<u32> = cases.iter().map(|(_, fr)| f.run(fr).unwrap()).collect();
     for _ in 0..ROUNDS {
         for (i, (_, fr)) in cases.iter().enumerate() {
             let base = floor.ns(fr);
-            let (ret, d) = f.time(fr, REPEAT).unwrap();
-            rets[i] = ret;
-            samples[i].push(d.as_nanos() as f64 - base);
+            let ns = f.time_ns(fr, REPEAT).unwrap();
+            samples[i].push(ns as f64 - base);
         }
     }
     cases

@@ -1,5 +1,6 @@
-//! `cargo xtask bench [--quick] [-- ARGS]`: build the benchmark (tests/src/bin/fw-bench.rs, with
-//! fw and its XDP programs embedded) in release mode and run it as root. A full run writes
+//! `cargo xtask bench [--quick] [-- ARGS]`: build the benchmark (the `fw-bench` crate, with fw's
+//! XDP program and the benchmark's own, fw-bench-ebpf, embedded) in release mode and run it as
+//! root. A full run writes
 //! docs/benchmarks.md, docs/bench/results.json and the plots; `--quick` (under two minutes)
 //! writes them under target/bench-quick/ instead. ARGS go to fw-bench (`-- --help` lists them).
 
@@ -9,7 +10,7 @@ use anyhow::bail;
 
 use crate::{
     build_run::profile_dir,
-    proc::{Cmd, is_root},
+    proc::{cmd, is_root},
     repo_root, setup,
 };
 
@@ -24,10 +25,10 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     }
     // iptables, nftables, xdp-tools and iperf3 are among setup's packages.
     setup::run(setup::Steps::ALL)?;
-    println!("[bench] cargo build --release -p tests --bin fw-bench");
+    println!("[bench] cargo build --release -p fw-bench --bin fw-bench");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    Cmd::new(cargo)
-        .args(["build", "--release", "-p", "tests", "--bin", "fw-bench"])
+    cmd(cargo)
+        .args(["build", "--release", "-p", "fw-bench", "--bin", "fw-bench"])
         .current_dir(repo_root())
         .inherit()
         .timeout(Duration::from_secs(60 * 60))
@@ -36,7 +37,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     if !bin.is_file() {
         bail!("cargo build succeeded but {} is missing", bin.display());
     }
-    let mut cmd = Cmd::new(&bin).current_dir(repo_root());
+    let mut cmd = cmd(&bin).current_dir(repo_root());
     if a.quick {
         cmd = cmd.arg("--quick");
     }
@@ -46,5 +47,5 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
         if a.quick { " --quick" } else { "" }
     );
     // Replace this process, so Ctrl-C reaches the benchmark directly and it cleans up.
-    Err(cmd.args(&a.extra).exec())
+    Err(cmd.args(&a.extra).exec().into())
 }

@@ -5,7 +5,7 @@ use std::{path::PathBuf, time::Duration};
 use anyhow::bail;
 
 use crate::{
-    proc::{Cmd, is_root},
+    proc::{cmd, is_root},
     repo_root, setup,
 };
 
@@ -34,7 +34,7 @@ pub fn cargo_build(release: bool) -> anyhow::Result<PathBuf> {
         "[build] cargo build -p fw-user ({profile}; the XDP program is compiled by fw-user's build.rs)"
     );
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Cmd::new(cargo).args(["build", "-p", "fw-user"]);
+    let mut cmd = cmd(cargo).args(["build", "-p", "fw-user"]);
     if release {
         cmd = cmd.arg("--release");
     }
@@ -70,11 +70,11 @@ pub fn run(release: bool, args: Vec<String>) -> anyhow::Result<()> {
     })?;
     let bin = cargo_build(release)?;
     println!("[run] {} run {}", bin.display(), args.join(" "));
-    let mut cmd = Cmd::new(&bin).arg("run").args(&args);
+    let mut cmd = cmd(&bin).arg("run").args(&args);
     // `--log` lines come through the `log` crate at info level (target fw_xdp); fw's own
     // default filter is warn, which would hide them.
     if args.iter().any(|a| a == "--log") && std::env::var_os("RUST_LOG").is_none() {
         cmd = cmd.env("RUST_LOG", "warn,fw_xdp=info");
     }
-    Err(cmd.exec())
+    Err(cmd.exec().into())
 }

@@ -46,7 +46,7 @@ pub fn run() -> anyhow::Result<bool> {
         Lab::create(fw, &LISTEN).context("creating the lab")?
     };
     match story.tell(lab) {
-        Err(e) if e.is::<proc::Interrupted>() => return Err(e),
+        Err(e) if proc::is_interrupted(&e) => return Err(e),
         Err(e) => {
             println!();
             story.fail(format!("the demo stopped early: {e:#}"));
@@ -112,7 +112,7 @@ impl Story {
     /// (unless the user pressed Ctrl-C).
     fn step(&mut self, r: anyhow::Result<()>) -> anyhow::Result<()> {
         match r {
-            Err(e) if e.is::<proc::Interrupted>() => Err(e),
+            Err(e) if proc::is_interrupted(&e) => Err(e),
             Err(e) => {
                 self.fail(format!("{e:#}"));
                 Ok(())
@@ -135,7 +135,10 @@ impl Story {
         let (srv, cli) = (lab.srv(), lab.cli());
         say(format!(
             "client {} ({CLI_V4}, {CLI_V6})\n   └─veth {} ⇄ {}─┘\nserver {} ({SRV_V4}, {SRV_V6})",
-            cli.name, lab.cli_if, lab.srv_if, srv.name
+            cli.name(),
+            lab.cli_if,
+            lab.srv_if,
+            srv.name()
         ));
         say(
             "The server listens on TCP 22 (ssh), 80 (http), 443 (https) and 8080 (an app the policy does not allow).",
@@ -159,7 +162,7 @@ impl Story {
         ));
         say(format!(
             "Run inside the server namespace: nsenter --net=/var/run/netns/{} fw up --iface {}",
-            lab.srv().name,
+            lab.srv().name(),
             lab.srv_if
         ));
         let out = lab.fw_up()?;
@@ -207,7 +210,7 @@ impl Story {
         heading("10. fw status: the rules and the counters");
         say(format!(
             "nsenter --net=/var/run/netns/{} fw status",
-            lab.srv().name
+            lab.srv().name()
         ));
         let out = lab.fw(&["status", "--iface", &lab.srv_if])?;
         println!("{}", indent(out.both().trim_end(), "   │ "));
@@ -312,7 +315,7 @@ impl Story {
         let ports = [22, 25, 80, 443, 3306, 8080];
         say(format!(
             "ip netns exec {} nmap -n -Pn -sS -p 22,25,80,443,3306,8080 {SRV_V4}",
-            lab.cli().name
+            lab.cli().name()
         ));
         let m = lab::nmap(lab.cli(), "-sS", &ports, SRV_V4.into())?;
         let expected: [(u16, &str, &str); 6] = [
@@ -390,11 +393,11 @@ impl Story {
         let before = lab.counters()?;
         say(format!(
             "ip netns exec {} hping3 -c 3 -p 25 -F -S -R -P -A -U {SRV_V4}   (all six classic flags: the seed's XMAS rule)",
-            lab.cli().name
+            lab.cli().name()
         ));
         let out = lab
             .cli()
-            .exec("hping3")
+            .cmd("hping3")
             .args([
                 "-c", "3", "-i", "u200000", "-p", "25", "-F", "-S", "-R", "-P", "-A", "-U",
             ])
@@ -402,11 +405,9 @@ impl Story {
             .timeout(Duration::from_secs(30))
             .run()?;
         let after = lab.counters()?;
-        let received = out.both().lines().find_map(|l| {
-            let l = l.trim();
-            let i = l.find(" packets received")?;
-            l[..i].rsplit([' ', ',']).next()?.parse::<u64>().ok()
-        });
+        let received = fw_lab::scan::parse_hping3_text(&out.both())
+            .ok()
+            .map(|(_, received)| received);
         self.check(
             received == Some(0),
             format!(
@@ -457,7 +458,7 @@ impl Story {
     fn live_allow(&mut self, lab: &Lab, prog_id: u64) -> anyhow::Result<()> {
         say(format!(
             "nsenter --net=/var/run/netns/{} fw allow 8080/tcp --iface {}",
-            lab.srv().name,
+            lab.srv().name(),
             lab.srv_if
         ));
         let out = lab.fw(&[

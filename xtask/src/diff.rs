@@ -1,5 +1,5 @@
 //! `cargo xtask diff [--packets N] [--policy FILE...] [-- ARGS]`: the differential test against
-//! iptables, full size. Builds `fw` and `fw-diff` (tests/src/bin/fw-diff.rs) and runs it as
+//! iptables, full size. Builds `fw` and `fw-diff` (the `fw-diff` crate) and runs it as
 //! root: each policy goes into real iptables in one network namespace and into fw in another,
 //! both get the same generated packets, and what each lets through is compared. The built-in
 //! run (no --policy, at least 100,000 packets per policy) writes docs/differential.md; other
@@ -11,7 +11,7 @@ use anyhow::bail;
 
 use crate::{
     build_run::{self, profile_dir},
-    proc::{Cmd, is_root},
+    proc::{cmd, is_root},
     repo_root, setup,
 };
 
@@ -33,10 +33,10 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     // iptables, nftables, ethtool and iproute2 are among setup's packages.
     setup::run(setup::Steps::ALL)?;
     let fw = build_run::cargo_build(false)?;
-    println!("[diff] cargo build -p tests --bin fw-diff");
+    println!("[diff] cargo build -p fw-diff --bin fw-diff");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    Cmd::new(cargo)
-        .args(["build", "-p", "tests", "--bin", "fw-diff"])
+    cmd(cargo)
+        .args(["build", "-p", "fw-diff", "--bin", "fw-diff"])
         .current_dir(repo_root())
         .inherit()
         .timeout(Duration::from_secs(60 * 60))
@@ -55,7 +55,7 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
             .unwrap_or(&repo_root())
             .join("differential.md")
     };
-    let mut cmd = Cmd::new(&bin)
+    let mut cmd = cmd(&bin)
         .current_dir(repo_root())
         .env("FW_BIN", &fw)
         .arg("--packets")
@@ -77,5 +77,5 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     }
     println!("[diff] {} (FW_BIN={})", bin.display(), fw.display());
     // Replace this process, so Ctrl-C reaches fw-diff directly and its guards clean up.
-    Err(cmd.args(&a.extra).exec())
+    Err(cmd.args(&a.extra).exec().into())
 }

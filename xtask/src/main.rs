@@ -5,10 +5,12 @@ mod bench;
 mod build_run;
 mod demo;
 mod diff;
+mod dist;
 mod lab;
 mod proc;
 mod setup;
 mod test;
+mod vm;
 
 use std::{
     path::{Path, PathBuf},
@@ -70,6 +72,30 @@ enum Task {
         #[arg(last = true)]
         extra: Vec<String>,
     },
+    /// Packages in target/dist/: a static (musl) stripped `fw` with its XDP programs, a .deb and
+    /// a .tar.gz (man pages, completions, systemd unit, default policy).
+    Dist {
+        /// Then install the .deb on this machine with dpkg, check it and purge it (root; `cargo
+        /// xtask test` runs this after the other tiers).
+        #[arg(long)]
+        check: bool,
+    },
+    /// Boot a Debian kernel in QEMU and run fw's guest test there (root): fw up, traffic,
+    /// status, conns, replace, down, each check printed.
+    Vm {
+        /// Debian kernel series: 6.1 (Debian 12's own, no TCX; the default) or 6.12
+        /// (bookworm-security, has TCX).
+        #[arg(long)]
+        kernel: Option<String>,
+        /// The fw binary to test (default: build it like `cargo xtask build`).
+        #[arg(long, value_name = "PATH")]
+        fw: Option<PathBuf>,
+        /// Test fw.service under systemd instead: boot this machine's root file system
+        /// (read-only, under an overlay) with systemd, install the .deb of `cargo xtask dist`,
+        /// start, reload, restart and stop the unit.
+        #[arg(long)]
+        unit: bool,
+    },
     /// Benchmarks against iptables, nftables and xdp-filter (root); writes docs/benchmarks.md.
     Bench {
         /// Fewer rounds and scale points (under two minutes); results go to target/bench-quick/.
@@ -110,13 +136,15 @@ fn main() -> ExitCode {
             policies: policy,
             extra,
         }),
+        Task::Dist { check } => dist::run(dist::Args { check }),
+        Task::Vm { kernel, fw, unit } => vm::run(vm::Args { kernel, fw, unit }),
         Task::Bench { quick, extra } => bench::run(bench::Args { quick, extra }),
     };
     match result {
         Ok(true) => ExitCode::SUCCESS,
         Ok(false) => ExitCode::FAILURE,
         Err(e) => {
-            if e.is::<proc::Interrupted>() {
+            if proc::is_interrupted(&e) {
                 eprintln!("xtask: interrupted");
                 return ExitCode::from(130);
             }

@@ -13,7 +13,7 @@ use std::{
 
 use anyhow::{Context as _, bail};
 
-use crate::proc::{Cmd, indent, is_root};
+use crate::proc::{cmd, indent, is_root};
 
 /// The bpf-linker release whose `llvm-NN` features match the nightly compilers used here.
 const BPF_LINKER: &str = "bpf-linker@0.13.0";
@@ -103,7 +103,7 @@ fn say(step: &str, what: &str) {
 fn nightly_sysroot() -> anyhow::Result<PathBuf> {
     const STEP: &str = "nightly toolchain";
     let query = || {
-        Cmd::new("rustc")
+        cmd("rustc")
             .args(["+nightly", "--print", "sysroot"])
             .timeout(Duration::from_secs(120))
             .run()
@@ -114,7 +114,7 @@ fn nightly_sysroot() -> anyhow::Result<PathBuf> {
         return Ok(PathBuf::from(out.stdout.trim()));
     }
     say(STEP, "missing; installing with rustup…");
-    Cmd::new("rustup")
+    cmd("rustup")
         .args([
             "toolchain",
             "install",
@@ -149,7 +149,7 @@ fn rust_src(sysroot: &Path) -> anyhow::Result<()> {
         STEP,
         "missing; installing (rustup component add rust-src --toolchain nightly)…",
     );
-    Cmd::new("rustup")
+    cmd("rustup")
         .args(["component", "add", "rust-src", "--toolchain", "nightly"])
         .timeout(Duration::from_secs(15 * 60))
         .ok()?;
@@ -181,7 +181,7 @@ fn install_bin_dir() -> PathBuf {
 
 /// A bpf-linker that runs and whose libLLVM (if linked dynamically) is nightly's own.
 fn usable_bpf_linker(path: &Path, sysroot: &Path) -> Result<(), String> {
-    match Cmd::new(path)
+    match cmd(path)
         .arg("--version")
         .timeout(Duration::from_secs(30))
         .run()
@@ -198,11 +198,7 @@ fn usable_bpf_linker(path: &Path, sysroot: &Path) -> Result<(), String> {
     }
     // A linker built against an older nightly links to a libLLVM soname this nightly does not
     // ship any more: rebuild it rather than link objects with another LLVM than rustc's.
-    if let Ok(ldd) = Cmd::new("ldd")
-        .arg(path)
-        .timeout(Duration::from_secs(30))
-        .run()
-    {
+    if let Ok(ldd) = cmd("ldd").arg(path).timeout(Duration::from_secs(30)).run() {
         for line in ldd.stdout.lines() {
             let name = line.split_whitespace().next().unwrap_or("");
             if name.starts_with("libLLVM") && !sysroot.join("lib").join(name).exists() {
@@ -254,7 +250,7 @@ fn bpf_linker(sysroot: &Path) -> anyhow::Result<PathBuf> {
     );
     llvm_prefix(sysroot, &prefix)?;
     let cargo = env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
-    let mut cmd = Cmd::new(cargo).args([
+    let mut cmd = cmd(cargo).args([
         "install",
         BPF_LINKER,
         "--locked",
@@ -290,7 +286,7 @@ fn bpf_linker(sysroot: &Path) -> anyhow::Result<PathBuf> {
 
 /// The major LLVM version of nightly rustc ("LLVM version: 22.1.4" → 22).
 fn llvm_major() -> anyhow::Result<u32> {
-    let out = Cmd::new("rustc")
+    let out = cmd("rustc")
         .args(["+nightly", "-vV"])
         .timeout(Duration::from_secs(60))
         .ok()?;
@@ -355,7 +351,7 @@ fn bpffs() -> anyhow::Result<()> {
     }
     say(STEP, "not mounted; mounting…");
     fs::create_dir_all("/sys/fs/bpf").context("creating /sys/fs/bpf")?;
-    Cmd::new("mount")
+    cmd("mount")
         .args(["-t", "bpf", "bpf", "/sys/fs/bpf"])
         .timeout(Duration::from_secs(30))
         .ok()?;
@@ -375,7 +371,7 @@ pub fn bpffs_mounted() -> anyhow::Result<bool> {
 }
 
 fn installed(pkg: &str) -> anyhow::Result<bool> {
-    let out = Cmd::new("dpkg-query")
+    let out = cmd("dpkg-query")
         .args(["-W", "-f=${Status}", pkg])
         .timeout(Duration::from_secs(30))
         .run()
@@ -384,15 +380,19 @@ fn installed(pkg: &str) -> anyhow::Result<bool> {
 }
 
 fn packages() -> anyhow::Result<()> {
-    const STEP: &str = "debian packages";
+    install_packages("debian packages", DEBIAN_PACKAGES, &[])
+}
+
+/// apt-get install (with `extra` options) whichever of `wanted` is missing.
+pub fn install_packages(step: &str, wanted: &[&str], extra: &[&str]) -> anyhow::Result<()> {
     let mut missing = Vec::new();
-    for p in DEBIAN_PACKAGES {
+    for p in wanted {
         if !installed(p)? {
             missing.push(*p);
         }
     }
     if missing.is_empty() {
-        say(STEP, &format!("present ({})", DEBIAN_PACKAGES.join(" ")));
+        say(step, &format!("present ({})", wanted.join(" ")));
         return Ok(());
     }
     if !is_root() {
@@ -403,12 +403,13 @@ fn packages() -> anyhow::Result<()> {
         );
     }
     say(
-        STEP,
+        step,
         &format!("missing {}; running apt-get update…", missing.join(" ")),
     );
     apt(&["update"], 10 * 60)?;
-    say(STEP, &format!("installing {}…", missing.join(" ")));
+    say(step, &format!("installing {}…", missing.join(" ")));
     let mut args = vec!["install", "-y", "--no-install-recommends"];
+    args.extend(extra);
     args.extend(&missing);
     apt(&args, 30 * 60)?;
     let still: Vec<&str> = missing
@@ -419,13 +420,66 @@ fn packages() -> anyhow::Result<()> {
     if !still.is_empty() {
         bail!("apt-get did not install {}", still.join(" "));
     }
-    say(STEP, &format!("installed {}", missing.join(" ")));
+    say(step, &format!("installed {}", missing.join(" ")));
     Ok(())
 }
 
-fn apt(args: &[&str], timeout_s: u64) -> anyhow::Result<()> {
+/// The Rust target of the packaged binary: static, with musl's C library inside.
+pub const MUSL_TARGET: &str = "x86_64-unknown-linux-musl";
+
+/// What `cargo xtask dist --check` runs on the installed package besides dpkg: systemd-analyze,
+/// man and groff, and the shells whose completion files it parses.
+const DIST_CHECK_PACKAGES: &[&str] = &["systemd", "man-db", "groff-base", "bash", "zsh", "fish"];
+
+/// `cargo xtask dist`: the toolchain, the musl target, and (`check`) the tools the package
+/// check runs. Rust ships musl's C runtime and libc.a with the target, and fw's dependencies
+/// hold no C code, so no musl-gcc (Debian's musl-tools) is needed.
+pub fn dist(check: bool) -> anyhow::Result<()> {
+    run(Steps::TOOLCHAIN)?;
+    step("rust target x86_64-unknown-linux-musl", musl_target)?;
+    if check {
+        const STEP: &str = "debian packages for the package check";
+        step(STEP, || install_packages(STEP, DIST_CHECK_PACKAGES, &[]))?;
+    }
+    Ok(())
+}
+
+/// `rustup target add` for the toolchain cargo uses in the workspace, unless its sysroot has
+/// the target's standard library already.
+fn musl_target() -> anyhow::Result<()> {
+    const STEP: &str = "rust target x86_64-unknown-linux-musl";
+    let has_std = || -> anyhow::Result<bool> {
+        let out = cmd("rustc")
+            .args(["--print", "sysroot"])
+            .current_dir(crate::repo_root())
+            .timeout(Duration::from_secs(120))
+            .ok()?;
+        let lib = Path::new(out.stdout.trim()).join(format!("lib/rustlib/{MUSL_TARGET}/lib"));
+        Ok(fs::read_dir(&lib).is_ok_and(|rd| {
+            rd.flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with("libstd-"))
+        }))
+    };
+    if has_std()? {
+        say(STEP, "present");
+        return Ok(());
+    }
+    say(STEP, &format!("missing; rustup target add {MUSL_TARGET}…"));
+    cmd("rustup")
+        .args(["target", "add", MUSL_TARGET])
+        .current_dir(crate::repo_root())
+        .timeout(Duration::from_secs(15 * 60))
+        .ok()?;
+    if !has_std()? {
+        bail!("rustup reported success but the {MUSL_TARGET} standard library is still missing");
+    }
+    say(STEP, "installed");
+    Ok(())
+}
+
+pub fn apt(args: &[&str], timeout_s: u64) -> anyhow::Result<()> {
     // Wait for a lock another apt holds instead of failing at once.
-    let out = Cmd::new("apt-get")
+    let out = cmd("apt-get")
         .args(["-o", "DPkg::Lock::Timeout=300"])
         .args(args)
         .env("DEBIAN_FRONTEND", "noninteractive")

@@ -1,8 +1,12 @@
 //! `cargo xtask test`: every test tier, then a check that the tests left nothing behind.
 //!
-//! Tiers: host unit tests (fw-common, fw-user, xtask), kernel tests (the real XDP program under
-//! BPF_PROG_TEST_RUN) and end-to-end tests (real traffic between network namespaces). The last
-//! two live in the `tests` crate and need root.
+//! Tiers: host unit tests (fw-common, fw-policy, fw-user, the lab and its harnesses: fw-lab,
+//! fw-testrun, fw-bench, fw-diff, and xtask), kernel tests (the real XDP program under
+//! BPF_PROG_TEST_RUN) and end-to-end tests (real traffic between network namespaces, and a
+//! sample of the differential test). The last two live in the `tests` crate and need root;
+//! `--workspace` picks up every crate, so a crate added to the workspace is tested too.
+//! After them, the package check (`cargo xtask dist --check`) and, when FW_TEST_VM names
+//! kernels, the VM tests (`cargo xtask vm`).
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -16,7 +20,7 @@ use anyhow::bail;
 
 use crate::{
     build_run,
-    proc::{Cmd, is_root},
+    proc::{cmd, is_root},
     repo_root, setup,
 };
 
@@ -25,10 +29,10 @@ pub struct Args {
     pub extra: Vec<String>,
 }
 
-/// Not built for the host: fw-ebpf is BPF-target code (its binaries have no `main` on the host);
-/// its logic lives in fw-common, which is tested. `--workspace` would include it, default
-/// members or not.
-const HOST_ONLY_EXCLUDES: [&str; 2] = ["--exclude", "fw-ebpf"];
+/// Not built for the host: fw-ebpf and fw-bench-ebpf are BPF-target code (their binaries have no
+/// `main` on the host); fw-ebpf's logic lives in fw-common, which is tested. `--workspace` would
+/// include them, default members or not.
+const HOST_ONLY_EXCLUDES: [&str; 4] = ["--exclude", "fw-ebpf", "--exclude", "fw-bench-ebpf"];
 
 /// Returns whether everything passed.
 pub fn run(a: Args) -> anyhow::Result<bool> {
@@ -36,9 +40,9 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     if a.unit {
         setup::run(setup::Steps::TOOLCHAIN)?;
         println!(
-            "[test] host unit tests: cargo test --workspace --exclude tests --exclude fw-ebpf"
+            "[test] host unit tests: cargo test --workspace --exclude tests --exclude fw-ebpf --exclude fw-bench-ebpf"
         );
-        let out = Cmd::new(cargo)
+        let out = cmd(cargo)
             .args(["test", "--workspace", "--exclude", "tests"])
             .args(HOST_ONLY_EXCLUDES)
             .arg("--no-fail-fast")
@@ -60,10 +64,10 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     let bin = build_run::cargo_build(false)?;
     let before = Snapshot::take();
     println!(
-        "[test] all tiers: cargo test --workspace --exclude fw-ebpf (FW_BIN={})",
+        "[test] all tiers: cargo test --workspace --exclude fw-ebpf --exclude fw-bench-ebpf (FW_BIN={})",
         bin.display()
     );
-    let out = Cmd::new(cargo)
+    let out = cmd(cargo)
         .args(["test", "--workspace"])
         .args(HOST_ONLY_EXCLUDES)
         .arg("--no-fail-fast")
@@ -76,7 +80,34 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
     let results = Results::parse(&out.lines);
     let leftovers = Snapshot::take().leftovers_since(&before);
     results.print(out.success(), Some(&leftovers));
-    Ok(out.success() && results.failed == 0 && leftovers.is_empty())
+    let tiers_ok = out.success() && results.failed == 0 && leftovers.is_empty();
+    let after_ok = after_tiers(&a.extra, &bin)?;
+    Ok(tiers_ok && after_ok)
+}
+
+/// After the cargo tiers: the package check (`cargo xtask dist --check`: builds the static
+/// binary and the .deb, installs, checks and purges it), and the VM tests of the kernels listed
+/// in FW_TEST_VM (e.g. `FW_TEST_VM=6.12,6.1`; off by default: a boot takes a minute under TCG).
+/// Skipped when a test filter was given.
+fn after_tiers(extra: &[String], bin: &Path) -> anyhow::Result<bool> {
+    if !extra.is_empty() {
+        println!("[test] a test filter was given: the package check and the VM tests are skipped");
+        return Ok(true);
+    }
+    println!();
+    println!("[test] package check: cargo xtask dist --check");
+    let mut ok = crate::dist::run(crate::dist::Args { check: true })?;
+    let kernels = std::env::var("FW_TEST_VM").unwrap_or_default();
+    for kernel in kernels.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+        println!();
+        println!("[test] FW_TEST_VM: cargo xtask vm --kernel {kernel}");
+        ok &= crate::vm::run(crate::vm::Args {
+            kernel: Some(kernel.to_string()),
+            fw: Some(bin.to_path_buf()),
+            unit: false,
+        })?;
+    }
+    Ok(ok)
 }
 
 #[derive(Default)]

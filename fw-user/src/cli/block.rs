@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::Context as _;
 
-use crate::{filter::Filter, filter_flood::BlockReport, guard::Guard, paths::IfaceName};
+use crate::{filter::Filter, filter::flood::BlockReport, guard::Guard, paths::IfaceName};
 use fw_policy::{Cidr, blocks::read_feed, display_safe, limit::duration_text};
 
 #[derive(Debug, clap::Subcommand)]

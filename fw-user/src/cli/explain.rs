@@ -114,7 +114,7 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
         let d = decide_parsed(&parsed, &t);
         report(&d, &state.current().policy);
         let store = crate::blocklist::BlockStore::load(&paths).ok();
-        for line in crate::filter_flood::explain_detail(
+        for line in crate::filter::flood::explain_detail(
             &parsed,
             &d,
             &t,
@@ -129,7 +129,7 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
         println!("judged by: {source}");
         let d = decide_parsed(&parsed, &t);
         report(&d, &policy);
-        for line in crate::filter_flood::explain_detail(&parsed, &d, &t, &policy, None) {
+        for line in crate::filter::flood::explain_detail(&parsed, &d, &t, &policy, None) {
             println!("  {line}");
         }
     }

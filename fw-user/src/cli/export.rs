@@ -1,17 +1,33 @@
-//! `fw export iptables [--policy FILE]`: a policy as iptables-save rules, for comparison and
-//! for running iptables and fw side by side on the same traffic.
+//! `fw export iptables|nft [--policy FILE]`: a policy as iptables-save rules or an nftables
+//! rule set, for comparison and for running iptables/nftables and fw side by side.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
 
-use crate::iptables::{self, Family};
+use fw_import::iptables::{self, Family};
 
 #[derive(Debug, Subcommand)]
 pub enum ExportCmd {
     /// Write a policy as iptables-save rules (iptables-restore input), in the seed tutorial's
     /// order; `fw import iptables` reads them back to the same policy.
     Iptables(Args),
+    /// Write a policy as an nftables rule set (`nft -f` input, one inet table for both
+    /// families), in the same order as `fw export iptables`.
+    Nft(NftArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NftArgs {
+    /// Policy file (TOML); default: the embedded seed policy.
+    #[arg(long, short = 'p')]
+    pub policy: Option<PathBuf>,
+    /// Write here (default: standard output).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -55,6 +71,7 @@ pub struct Args {
 pub fn execute(c: ExportCmd) -> anyhow::Result<()> {
     match c {
         ExportCmd::Iptables(a) => export_iptables(&a),
+        ExportCmd::Nft(a) => export_nft(&a),
     }
 }
 
@@ -65,6 +82,23 @@ fn export_iptables(a: &Args) -> anyhow::Result<()> {
     }
     let (policy, source) = super::load_policy(a.policy.as_ref())?;
     let text = iptables::export(&policy, a.family.list(), &source);
+    match output {
+        Some(out) => {
+            super::import::write_file(out, &text, a.force)?;
+            eprintln!("{source}: wrote {}", out.display());
+        }
+        None => print!("{text}"),
+    }
+    Ok(())
+}
+
+fn export_nft(a: &NftArgs) -> anyhow::Result<()> {
+    let output = a.output.as_deref().filter(|o| o.as_os_str() != "-");
+    if let Some(out) = output {
+        super::import::refuse_existing(out, a.force)?;
+    }
+    let (policy, source) = super::load_policy(a.policy.as_ref())?;
+    let text = fw_import::nft_export::export(&policy, &source);
     match output {
         Some(out) => {
             super::import::write_file(out, &text, a.force)?;
@@ -111,6 +145,12 @@ mod tests {
         assert_eq!(a.family.list(), [Family::V6]);
         assert!(parse(&["export", "iptables", "--family", "ipv4"]).is_err());
         assert!(parse(&["export", "iptables", "extra"]).is_err());
+        let Command::Export(ExportCmd::Nft(n)) =
+            parse(&["export", "nft", "-o", "fw.nft"]).unwrap().command
+        else {
+            panic!("not fw export nft")
+        };
+        assert_eq!(n.output, Some(PathBuf::from("fw.nft")));
     }
 
     #[test]

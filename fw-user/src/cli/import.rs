@@ -1,5 +1,6 @@
-//! `fw import iptables FILE [-o OUT.toml]`: iptables-save output or a script of iptables
-//! commands, as an fw policy file. Nothing is written unless the whole file imports.
+//! `fw import iptables|ufw FILE [-o OUT.toml]`: iptables-save output, a script of iptables
+//! commands, or ufw's rules, as an fw policy file. Nothing is written unless the whole file
+//! imports; otherwise every problem of the file is listed, in line order.
 
 use std::{
     io::{Read as _, Write as _},
@@ -9,14 +10,55 @@ use std::{
 use anyhow::{Context as _, bail};
 use clap::Subcommand;
 
-use crate::iptables::{self, Family, ImportOptions};
+use fw_import::{Family, ImportError, ImportOptions, iptables};
 use fw_policy::parse_policy;
 
 #[derive(Debug, Subcommand)]
 pub enum ImportCmd {
     /// Translate iptables-save / ip6tables-save output, or a script of iptables commands, into
-    /// an fw policy; refuses (naming the line) what fw cannot do the same way.
+    /// an fw policy; refuses (naming every line) what fw cannot do the same way.
     Iptables(Args),
+    /// Translate ufw's rules (/etc/ufw/user.rules and user6.rules, or `ufw status numbered`
+    /// output) into an fw policy, checked the same way.
+    Ufw(UfwArgs),
+    /// Translate an nftables rule set (`nft -j list ruleset`) into an fw policy, checked the
+    /// same way.
+    Nft(NftArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct UfwArgs {
+    /// user.rules and/or user6.rules (or a file with `ufw status numbered` output); `-` reads
+    /// standard input.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Write the policy here (default: standard output).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The interface fw will filter (for rules with `on IFACE`).
+    #[arg(long)]
+    pub iface: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct NftArgs {
+    /// `nft -j list ruleset` output; `-` reads standard input.
+    pub file: PathBuf,
+    /// Write the policy here (default: standard output).
+    #[arg(long, short = 'o')]
+    pub output: Option<PathBuf>,
+    /// Replace OUTPUT if it exists.
+    #[arg(long)]
+    pub force: bool,
+    /// The interface fw will filter (for rules with `iifname`).
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Import the input side of rule sets that also filter outgoing traffic.
+    #[arg(long)]
+    pub ignore_output: bool,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
@@ -51,54 +93,160 @@ pub struct Args {
     /// command, no address); default: IPv4.
     #[arg(long, value_enum)]
     pub family: Option<FamilyArg>,
+    /// The interface fw will filter: rules with `-i IFACE` apply, rules for other interfaces
+    /// do not; the policy gets `interfaces = [IFACE]`.
+    #[arg(long)]
+    pub iface: Option<String>,
+    /// Import the INPUT side of rules that also filter outgoing traffic (OUTPUT DROP), which
+    /// fw does not do: everything the host sends is then let out.
+    #[arg(long)]
+    pub ignore_output: bool,
+}
+
+impl Args {
+    fn options(&self) -> ImportOptions {
+        ImportOptions {
+            family: self.family.map(Family::from),
+            iface: self.iface.clone(),
+            ignore_output: self.ignore_output,
+        }
+    }
 }
 
 pub fn execute(c: ImportCmd) -> anyhow::Result<()> {
     match c {
         ImportCmd::Iptables(a) => import_iptables(&a),
+        ImportCmd::Ufw(a) => import_ufw(&a),
+        ImportCmd::Nft(a) => import_nft(&a),
     }
 }
 
-fn read_input(file: &Path) -> anyhow::Result<(String, String)> {
-    if file.as_os_str() == "-" {
-        let mut text = String::new();
+/// The file's text, and a note when it is not valid UTF-8 (read with replacement characters:
+/// only comments can hold other text, and a rule that does fails with its line named).
+fn read_input(file: &Path) -> anyhow::Result<(String, String, Option<String>)> {
+    let (name, bytes) = if file.as_os_str() == "-" {
+        let mut b = Vec::new();
         std::io::stdin()
-            .read_to_string(&mut text)
-            .context("<stdin>: cannot read")?;
-        return Ok(("<stdin>".into(), text));
+            .read_to_end(&mut b)
+            .map_err(|error| ImportError::Read {
+                file: "<stdin>".into(),
+                error,
+            })?;
+        ("<stdin>".to_string(), b)
+    } else {
+        let name = file.display().to_string();
+        let b = std::fs::read(file).map_err(|error| ImportError::Read {
+            file: name.clone(),
+            error,
+        })?;
+        (name, b)
+    };
+    match String::from_utf8(bytes) {
+        Ok(t) => Ok((name, t, None)),
+        Err(e) => {
+            let at = e.utf8_error().valid_up_to();
+            let bytes = e.into_bytes();
+            let line = bytes[..at].iter().filter(|b| **b == b'\n').count() + 1;
+            let note = format!(
+                "{name} is not UTF-8 text (first at byte {at}, line {line}): read with replacement characters (U+FFFD)"
+            );
+            Ok((
+                name,
+                String::from_utf8_lossy(&bytes).into_owned(),
+                Some(note),
+            ))
+        }
     }
-    let name = file.display().to_string();
-    let text = std::fs::read_to_string(file).map_err(|source| iptables::ImportError::Read {
-        file: name.clone(),
-        source,
-    })?;
-    Ok((name, text))
 }
 
 fn import_iptables(a: &Args) -> anyhow::Result<()> {
-    let output = a.output.as_deref().filter(|o| o.as_os_str() != "-");
+    let output = output_path(a.output.as_deref());
     if let Some(out) = output {
         refuse_existing(out, a.force)?;
     }
-    let (name, text) = read_input(&a.file)?;
+    let (name, text, lossy) = read_input(&a.file)?;
+    let imported = iptables::import(&name, &text, &a.options())?;
+    finish(&name, imported, output, a.force, lossy)
+}
+
+fn import_ufw(a: &UfwArgs) -> anyhow::Result<()> {
+    let output = output_path(a.output.as_deref());
+    if let Some(out) = output {
+        refuse_existing(out, a.force)?;
+    }
+    let mut inputs = Vec::new();
+    let mut lossy_notes = Vec::new();
+    for f in &a.files {
+        let (name, text, lossy) = read_input(f)?;
+        lossy_notes.extend(lossy);
+        inputs.push((name, text));
+    }
     let opts = ImportOptions {
-        family: a.family.map(Family::from),
+        iface: a.iface.clone(),
+        ..ImportOptions::default()
     };
-    let imported = iptables::import(&name, &text, &opts)?;
+    let imported = fw_import::ufw::import(&inputs, &opts)?;
+    let name = inputs
+        .iter()
+        .map(|(n, _)| n.as_str())
+        .collect::<Vec<_>>()
+        .join(" + ");
+    finish(
+        &name,
+        imported,
+        output,
+        a.force,
+        lossy_notes.into_iter().next(),
+    )
+}
+
+fn import_nft(a: &NftArgs) -> anyhow::Result<()> {
+    let output = output_path(a.output.as_deref());
+    if let Some(out) = output {
+        refuse_existing(out, a.force)?;
+    }
+    let (name, text, lossy) = read_input(&a.file)?;
+    let opts = ImportOptions {
+        iface: a.iface.clone(),
+        ignore_output: a.ignore_output,
+        ..ImportOptions::default()
+    };
+    let imported = fw_import::nft::import(&name, &text, &opts)?;
+    finish(&name, imported, output, a.force, lossy)
+}
+
+/// `-o -` is standard output; so is no `-o`.
+fn output_path(o: Option<&Path>) -> Option<&Path> {
+    o.filter(|o| o.as_os_str() != "-")
+}
+
+/// Check the policy reads back, write it, print the notes.
+fn finish(
+    name: &str,
+    mut imported: fw_import::Imported,
+    output: Option<&Path>,
+    force: bool,
+    lossy: Option<String>,
+) -> anyhow::Result<()> {
     // What is written must read back as exactly the policy that was checked.
     let back = parse_policy("<imported policy>", &imported.toml)
         .context("internal error: the imported policy does not parse")?;
     if back != imported.policy {
         bail!("internal error: the imported policy file does not read back as the checked policy");
     }
+    imported.notes.extend(lossy);
     match output {
         Some(out) => {
-            write_file(out, &imported.toml, a.force)?;
+            write_file(out, &imported.toml, force)?;
+            let check = if is_special(out) {
+                String::new()
+            } else {
+                format!("; check it with `fw policy show {}`", out.display())
+            };
             eprintln!(
-                "{name}: wrote {} ({} rules); check it with `fw policy show {}`",
+                "{name}: wrote {} ({} rules){check}",
                 out.display(),
                 imported.policy.rules.len(),
-                out.display()
             );
         }
         None => print!("{}", imported.toml),
@@ -109,7 +257,12 @@ fn import_iptables(a: &Args) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A regular file that exists is not replaced without `--force`; a device or pipe
+/// (`/dev/stdout`) is written to as it is.
 pub(crate) fn refuse_existing(out: &Path, force: bool) -> anyhow::Result<()> {
+    if is_special(out) {
+        return Ok(());
+    }
     if out.exists() && !force {
         bail!(
             "{} exists; nothing written (use --force to replace it)",
@@ -122,6 +275,13 @@ pub(crate) fn refuse_existing(out: &Path, force: bool) -> anyhow::Result<()> {
 /// Write `text` to `out` whole or not at all: a temporary file beside it, renamed over it.
 pub(crate) fn write_file(out: &Path, text: &str, force: bool) -> anyhow::Result<()> {
     refuse_existing(out, force)?;
+    if is_special(out) {
+        return std::fs::OpenOptions::new()
+            .write(true)
+            .open(out)
+            .and_then(|mut f| f.write_all(text.as_bytes()))
+            .map_err(|e| crate::Error::io(out, e).into());
+    }
     let dir = out
         .parent()
         .filter(|d| !d.as_os_str().is_empty())
@@ -145,6 +305,11 @@ pub(crate) fn write_file(out: &Path, text: &str, force: bool) -> anyhow::Result<
         return Err(crate::Error::io(out, e).into());
     }
     Ok(())
+}
+
+/// A character device, pipe or socket (not a regular file or directory).
+fn is_special(p: &Path) -> bool {
+    std::fs::metadata(p).is_ok_and(|m| !m.is_file() && !m.is_dir())
 }
 
 #[cfg(test)]
@@ -191,6 +356,19 @@ mod tests {
         assert!(parse(&["import", "iptables"]).is_err(), "FILE is required");
         assert!(parse(&["import", "iptables", "f", "--family", "5"]).is_err());
         assert!(parse(&["import", "nftables", "f"]).is_err());
+        let a = args(
+            parse(&[
+                "import",
+                "iptables",
+                "f",
+                "--iface",
+                "eth0",
+                "--ignore-output",
+            ])
+            .unwrap(),
+        );
+        assert_eq!(a.iface.as_deref(), Some("eth0"));
+        assert!(a.ignore_output);
         assert!(parse(&["import"]).is_err());
     }
 
@@ -210,6 +388,8 @@ mod tests {
                 output: Some(out.clone()),
                 force,
                 family: None,
+                iface: None,
+                ignore_output: false,
             })
         };
         run(false).unwrap();
@@ -223,6 +403,35 @@ mod tests {
             .map(|e| e.unwrap().file_name())
             .collect();
         assert_eq!(leftovers.len(), 2, "{leftovers:?}");
+        std::fs::remove_dir_all(&d).unwrap();
+    }
+
+    #[test]
+    fn dev_stdout_is_written_to_and_not_utf8_input_is_read_with_a_note() {
+        let d = scratch("special");
+        let input = d.join("latin1.rules");
+        let mut bytes = b"*filter\n:INPUT DROP [0:0]\n# caf\xe9 admin rule\n".to_vec();
+        bytes.extend_from_slice(b"-A INPUT -p tcp --dport 22 -j ACCEPT\nCOMMIT\n");
+        std::fs::write(&input, &bytes).unwrap();
+        let (name, text, note) = read_input(&input).unwrap();
+        assert!(text.contains("caf\u{fffd}"), "{text}");
+        let note = note.unwrap();
+        assert!(
+            note.contains("byte 31") && note.contains("line 3"),
+            "{note}"
+        );
+        assert!(name.ends_with("latin1.rules"));
+        // A character device is written to in place, without --force and without a temp file.
+        let out = Path::new("/dev/null");
+        import_iptables(&Args {
+            file: input.clone(),
+            output: Some(out.to_path_buf()),
+            force: false,
+            family: None,
+            iface: None,
+            ignore_output: false,
+        })
+        .unwrap();
         std::fs::remove_dir_all(&d).unwrap();
     }
 
@@ -241,6 +450,8 @@ mod tests {
             output: Some(out.clone()),
             force: false,
             family: None,
+            iface: None,
+            ignore_output: false,
         })
         .unwrap_err();
         let msg = format!("{e:#}");
@@ -248,6 +459,7 @@ mod tests {
             msg.contains("rules.sh:3:") && msg.contains("-m limit"),
             "{msg}"
         );
+        assert!(msg.contains("rate limits"), "{msg}");
         assert!(!out.exists());
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
         let e = import_iptables(&Args {
@@ -255,9 +467,14 @@ mod tests {
             output: Some(out.clone()),
             force: false,
             family: None,
+            iface: None,
+            ignore_output: false,
         })
         .unwrap_err();
-        assert!(format!("{e:#}").contains("missing: cannot read"), "{e:#}");
+        let msg = format!("{e:#}");
+        assert!(msg.contains("missing: cannot read"), "{msg}");
+        // The OS error once, not twice.
+        assert_eq!(msg.matches("os error 2").count(), 1, "{msg}");
         assert!(!out.exists());
         std::fs::remove_dir_all(&d).unwrap();
     }

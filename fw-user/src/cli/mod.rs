@@ -7,6 +7,7 @@ pub mod conns;
 pub mod down;
 pub mod explain;
 pub mod export;
+pub mod generate;
 pub mod import;
 pub mod limit;
 pub mod persist;
@@ -85,6 +86,12 @@ pub enum Command {
     Export(export::ExportCmd),
     /// Load in the foreground, print live counters (and drops with --log), detach on Ctrl-C.
     Run(run::Args),
+    /// Print shell completions (bash, zsh, fish, …) for fw.
+    Completions(generate::CompletionsArgs),
+    /// Print the man page fw(8), or write it and one page per subcommand with --out DIR.
+    Man(generate::ManArgs),
+    #[command(hide = true)]
+    Unit(generate::UnitArgs),
 }
 
 /// How a command ended, beyond success and error.
@@ -131,6 +138,9 @@ impl Cli {
             Command::Import(c) => ok(import::execute(c)),
             Command::Export(c) => ok(export::execute(c)),
             Command::Run(a) => ok(run::execute(a)),
+            Command::Completions(a) => ok(generate::execute_completions(a)),
+            Command::Man(a) => ok(generate::execute_man(a)),
+            Command::Unit(a) => ok(generate::execute_unit(a)),
         }
     }
 }
@@ -356,6 +366,27 @@ mod tests {
     fn up_takes_a_policy_or_the_default_not_both() {
         assert!(parse(&["up", "-i", "eth0", "--default"]).is_ok());
         assert!(parse(&["up", "-i", "eth0", "--default", "--policy", "p.toml"]).is_err());
+    }
+
+    #[test]
+    fn up_shares_the_interface_when_asked_and_priority_implies_it() {
+        use crate::multiprog::Share;
+        let share = |args: &[&str]| match parse(args).unwrap().command {
+            Command::Up(a) => a.share.share(),
+            _ => panic!("not up"),
+        };
+        assert_eq!(share(&["up", "-i", "eth0"]), Share::Auto);
+        assert_eq!(
+            share(&["up", "-i", "eth0", "--multiprog"]),
+            Share::Dispatcher { priority: None }
+        );
+        assert_eq!(
+            share(&["up", "-i", "eth0", "--priority", "5"]),
+            Share::Dispatcher { priority: Some(5) }
+        );
+        assert!(parse(&["up", "-i", "eth0", "--priority", "-1"]).is_err());
+        assert!(parse(&["up", "-i", "eth0", "--priority", "5000"]).is_err());
+        assert!(parse(&["restore", "--multiprog", "--priority", "30"]).is_ok());
     }
 
     #[test]

@@ -50,6 +50,12 @@ pub struct RestoreArgs {
     /// Restore even if the policy would cut a live SSH session.
     #[arg(long)]
     pub force: bool,
+    /// Keep running and attach the policy again whenever one of the interfaces appears or is
+    /// recreated (hot-plug, container veth, bond rebuild); stop with SIGTERM or Ctrl-C.
+    #[arg(long)]
+    pub watch: bool,
+    #[command(flatten)]
+    pub share: super::up::ShareArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -158,6 +164,7 @@ pub fn execute_restore(a: RestoreArgs) -> anyhow::Result<()> {
             policy: Some((&policy, &source)),
             guard,
             log: false,
+            share: a.share.share(),
         };
         let r = wait_for(iface, a.wait)
             .and_then(|_| Filter::up(iface, &opts).map_err(anyhow::Error::from));
@@ -186,19 +193,69 @@ pub fn execute_restore(a: RestoreArgs) -> anyhow::Result<()> {
             }
         }
     }
+    if a.watch {
+        return watch_ifaces(&ifaces, &policy, &source, a.mode);
+    }
     if !failed.is_empty() {
         bail!("could not restore on {}", failed.join(", "));
     }
     Ok(())
 }
 
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+extern "C" fn on_stop(_: libc::c_int) {
+    STOP.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// `fw restore --watch`: heal the interfaces as they come and go, until SIGTERM/SIGINT.
+fn watch_ifaces(
+    ifaces: &[IfaceName],
+    policy: &fw_policy::Policy,
+    source: &str,
+    mode: Mode,
+) -> anyhow::Result<()> {
+    // SAFETY: the handler only stores to an atomic.
+    unsafe {
+        libc::signal(libc::SIGTERM, on_stop as *const () as libc::sighandler_t);
+        libc::signal(libc::SIGINT, on_stop as *const () as libc::sighandler_t);
+    }
+    let names: Vec<String> = ifaces.iter().map(|i| i.to_string()).collect();
+    println!(
+        "watching {} for interfaces that appear or are recreated",
+        names.join(", ")
+    );
+    crate::watch::watch(
+        ifaces,
+        policy,
+        source,
+        mode,
+        &|| STOP.load(std::sync::atomic::Ordering::Relaxed),
+        &mut |iface, r| match r {
+            Ok(h) => println!("{iface}: {h}"),
+            Err(e) => eprintln!("fw: {iface}: {e}"),
+        },
+    )?;
+    println!("stopped watching; the filters stay attached");
+    Ok(())
+}
+
 /// The systemd unit that restores the saved policy at boot, before the network comes up.
+///
+/// No ExecStop: like netfilter-persistent, stopping or restarting the unit leaves the filter
+/// attached (the pins hold it), so `systemctl restart fw` never opens a window; `fw down`
+/// removes it. The sandbox keeps what fw needs: BPF and netlink, the host's /sys/fs/bpf (an API
+/// file system, writable under ProtectSystem=strict) and /run/fw (RuntimeDirectory, preserved so
+/// the state outlives the unit like the pins do). A bpffs mounted inside the sandbox would die
+/// with it, and the filter with its pins, so the sandbox cannot mount (the system call filter
+/// has no mount), and the ExecStartPre mounts it in PID 1's mount namespace if it is missing
+/// (`+` lifts the sandbox, but systemd still runs the command in a mount namespace of its own).
 pub fn unit_text(bin: &Path) -> String {
     let bin = bin.display();
     format!(
         "[Unit]
 Description=fw XDP host firewall (restores {DEFAULT_FILE})
-Documentation=https://github.com/ (see README: fw save / fw restore)
+Documentation=man:fw(8)
 DefaultDependencies=no
 After=local-fs.target systemd-udevd.service systemd-modules-load.service
 Wants=network-pre.target
@@ -209,8 +266,33 @@ ConditionPathExists={DEFAULT_FILE}
 [Service]
 Type=oneshot
 RemainAfterExit=yes
+ExecStartPre=+/usr/bin/nsenter -t 1 -m /bin/sh -c 'findmnt -n -t bpf -M /sys/fs/bpf >/dev/null || mount -t bpf -o mode=0700 bpf /sys/fs/bpf'
 ExecStart={bin} restore {DEFAULT_FILE} --wait 30
-ExecStop={bin} down
+# Atomic: each interface's program and maps are replaced through its pinned link.
+ExecReload={bin} restore {DEFAULT_FILE}
+# No ExecStop: stop and restart leave the filter attached. `fw down` removes it.
+CapabilityBoundingSet=CAP_BPF CAP_NET_ADMIN CAP_SYS_ADMIN CAP_PERFMON
+NoNewPrivileges=yes
+ProtectSystem=strict
+RuntimeDirectory=fw
+RuntimeDirectoryMode=0700
+RuntimeDirectoryPreserve=yes
+ProtectHome=yes
+PrivateTmp=yes
+PrivateDevices=yes
+ProtectKernelLogs=yes
+ProtectControlGroups=yes
+ProtectClock=yes
+ProtectHostname=yes
+RestrictNamespaces=yes
+RestrictRealtime=yes
+RestrictSUIDSGID=yes
+LockPersonality=yes
+MemoryDenyWriteExecute=yes
+RestrictAddressFamilies=AF_UNIX AF_NETLINK AF_INET AF_INET6
+SystemCallArchitectures=native
+SystemCallFilter=@system-service bpf
+SystemCallErrorNumber=EPERM
 
 [Install]
 WantedBy=multi-user.target
@@ -318,9 +400,43 @@ mod tests {
 
     #[test]
     fn unit_restores_before_the_network() {
-        let u = unit_text(Path::new("/usr/local/sbin/fw"));
+        let u = unit_text(Path::new("/usr/sbin/fw"));
         assert!(u.contains("Before=network-pre.target"));
-        assert!(u.contains("ExecStart=/usr/local/sbin/fw restore /etc/fw/fw.toml"));
+        assert!(u.contains("ExecStart=/usr/sbin/fw restore /etc/fw/fw.toml"));
         assert!(u.contains("WantedBy=multi-user.target"));
+    }
+
+    #[test]
+    fn unit_reloads_atomically_and_never_detaches() {
+        let u = unit_text(Path::new("/usr/local/sbin/fw"));
+        assert!(u.contains("ExecReload=/usr/local/sbin/fw restore /etc/fw/fw.toml\n"));
+        let exec = |l: &&str| l.starts_with("Exec");
+        assert!(
+            !u.lines().any(|l| l.starts_with("ExecStop")),
+            "a stop or restart must not detach:\n{u}"
+        );
+        assert!(!u.lines().filter(exec).any(|l| l.contains(" down")), "{u}");
+        assert!(u.contains("Documentation=man:fw(8)\n"));
+    }
+
+    #[test]
+    fn unit_sandbox_keeps_bpf_and_the_host_pins() {
+        let u = unit_text(Path::new("/usr/sbin/fw"));
+        let caps = u
+            .lines()
+            .find_map(|l| l.strip_prefix("CapabilityBoundingSet="))
+            .unwrap();
+        for cap in ["CAP_BPF", "CAP_NET_ADMIN", "CAP_SYS_ADMIN"] {
+            assert!(caps.split(' ').any(|c| c == cap), "{cap} missing: {caps}");
+        }
+        // /sys must stay writable (pins) and bpffs must be mounted outside the sandbox.
+        assert!(!u.contains("ProtectKernelTunables"), "{u}");
+        assert!(!u.contains("PrivateNetwork"), "{u}");
+        assert!(
+            u.contains("ExecStartPre=+/usr/bin/nsenter -t 1 -m "),
+            "bpffs must be mounted in the host's namespace: {u}"
+        );
+        assert!(!u.contains("@mount"), "the sandbox must not mount: {u}");
+        assert!(u.contains("RuntimeDirectoryPreserve=yes"), "{u}");
     }
 }

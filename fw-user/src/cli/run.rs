@@ -54,6 +54,7 @@ async fn run(a: Args) -> anyhow::Result<()> {
             policy: Some((&policy, &source)),
             guard: Guard::Check,
             log: a.log,
+            share: crate::multiprog::Share::Auto,
         };
         match Filter::up(iface, &opts) {
             Ok((_, report, ebpf)) => {

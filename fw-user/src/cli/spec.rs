@@ -61,7 +61,7 @@ pub fn parse_tcp_flags(s: &str) -> Result<u8, String> {
             'W' => 'C', // hping3's CWR
             u => u,
         };
-        f |= tcp::NAMES
+        f |= tcp::FLAG_NAMES
             .iter()
             .find(|(_, _, l)| *l == up)
             .map(|(b, _, _)| *b)

@@ -61,6 +61,11 @@ fn print_text(s: &IfaceStatus) {
         fw_policy::display_safe(&s.policy_source),
         s.generation
     );
+    println!(
+        "XDP: {}{}",
+        s.xdp,
+        s.mtu.map_or(String::new(), |m| format!("; MTU {m}"))
+    );
     for p in &s.problems {
         let tag = if p.degraded { "PROBLEM" } else { "note" };
         println!("*** {tag} [{}]: {} ***", p.code, p.detail);
@@ -125,7 +130,7 @@ fn print_text(s: &IfaceStatus) {
             fw_policy::display_safe(r.rule.comment.as_deref().unwrap_or(""))
         );
     }
-    crate::filter_flood::print_flood_status(&s.flood);
+    crate::filter::flood::print_flood_status(&s.flood);
     let o = &s.options;
     println!();
     println!(

@@ -33,6 +33,35 @@ pub struct Args {
     /// Load even if the lockout guard objects (the policy would cut your SSH access).
     #[arg(long)]
     pub force: bool,
+    #[command(flatten)]
+    pub share: ShareArgs,
+}
+
+/// Sharing the interface with other XDP programs (the libxdp multi-program protocol).
+#[derive(Debug, Clone, Copy, Default, clap::Args)]
+pub struct ShareArgs {
+    /// Run fw in a libxdp dispatcher, beside programs loaded with xdp-loader, xdp-filter and
+    /// other libxdp tools: joins the dispatcher on the interface or creates one (needs libxdp's
+    /// xdp-dispatcher.o). Without it, fw joins a dispatcher that is there and otherwise
+    /// attaches alone.
+    #[arg(long)]
+    pub multiprog: bool,
+    /// fw's run priority in the dispatcher (lower runs first; xdp-filter uses 10, libxdp's
+    /// default is 50). Implies --multiprog. Default 20; on a running filter, reorders it.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(0..=1000))]
+    pub priority: Option<u32>,
+}
+
+impl ShareArgs {
+    pub fn share(self) -> crate::multiprog::Share {
+        if self.multiprog || self.priority.is_some() {
+            crate::multiprog::Share::Dispatcher {
+                priority: self.priority,
+            }
+        } else {
+            crate::multiprog::Share::Auto
+        }
+    }
 }
 
 pub fn execute(a: Args) -> anyhow::Result<()> {
@@ -48,7 +77,10 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
         }
     }
     for iface in &a.ifaces {
-        let attached = crate::paths::IfacePaths::new(iface)?.is_attached()?;
+        // An fw of another map layout counts as attached: its policy comes along (the seed
+        // policy would silently replace it and its live edits).
+        let attached = crate::paths::IfacePaths::new(iface)?.is_attached()?
+            || crate::paths::other_layout(iface)?.is_some();
         let policy = match (&given, attached) {
             (Some((p, s)), _) => Some((p, s.as_str())),
             (None, false) => Some((&seed, seed_source.as_str())),
@@ -60,14 +92,19 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
             policy,
             guard: if a.force { Guard::Force } else { Guard::Check },
             log: false,
+            share: a.share.share(),
         };
         let (f, report, _ebpf) =
             Filter::up(iface, &opts).with_context(|| format!("fw up on {iface}"))?;
         let rules = f.state().current().policy.rules.len();
         match &report.kind {
             UpKind::Attached => println!(
-                "{iface}: filter attached (xdp {}, egress {}), {rules} rules; incoming traffic not allowed below is dropped",
+                "{iface}: filter attached (xdp {}{}, egress {}), {rules} rules; incoming traffic not allowed below is dropped",
                 report.mode.name(),
+                f.state().multiprog.map_or(String::new(), |m| format!(
+                    " in a libxdp dispatcher at priority {}",
+                    m.priority
+                )),
                 egress_name(&report.egress)
             ),
             UpKind::Upgraded if report.changes.is_some() => println!(
@@ -83,7 +120,7 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
             ),
         }
         if let Some(why) = &report.native_unavailable {
-            println!("{iface}: warning: generic (skb) mode: {why}");
+            println!("{iface}: warning: XDP runs in generic (skb) mode, slower than native: {why}");
         }
         match &report.changes {
             Some(c) => super::print_changes(iface, c),

@@ -1,0 +1,372 @@
+//! The corpus: rule sets shaped like the ones found in public repositories (see
+//! tests/corpus/README.md for where each comes from), each imported as found, with the outcome
+//! it must have: imported (these ports, these notes) or refused (these lines, for this reason).
+
+use std::path::Path;
+
+use fw_import::{ImportError, ImportOptions, Imported, ProblemKind, iptables, nft, ufw};
+
+enum Expect {
+    Imports {
+        /// `Rule::describe()` of each rule, in order.
+        rules: &'static [&'static str],
+        /// Words some note must contain, one entry per note looked for.
+        notes: &'static [&'static str],
+    },
+    Refused {
+        /// The lines named, in order, and the kind of each problem.
+        problems: &'static [(usize, ProblemKind)],
+        /// Words the message must contain.
+        says: &'static [&'static str],
+    },
+}
+
+struct Case {
+    files: &'static [&'static str],
+    iface: Option<&'static str>,
+    ignore_output: bool,
+    expect: Expect,
+}
+
+const fn case(files: &'static [&'static str], expect: Expect) -> Case {
+    Case {
+        files,
+        iface: None,
+        ignore_output: false,
+        expect,
+    }
+}
+
+use Expect::*;
+use ProblemKind::*;
+
+const CASES: &[Case] = &[
+    case(
+        &["centos7-webserver.rules"],
+        Imports {
+            rules: &[
+                "22/tcp from anywhere",
+                "80/tcp from anywhere",
+                "443/tcp from anywhere",
+            ],
+            notes: &[
+                "FORWARD rules (line 8) are not imported",
+                "REJECT (line 14)",
+            ],
+        },
+    ),
+    case(
+        &["centos7-default.rules"],
+        Refused {
+            problems: &[(11, NotEquivalent), (12, NotEquivalent)],
+            says: &["-p esp", "-p ah", "other protocols are dropped"],
+        },
+    ),
+    case(
+        &["debian-persistent.rules"],
+        Imports {
+            rules: &[
+                "22/tcp from anywhere",
+                "80/tcp from anywhere",
+                "443/tcp from anywhere",
+            ],
+            notes: &[
+                "Line 7 matches loopback destinations",
+                "conntrack's INVALID (line 9)",
+            ],
+        },
+    ),
+    case(
+        &["web_host_protected.sh"],
+        Imports {
+            rules: &["22/tcp from anywhere", "80/tcp from anywhere"],
+            notes: &["IPv4 rules only"],
+        },
+    ),
+    case(
+        &["ipt-variables.sh"],
+        Imports {
+            rules: &[
+                "25/tcp from anywhere",
+                "80/tcp from anywhere",
+                "443/tcp from anywhere",
+                "22/tcp only from 192.0.2.10, 192.0.2.11",
+            ],
+            notes: &[],
+        },
+    ),
+    case(
+        &["arch-simple-stateful.rules"],
+        Imports {
+            rules: &[
+                "53/udp from anywhere",
+                "22/tcp from anywhere",
+                "80/tcp from anywhere",
+            ],
+            notes: &["REJECT (lines 14, 15, 16)"],
+        },
+    ),
+    case(
+        &["docker-host.rules"],
+        Imports {
+            rules: &["22/tcp from anywhere"],
+            notes: &[
+                "Line 13 forwards packets to 172.17.0.2:80",
+                "Rules for docker0 (line 12)",
+                "MASQUERADE",
+                "FORWARD rules",
+            ],
+        },
+    ),
+    case(
+        &["anti-ddos-mangle.rules"],
+        Refused {
+            problems: &[(16, MissingFeature), (17, MissingFeature)],
+            says: &[
+                "-s 224.0.0.0/3",
+                "-s 169.254.0.0/16",
+                "blocklists (`[[block]]`",
+            ],
+        },
+    ),
+    case(
+        &["anti-ddos-martians-only.rules"],
+        Imports {
+            rules: &[
+                "22/tcp from anywhere",
+                "80/tcp from anywhere",
+                "443/tcp from anywhere",
+            ],
+            notes: &[],
+        },
+    ),
+    case(
+        &["ssh-bruteforce-recent.sh"],
+        Refused {
+            problems: &[
+                (7, MissingFeature),
+                (8, MissingFeature),
+                (10, MissingFeature),
+            ],
+            says: &[
+                "automatic bans",
+                "per-source rate limits",
+                "3 problems on 3 lines",
+            ],
+        },
+    ),
+    case(
+        &["accept-policy-with-drops.rules"],
+        Refused {
+            problems: &[(2, DefaultAccept)],
+            says: &["default-accept mode (`default = \"accept\"`)"],
+        },
+    ),
+    case(
+        &["cloudflare-only.rules"],
+        Imports {
+            rules: &[
+                "22/tcp from anywhere",
+                "80/tcp only from 103.21.244.0/22, 141.101.64.0/18, 173.245.48.0/20",
+                "443/tcp only from 103.21.244.0/22, 141.101.64.0/18, 173.245.48.0/20",
+            ],
+            notes: &[],
+        },
+    ),
+    case(
+        &["output-drop.rules"],
+        Refused {
+            problems: &[(4, NeedsOption)],
+            says: &["--ignore-output"],
+        },
+    ),
+    Case {
+        files: &["output-drop.rules"],
+        iface: None,
+        ignore_output: true,
+        expect: Imports {
+            rules: &["22/tcp from anywhere"],
+            notes: &["WARNING: these iptables rules filter outgoing traffic (line 4)"],
+        },
+    },
+    case(
+        &["iface-rules.sh"],
+        Refused {
+            problems: &[(5, NeedsOption), (6, NeedsOption), (7, NeedsOption)],
+            says: &["--iface eth0", "--iface eth1"],
+        },
+    ),
+    Case {
+        files: &["iface-rules.sh"],
+        iface: Some("eth0"),
+        ignore_output: false,
+        expect: Imports {
+            rules: &["22/tcp from anywhere", "443/tcp from anywhere"],
+            notes: &[],
+        },
+    },
+    case(
+        &["redirect-8080.rules"],
+        Imports {
+            rules: &[
+                "8080/tcp from anywhere",
+                "22/tcp from anywhere",
+                "80/tcp from anywhere  (redirected to port 8080 (nat table))",
+            ],
+            notes: &[
+                "Port 80/tcp is allowed because the nat table redirects it to port 8080 (line 14)",
+            ],
+        },
+    ),
+    case(
+        &["ssh-from-lan-only.sh"],
+        Imports {
+            rules: &[
+                "22/tcp only from 10.0.0.0/8",
+                "3306/tcp only from 192.0.2.10/31, 192.0.2.12/30, 192.0.2.16/30, 192.0.2.20",
+            ],
+            notes: &["ICMP types other than echo and errors"],
+        },
+    ),
+    case(
+        &["ufw-user.rules", "ufw-user6.rules"],
+        Imports {
+            rules: &[
+                "22/tcp from anywhere",
+                "80/tcp from anywhere",
+                "443/tcp from anywhere",
+                "5432/tcp only from 192.168.0.0/24",
+            ],
+            notes: &["before.rules"],
+        },
+    ),
+    case(
+        &["ufw-limit-ssh.rules"],
+        Refused {
+            problems: &[(9, MissingFeature)],
+            says: &["ufw's `limit`", "per-source rate limits"],
+        },
+    ),
+    case(
+        &["ufw-status-numbered.txt"],
+        Imports {
+            rules: &[
+                "22/tcp from anywhere",
+                "80/tcp from anywhere",
+                "443/tcp from anywhere",
+                "3000/tcp only from 192.168.1.0/24",
+                "53/tcp from anywhere",
+                "53/udp from anywhere",
+            ],
+            notes: &["`ufw status` does not show the default policies"],
+        },
+    ),
+    case(
+        &["nft-arch-tcp-udp.json"],
+        Imports {
+            rules: &[
+                "53/udp from anywhere",
+                "80/tcp from anywhere",
+                "443/tcp from anywhere",
+                "22/tcp only from 192.0.2.0/28, 198.51.100.7",
+            ],
+            notes: &["REJECT (lines 13, 14, 15)"],
+        },
+    ),
+    case(
+        &["nft-webserver.json"],
+        Refused {
+            problems: &[(7, NotEquivalent)],
+            says: &["fw applies one policy to IPv4 and IPv6"],
+        },
+    ),
+    case(
+        &["nft-limit.json"],
+        Refused {
+            problems: &[(4, MissingFeature)],
+            says: &["per-source rate limits"],
+        },
+    ),
+];
+
+fn run(c: &Case) -> Result<Imported, ImportError> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    let read =
+        |f: &str| std::fs::read_to_string(dir.join(f)).unwrap_or_else(|e| panic!("{f}: {e}"));
+    let opts = ImportOptions {
+        iface: c.iface.map(String::from),
+        ignore_output: c.ignore_output,
+        ..ImportOptions::default()
+    };
+    let first = c.files[0];
+    if first.starts_with("ufw") {
+        let inputs: Vec<(String, String)> =
+            c.files.iter().map(|f| (f.to_string(), read(f))).collect();
+        ufw::import(&inputs, &opts)
+    } else if first.ends_with(".json") {
+        nft::import(first, &read(first), &opts)
+    } else {
+        iptables::import(first, &read(first), &opts)
+    }
+}
+
+#[test]
+fn every_rule_set_of_the_corpus_has_its_outcome() {
+    let mut failures = Vec::new();
+    for c in CASES {
+        let name = format!(
+            "{:?} (iface {:?}, ignore_output {})",
+            c.files, c.iface, c.ignore_output
+        );
+        match (run(c), &c.expect) {
+            (Ok(i), Imports { rules, notes }) => {
+                let got: Vec<String> = i.policy.rules.iter().map(|r| r.describe()).collect();
+                if got != *rules {
+                    failures.push(format!("{name}: rules {got:#?}"));
+                }
+                for n in *notes {
+                    if !i.notes.iter().any(|x| x.contains(n)) {
+                        failures.push(format!("{name}: no note with {n:?} in {:#?}", i.notes));
+                    }
+                }
+                // What is written reads back as the policy that was checked.
+                let back = fw_policy::parse_policy("imported.toml", &i.toml).unwrap();
+                assert_eq!(back.rules, i.policy.rules, "{name}");
+            }
+            (Err(e), Refused { problems, says }) => {
+                let got: Vec<(usize, ProblemKind)> = e
+                    .all()
+                    .iter()
+                    .map(|p| (p.line.unwrap_or(0), p.kind))
+                    .collect();
+                if got != *problems {
+                    failures.push(format!("{name}: problems {got:?}\n{e}"));
+                }
+                let msg = e.to_string();
+                for s in *says {
+                    if !msg.contains(s) {
+                        failures.push(format!("{name}: message lacks {s:?}:\n{msg}"));
+                    }
+                }
+            }
+            (Ok(i), Refused { .. }) => failures.push(format!("{name}: imported\n{}", i.toml)),
+            (Err(e), Imports { .. }) => failures.push(format!("{name}: refused\n{e}")),
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+#[test]
+fn every_corpus_file_has_a_case() {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");
+    for e in std::fs::read_dir(&dir).unwrap() {
+        let name = e.unwrap().file_name().into_string().unwrap();
+        if name == "README.md" || name.ends_with(".nft") {
+            continue;
+        }
+        assert!(
+            CASES.iter().any(|c| c.files.contains(&name.as_str())),
+            "{name} has no case"
+        );
+    }
+}
