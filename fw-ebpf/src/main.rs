@@ -61,14 +61,41 @@ fn parse_frame(frame: &Frame, out: &mut Result<Parsed, Reason>) {
     unsafe { core::ptr::copy_nonoverlapping(core::hint::black_box(&tmp), out, 1) };
 }
 
+/// What [`decide_frame`] returns (as the slot of a decision that never counts) when the flood
+/// step must run: the hand-off slot then holds the packet's source and the decision so far.
+const TO_FLOOD: u32 = 1 << 28;
+
 /// Everything but the flood step (block lists, bans, limits, default accept), which runs in a
-/// tail-called program of its own when it can change the decision ([`flood`]).
+/// tail-called program of its own when it can change the decision. The hand-off is written
+/// here, in this function's frame, so the program's own frame (under the parser's, the
+/// deepest) stays small.
 #[inline(never)]
 fn decide_frame(parsed: &Result<Parsed, Reason>, tables: &MapTables) -> Decision {
     let cfg = tables.config();
-    match decide_early(parsed, &cfg) {
+    let d = match decide_early(parsed, &cfg) {
         Some(d) => d,
         None => decide_core(parsed, tables, &cfg),
+    };
+    let Ok(Parsed::Ip(ip)) = parsed else {
+        return d;
+    };
+    if !needs_flood(tables, &cfg, &d) {
+        return d;
+    }
+    let Some(h) = tables::handoff() else {
+        // Cannot happen (the array has its one entry); fail closed.
+        return Decision::reason(Reason::Internal);
+    };
+    // SAFETY: this CPU's own slot; XDP runs with preemption off, so nothing else uses it until
+    // the tail-called program has read it.
+    unsafe {
+        (*h).source = Source::of(ip);
+        (*h).slot = d.slot;
+        (*h).pass = d.pass as u32;
+    }
+    Decision {
+        pass: false,
+        slot: TO_FLOOD,
     }
 }
 
@@ -89,31 +116,15 @@ fn judge(ctx: &XdpContext, frame: Frame) -> u32 {
     let parsed = unsafe { &mut *slot };
     parse_frame(&frame, parsed);
     let d = decide_frame(parsed, &tables);
-    if let Ok(Parsed::Ip(ip)) = parsed
-        && needs_flood(&tables, &tables.config(), &d)
-    {
-        return flood(ctx, &frame, Source::of(ip), d);
+    if d.slot == TO_FLOOD {
+        // A tail call from the program's own frame (from a BPF-to-BPF function it would be
+        // limited to 256 bytes of stack below it).
+        // SAFETY: the context is this program's.
+        unsafe { tables::FW_PROGS.tail_call(ctx, 0) };
+        // Only if the flood program is not in the program array: fail closed.
+        return verdict(ctx, &frame, Decision::reason(Reason::Internal));
     }
     verdict(ctx, &frame, d)
-}
-
-/// Hand the source and the decision so far to the flood program (a tail call from the main
-/// program's own frame: its stack is its own, and a tail call from a BPF-to-BPF function would
-/// be limited to 256 bytes of stack below it).
-#[inline(always)]
-fn flood(ctx: &XdpContext, frame: &Frame, source: Source, d: Decision) -> u32 {
-    if let Some(h) = tables::handoff() {
-        // SAFETY: this CPU's own slot; XDP runs with preemption off, so nothing else uses it
-        // until the tail-called program has read it.
-        unsafe {
-            (*h).source = source;
-            (*h).slot = d.slot;
-            (*h).pass = d.pass as u32;
-            tables::FW_PROGS.tail_call(ctx, 0);
-        }
-    }
-    // Only if the flood program is not in the program array: fail closed.
-    verdict(ctx, frame, Decision::reason(Reason::Internal))
 }
 
 /// The end of every path: count the packet at its decision's slot and return the verdict.
