@@ -6,11 +6,14 @@
 #[cfg(any(test, feature = "builder"))]
 extern crate std;
 
+pub mod block;
 pub mod decide;
 pub mod egress;
+pub mod flood;
 pub mod flow;
 #[cfg(any(test, feature = "builder"))]
 pub mod frame;
+pub mod limit;
 pub mod maps;
 pub mod obs;
 pub mod packet;

@@ -126,7 +126,7 @@ impl ObsConfig {
         if self.flags & on == 0 {
             return false;
         }
-        if slot >= 64 {
+        if slot >= crate::maps::REASON_SLOTS {
             return pass && self.flags & Self::CAPTURE_RULES != 0;
         }
         self.capture_reasons & (1u64 << slot) != 0

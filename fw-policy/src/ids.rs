@@ -28,6 +28,19 @@ pub fn identity(r: &Rule) -> Identity {
 /// its ids free), or, if that cannot fit, by `in_force` alone. Returns the ids that are new to
 /// the counters (not in `in_force`).
 pub fn carry_ids(next: &mut Policy, in_force: &Policy, avoid: &Policy) -> Vec<u32> {
+    let before: Vec<u32> = next.rules.iter().map(|r| r.id).collect();
+    let fresh = renumber(next, in_force, avoid);
+    // A rule's limit is keyed by its id: it follows the rule to its new id.
+    let mut limits = std::mem::take(&mut next.limits);
+    for (old_id, r) in before.into_iter().zip(&next.rules) {
+        if let Some(l) = limits.remove(&old_id) {
+            next.limits.insert(r.id, l);
+        }
+    }
+    fresh
+}
+
+fn renumber(next: &mut Policy, in_force: &Policy, avoid: &Policy) -> Vec<u32> {
     let mut old: BTreeMap<Identity, Vec<u32>> = BTreeMap::new();
     for r in in_force.rules.iter().rev() {
         old.entry(identity(r)).or_default().push(r.id);
@@ -98,6 +111,27 @@ mod tests {
 
     fn policy(text: &str) -> Policy {
         parse_policy("test.toml", text).expect("valid policy")
+    }
+
+    #[test]
+    fn a_rules_limit_follows_it_to_its_new_id() {
+        let old = policy("[[allow]]\nports = [22]\n[[allow]]\nports = [80]\n");
+        let mut next =
+            policy("[[allow]]\nports = [80]\n[[allow]]\nports = [22]\nlimit = \"6/30s\"\n");
+        let ssh = next.rules.iter().find(|r| r.ports.lo == 22).unwrap().id;
+        assert!(
+            next.limits.contains_key(&ssh),
+            "the parser keys the limit by the rule's id"
+        );
+        carry_ids(&mut next, &old, &old);
+        let ssh_now = next.rules.iter().find(|r| r.ports.lo == 22).unwrap().id;
+        assert_eq!(ssh_now, 0, "port 22 takes its id in force");
+        assert_eq!(next.limits.len(), 1);
+        assert!(
+            next.limits.contains_key(&ssh_now),
+            "the limit stayed with the old id: {:?}",
+            next.limits.keys().collect::<Vec<_>>()
+        );
     }
 
     #[test]

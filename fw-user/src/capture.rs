@@ -249,7 +249,10 @@ mod tests {
         for r in Reason::ALL {
             assert_eq!(c.captures(r.slot(), r.passes()), !r.passes(), "{r:?}");
         }
-        assert!(!c.captures(64, true), "rule matches are passes");
+        assert!(
+            !c.captures(fw_common::maps::RULE_SLOT_BASE, true),
+            "rule matches are passes"
+        );
     }
 
     #[test]

@@ -5,6 +5,8 @@
 //! `fw_common::decide()`.
 
 pub mod attach;
+pub mod blocklist;
+pub mod blockmaps;
 pub mod capture;
 pub mod cli;
 pub mod dispatcher;

@@ -7,8 +7,8 @@ use aya::{
     programs::{Extension, ProgramError, ProgramFd, SchedClassifier, Xdp},
 };
 use fw_common::maps::{
-    ALL_MAPS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_SOURCES, PROG_EGRESS, PROG_XDP,
-    PROG_XDP_LINEAR,
+    ALL_MAPS, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_PROGS, MAP_SOURCES, PIN_PROGS_LINEAR,
+    PROG_EGRESS, PROG_FLOOD, PROG_FLOOD_LINEAR, PROG_XDP, PROG_XDP_LINEAR,
 };
 use serde::{Deserialize, Serialize};
 
@@ -105,6 +105,11 @@ pub fn load_object_with(paths: &IfacePaths, how: Load) -> Result<Ebpf, Error> {
     for (name, path) in &pin_paths {
         loader.map_pin_path(name, path.as_path());
     }
+    // The XDP program runs with `xdp.frags` only in the multi-buffer build loaded as an XDP
+    // program: aya loads an extension without the flag.
+    let frags = how.variant == Variant::Frags && how.extension_of.is_none();
+    let progs_pin = paths.map(if frags { MAP_PROGS } else { PIN_PROGS_LINEAR });
+    loader.map_pin_path(MAP_PROGS, progs_pin.as_path());
     loader.map_max_entries(MAP_FLOWS_OUT, how.max_flows);
     loader.map_max_entries(MAP_FLOWS_IN, how.max_flows);
     loader.map_max_entries(MAP_EMBRYO, (how.max_flows / 4).max(1024));
@@ -119,6 +124,8 @@ pub fn load_object_with(paths: &IfacePaths, how: Load) -> Result<Ebpf, Error> {
     let mut ebpf = loader
         .load(PROGRAM)
         .map_err(|e| Error::bpf("loading the fw XDP object", e))?;
+    // The flood program first, in the program array the XDP program's verification checks.
+    load_flood(&mut ebpf, frags)?;
     match how.extension_of {
         None => {
             let prog: &mut Xdp = named(&mut ebpf, name)?;
@@ -157,6 +164,31 @@ pub fn load_object_with(paths: &IfacePaths, how: Load) -> Result<Ebpf, Error> {
         log::warn!("the drop log and capture are unavailable ({why}): {e}");
     }
     Ok(ebpf)
+}
+
+/// Load the flood program (block lists, bans, limits) and put it in the program array the XDP
+/// program tail-calls. The kernel takes into a program array only programs whose `xdp.frags`
+/// flag (and type, JIT, expected attach type) match the array's owner — the first program
+/// loaded with it or put in it (kernel/bpf/core.c, `__bpf_prog_map_compatible`) — so the build
+/// loaded is the one whose flag matches the XDP program's (`frags`).
+fn load_flood(ebpf: &mut Ebpf, frags: bool) -> Result<(), Error> {
+    let name = if frags { PROG_FLOOD } else { PROG_FLOOD_LINEAR };
+    let flood: &mut Xdp = named(ebpf, name)?;
+    retry_eagain(|| flood.load())
+        .map_err(|e| Error::bpf("the kernel verifier refused the fw flood program", e))?;
+    let fd = flood
+        .fd()
+        .map_err(|e| Error::bpf(name, e))?
+        .try_clone()
+        .map_err(|e| Error::io(format!("{name} fd"), e))?;
+    let mut progs: aya::maps::ProgramArray<_> = ebpf
+        .map_mut(MAP_PROGS)
+        .ok_or_else(|| Error::Other(format!("map {MAP_PROGS} missing from the object")))?
+        .try_into()
+        .map_err(|e| Error::bpf(MAP_PROGS, e))?;
+    progs
+        .set(0, &fd, 0)
+        .map_err(|e| Error::bpf(format!("{MAP_PROGS}[0] = {name}"), e))
 }
 
 /// BPF_PROG_LOAD gives up with EAGAIN when a signal arrives during verification (seen with

@@ -10,10 +10,13 @@ use aya::maps::{
 use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable,
     maps::{
-        COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS,
-        MAP_ACTIVE, MAP_CONFIG, MAP_COUNTERS, MAP_EMBRYO, MAP_EMBRYO_HINT, MAP_FLOWS_IN,
-        MAP_FLOWS_OUT, MAP_PORTS, MAP_SOURCES, MAP_SRC_V4, MAP_SRC_V6, PORT_ENTRIES, SOURCES_MAX,
-        SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
+        BANS_MAX, BLOCK_V4_MAX, BLOCK_V6_MAX, COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX,
+        FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS, MAP_ACTIVE, MAP_BANS, MAP_BLOCK_LPM_V4,
+        MAP_BLOCK_LPM_V6, MAP_BLOCK_META, MAP_BLOCK_V4, MAP_BLOCK_V6, MAP_CONFIG, MAP_COUNTERS,
+        MAP_EMBRYO, MAP_EMBRYO_HINT, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_HANDOFF, MAP_LIMITS,
+        MAP_PORTS, MAP_PROGS, MAP_RL_KNOWN, MAP_RL_NEW, MAP_RL_TOTAL, MAP_SOURCES, MAP_SRC_V4,
+        MAP_SRC_V6, MAX_RULES, PIN_PROGS_LINEAR, PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX,
+        SOURCES_MAX, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
     },
 };
 
@@ -21,7 +24,7 @@ use crate::{Error, paths::IfacePaths};
 use fw_policy::Compiled;
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
-pub const LAYOUT: [(&str, MapType, u32, u32, u32); 11] = [
+pub const LAYOUT: [(&str, MapType, u32, u32, u32); 24] = [
     (MAP_ACTIVE, MapType::Array, 4, 4, 1),
     (
         MAP_CONFIG,
@@ -39,6 +42,19 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 11] = [
     (MAP_EMBRYO, MapType::LruHash, 40, 16, EMBRYO_MAX),
     (MAP_SOURCES, MapType::LruHash, 16, 4, SOURCES_MAX),
     (MAP_EMBRYO_HINT, MapType::Array, 4, 4, HINT_SLOTS),
+    (MAP_BLOCK_META, MapType::Array, 4, 20, 1),
+    (MAP_BLOCK_V4, MapType::Hash, 8, 16, BLOCK_V4_MAX),
+    (MAP_BLOCK_V6, MapType::Hash, 20, 16, BLOCK_V6_MAX),
+    (MAP_BLOCK_LPM_V4, MapType::LpmTrie, 8, 16, BLOCK_V4_MAX),
+    (MAP_BLOCK_LPM_V6, MapType::LpmTrie, 20, 16, BLOCK_V6_MAX),
+    (MAP_BANS, MapType::LruHash, 20, 8, BANS_MAX),
+    (MAP_LIMITS, MapType::Array, 4, 48, GENERATIONS * MAX_RULES),
+    (MAP_RL_KNOWN, MapType::LruHash, 20, 16, RL_KNOWN_MAX),
+    (MAP_RL_NEW, MapType::LruHash, 20, 16, RL_NEW_MAX),
+    (MAP_RL_TOTAL, MapType::Array, 4, 8, MAX_RULES),
+    (MAP_PROGS, MapType::ProgramArray, 4, 4, 1),
+    (PIN_PROGS_LINEAR, MapType::ProgramArray, 4, 4, 1),
+    (MAP_HANDOFF, MapType::PerCpuArray, 4, 28, 1),
 ];
 
 /// Refuse a pinned map whose type or sizes differ from [`LAYOUT`] (aya reuses pins unchecked).
@@ -92,7 +108,10 @@ where
     Ok(out)
 }
 
-fn remove_tolerant(r: Result<(), aya::maps::MapError>, what: &'static str) -> Result<(), Error> {
+pub(crate) fn remove_tolerant(
+    r: Result<(), aya::maps::MapError>,
+    what: &'static str,
+) -> Result<(), Error> {
     match r {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(aya::maps::MapError::SyscallError(e))
@@ -115,14 +134,16 @@ pub struct PinnedMaps {
     flows_out: Map,
     flows_in: Map,
     embryo: Map,
+    /// Block lists, bans and rate limits.
+    pub flood: crate::blockmaps::FloodMaps,
 }
 
-fn open(path: &Path) -> Result<Map, Error> {
+pub(crate) fn open(path: &Path) -> Result<Map, Error> {
     let md = MapData::from_pin(path).map_err(|e| Error::bpf(path.display().to_string(), e))?;
     Map::from_map_data(md).map_err(|e| Error::bpf(path.display().to_string(), e))
 }
 
-fn ctx<E: std::error::Error + Send + Sync + 'static>(
+pub(crate) fn ctx<E: std::error::Error + Send + Sync + 'static>(
     what: &'static str,
 ) -> impl FnOnce(E) -> Error {
     move |e| Error::bpf(what, e)
@@ -144,6 +165,7 @@ impl PinnedMaps {
             flows_out: open(&paths.map(MAP_FLOWS_OUT))?,
             flows_in: open(&paths.map(MAP_FLOWS_IN))?,
             embryo: open(&paths.map(MAP_EMBRYO))?,
+            flood: crate::blockmaps::FloodMaps::open(paths)?,
         })
     }
 
@@ -309,6 +331,9 @@ impl PinnedMaps {
         self.set_config(g, c.config)?;
         for slot in rule_slots {
             self.zero_counter(*slot)?;
+            self.zero_counter(fw_common::maps::limited_slot(*slot))?;
+            let p = c.limits.get(slot).copied().unwrap_or_default();
+            self.flood.set_limit(*slot, p)?;
         }
         Ok(())
     }
@@ -402,6 +427,14 @@ impl PinnedMaps {
         let g = new.generation;
         for slot in new_slots {
             self.zero_counter(*slot)?;
+            self.zero_counter(fw_common::maps::limited_slot(*slot))?;
+        }
+        // Limits before the slots that point at them; a limit that goes away stays until its
+        // slot no longer says "limited" (harmless: nothing reads it then).
+        for (slot, p) in &new.limits {
+            if old.limits.get(slot) != Some(p) {
+                self.flood.set_limit(*slot, *p)?;
+            }
         }
         {
             let mut t: LpmTrie<_, SrcKeyV4, u32> =

@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use fw_common::maps::{ALL_MAPS, LAYOUT_VERSION};
+use fw_common::maps::{ALL_MAPS, LAYOUT_VERSION, PIN_PROGS_LINEAR};
 
 use crate::Error;
 
@@ -316,7 +316,7 @@ impl IfacePaths {
     pub fn prepare_pins(&self) -> Result<(), Error> {
         secure_dirs(&self.pins_root, &self.pins)?;
         let known = |name: &str| {
-            ["link", "tc_link", "prog", "prog_next"].contains(&name)
+            ["link", "tc_link", "prog", "prog_next", PIN_PROGS_LINEAR].contains(&name)
                 || ALL_MAPS.contains(&name)
                 || fw_common::obs::OBS_MAPS.contains(&name)
         };

@@ -140,7 +140,8 @@ fn print_text(s: &IfaceStatus) {
         .map(|r| r.packets)
         .sum();
     println!(
-        "Incoming: policy DROP ({drops} packets dropped); outgoing: not filtered; loopback: not filtered"
+        "Incoming: policy {} ({drops} packets dropped); outgoing: not filtered; loopback: not filtered",
+        s.default_policy
     );
     println!();
     println!(
@@ -169,6 +170,7 @@ fn print_text(s: &IfaceStatus) {
             fw_policy::display_safe(r.rule.comment.as_deref().unwrap_or(""))
         );
     }
+    crate::filter::flood::print_flood_status(&s.flood);
     let o = &s.options;
     println!();
     println!(

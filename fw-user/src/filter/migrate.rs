@@ -105,6 +105,7 @@ impl Filter {
             let mut ebpf = crate::loader::load_object(&paths, opts.log, max_flows)?;
             let mut maps = PinnedMaps::open(&paths)?;
             write_record(&mut maps, &record, None)?;
+            super::flood::sync_from_maps(&mut maps, &paths, &record.current.policy)?;
             maps.set_active(0)?;
             seed_flows(&mut maps)?;
             let egress = attach::adopt_links(&mut ebpf, old_pins, &paths)?;

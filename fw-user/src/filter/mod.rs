@@ -19,6 +19,7 @@ use crate::{
     state::{EgressAttach, Entry, Pending, Record, State, Txn},
 };
 
+pub mod flood;
 mod migrate;
 mod up;
 
@@ -81,6 +82,9 @@ impl Filter {
             maps,
         };
         f.reconcile()?;
+        if crate::blocklist::interrupted(&f.paths) {
+            f.resync_blocks(None)?;
+        }
         Ok(f)
     }
 
@@ -134,6 +138,13 @@ impl Filter {
     fn flip(&mut self, mut after: Record, note: String) -> Result<(), Error> {
         let fresh = carry_record_ids(&mut after, &self.state.current().policy);
         write_record(&mut self.maps, &after, Some(&fresh))?;
+        if after.current.policy.blocks != self.state.current().policy.blocks {
+            crate::filter::flood::sync_from_maps(
+                &mut self.maps,
+                &self.paths,
+                &after.current.policy,
+            )?;
+        }
         self.state.txn = Some(Txn {
             after: after.clone(),
             flip: true,

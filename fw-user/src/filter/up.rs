@@ -185,6 +185,7 @@ impl Filter {
             };
             let mut maps = PinnedMaps::open(&paths)?;
             write_record(&mut maps, &record, None)?;
+            super::flood::sync_from_maps(&mut maps, &paths, &record.current.policy)?;
             maps.set_active(record.generation)?;
             // Order matters for connections that exist or start meanwhile: the egress recorder
             // first (flows opened from now on get recorded), then the sockets that exist, then
