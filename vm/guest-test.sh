@@ -118,9 +118,15 @@ if [ $UP = 0 ]; then
 	check "fw status" 0 $?
 	echo "$out"
 	check "fw status names the interface" yes "$(has "on $IF")"
+	# A connection held open (a closed one leaves the tables at once): the peer echoes, the
+	# host's side stays up for a few seconds.
+	inpeer $BB nc -l -p 9001 -e /bin/cat &
+	sleep 1
+	($BB sleep 6 | $BB nc "$P" 9001 >/dev/null 2>&1) &
+	sleep 1
 	out=$($BB timeout 60 $FW conns --iface $IF 2>&1)
 	echo "$out"
-	check "fw conns lists the outgoing flow" yes "$(has "$P:9000")"
+	check "fw conns lists the open outgoing connection" yes "$(has "$P:9001")"
 
 	echo "===== fw up --iface $IF --policy /tmp/replace.toml (atomic replace)"
 	printf '[[allow]]\nports = [22, 8080]\ncomment = "replacement"\n' >/tmp/replace.toml

@@ -9,6 +9,7 @@ pub mod frames;
 pub mod iperf;
 pub mod lab;
 pub mod live;
+pub mod observe;
 pub mod programs;
 pub mod report;
 pub mod report_plots;
@@ -149,9 +150,14 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         "flood_seconds": opts.flood_time.as_secs_f64(),
     });
 
-    p.step("setting up one namespace pair per filter");
+    let needs_pairs = ["cost", "memory", "e2e", "iperf"]
+        .iter()
+        .any(|s| opts.wants(s));
+    if needs_pairs {
+        p.step("setting up one namespace pair per filter");
+    }
     let mut pairs = Vec::new();
-    for (k, s) in e2e::SETUPS.iter().enumerate() {
+    for (k, s) in e2e::SETUPS.iter().enumerate().filter(|_| needs_pairs) {
         let skip = match s {
             Setup::IptSeed | Setup::IptRaw => !sys::have("iptables-legacy-restore"),
             Setup::NftSeed => !sys::have("nft"),
@@ -175,6 +181,10 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
         let mut fw_inst = lab::FwInstance::load("cost0", &lab::fw_seed_policy()?)?;
         results["cost"] = cost::run(&opts, &mut p, &mut fw_inst, xf_fd)?;
         report::print_cost(&results["cost"]);
+    }
+    if opts.wants("observe") {
+        results["observe"] = observe::run(&opts, &mut p)?;
+        observe::print(&results["observe"]);
     }
     if opts.wants("memory") || opts.wants("cost") {
         let fw = pairs.iter().find_map(|p| p.fw.as_ref());

@@ -8,12 +8,14 @@
 
 use crate::{
     Reason,
+    block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
     flow::{FlowKey, FlowState, FlowTable, Segment},
-    maps::{Config, PORT_HAS_SOURCES, PORT_SLOT_MASK, PortProto},
+    limit::{self, BanKey, Bucket, BucketKey, LimitParams},
+    maps::{Config, PORT_SLOT_MASK, PortProto, SLOT_LIMITED},
     packet::{Family, Fragment, IPPROTO_ICMP, IPPROTO_ICMPV6, Ip, L4, PacketView, Parsed, parse},
     syncookie::{self, CookieCfg, CookieRate, CookieTuple, Listener, ListenerKey},
     tcp::{FlagClass, classify},
-    track::{reply_seen, tcp_established},
+    track::{Tracked, reply_seen, tcp_established},
 };
 
 /// What the policy and the connection state say, however they are stored.
@@ -111,6 +113,48 @@ pub trait Tables {
     /// Count an event of the cookie path (an index of [`crate::maps::MAP_COOKIE_STATS`]).
     #[inline(always)]
     fn cookie_event(&self, _stat: u32) {}
+    // Block lists, bans and rate limits ([`crate::block`], [`crate::limit`]). The defaults are
+    // "nothing blocked, no limits", for tables that only judge the policy's ports.
+
+    /// Which block list representation is in use (`None`: no block list).
+    fn block_meta(&self) -> Option<&BlockMeta> {
+        None
+    }
+    fn block_v4(&self, _key: &BlockKeyV4) -> Option<BlockValue> {
+        None
+    }
+    fn block_v6(&self, _key: &BlockKeyV6) -> Option<BlockValue> {
+        None
+    }
+    fn block_lpm_v4(&self, _addr: &[u8; 4]) -> Option<BlockValue> {
+        None
+    }
+    fn block_lpm_v6(&self, _addr: &[u8; 16]) -> Option<BlockValue> {
+        None
+    }
+    /// A ban's expiry (CLOCK_MONOTONIC_COARSE ns).
+    fn ban(&self, _key: &BanKey) -> Option<u64> {
+        None
+    }
+    fn ban_write(&self, _key: &BanKey, _until: u64) {}
+    fn ban_remove(&self, _key: &BanKey) {}
+    /// The limits of the rule counted at `slot` (no flag bits).
+    fn limit(&self, _slot: u32) -> Option<LimitParams> {
+        None
+    }
+    /// A per-source bucket: in the `known` table (sources that completed a handshake) or the
+    /// `new` one.
+    fn bucket(&self, _known: bool, _key: &BucketKey) -> Option<Bucket> {
+        None
+    }
+    fn bucket_write(&self, _known: bool, _key: &BucketKey, _b: &Bucket) {}
+    /// A rule's aggregate bucket (GCRA theoretical arrival time).
+    fn total(&self, _rule: u32) -> u64 {
+        0
+    }
+    fn total_write(&self, _rule: u32, _tat: u64) {}
+    /// Count one event (not a verdict) at counter `slot`.
+    fn event(&self, _slot: u32) {}
 }
 
 /// [`Tables::flow_with`] for read-only tables: `f` sees a copy of the entry, and what it changes
@@ -180,8 +224,10 @@ pub fn decide<P: PacketView + ?Sized, T: Tables>(pkt: &P, t: &T) -> Decision {
     decide_parsed(&parse(pkt), t)
 }
 
-/// [`decide_base`], then the SYN cookie step for the packets that need it (the kernel runs that
-/// step in the program `fw_xdp` tail-calls).
+/// The whole decision: [`decide_base`], then the SYN cookie step for the packets that need it
+/// ([`syncookie::needs_step`]). The cookie step comes last: a SYN from a blocked, banned or
+/// rate-limited source is dropped, never answered. The XDP program runs the flood step and the
+/// cookie step as tail calls of their own (the steps together do not fit one 512-byte stack).
 #[inline(always)]
 pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decision {
     let d = decide_base(parsed, t);
@@ -194,18 +240,48 @@ pub fn decide_parsed<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decis
     d
 }
 
-/// The decision without SYN cookies.
+/// The decision without SYN cookies: [`decide_early`] (flush, malformed, non-IP),
+/// [`decide_core`] (flags, ports, connection state), then [`crate::flood::decide_flood`] (block
+/// lists, bans, rate limits, the default action), which the XDP program runs only when it can
+/// change something ([`crate::flood::needs_flood`]).
 #[inline(always)]
 pub fn decide_base<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decision {
     let cfg = t.config();
-    if cfg.has(Config::PASS_ALL) {
-        return Decision::reason(Reason::Flushed);
+    if let Some(d) = decide_early(parsed, &cfg) {
+        return d;
     }
-    let ip = match parsed {
-        Err(r) => return Decision::reason(*r),
-        Ok(Parsed::NonIp { .. }) => return Decision::reason(Reason::NonIp),
-        Ok(Parsed::Ip(ip)) => ip,
-    };
+    let d = decide_core(parsed, t, &cfg);
+    match parsed {
+        Ok(Parsed::Ip(ip)) => crate::flood::decide_flood(t, &cfg, &crate::flood::Source::of(ip), d),
+        _ => d,
+    }
+}
+
+/// Everything decided before the policy's rules: `fw flush`, parse errors, non-IP frames.
+#[inline(always)]
+pub fn decide_early(parsed: &Result<Parsed, Reason>, cfg: &Config) -> Option<Decision> {
+    if cfg.has(Config::PASS_ALL) {
+        return Some(Decision::reason(Reason::Flushed));
+    }
+    match parsed {
+        Err(r) => Some(Decision::reason(*r)),
+        Ok(Parsed::NonIp { .. }) => Some(Decision::reason(Reason::NonIp)),
+        Ok(Parsed::Ip(_)) => None,
+    }
+}
+
+/// The policy's rules and connection state. A new connection admitted by a rule with limits
+/// comes back with [`crate::maps::SLOT_LIMITED`] still set, for the flood step.
+#[inline(always)]
+pub fn decide_core<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T, cfg: &Config) -> Decision {
+    match parsed {
+        Ok(Parsed::Ip(ip)) => decide_ip(t, cfg, ip),
+        _ => Decision::reason(Reason::DefaultDrop),
+    }
+}
+
+#[inline(always)]
+fn decide_ip<T: Tables>(t: &T, cfg: &Config, ip: &Ip) -> Decision {
     if ip.frag == Fragment::Later {
         return Decision::reason(if cfg.has(Config::FRAGMENTS_PASS) {
             Reason::FragmentPassed
@@ -231,7 +307,8 @@ pub fn decide_base<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decisio
             // Without strict checks, an impossible combination is what conntrack calls
             // INVALID: neither part of a connection nor a new one, so only the port rules
             // judge it — exactly the seed's iptables rules.
-            FlagClass::Syn | FlagClass::Invalid => port_policy(t, ip, PortProto::Tcp, dport),
+            FlagClass::Syn => port_policy(t, ip, PortProto::Tcp, dport, true),
+            FlagClass::Invalid => port_policy(t, ip, PortProto::Tcp, dport, false),
             FlagClass::Other => {
                 if stateful {
                     let key = ingress_key(ip, sport, dport);
@@ -241,21 +318,25 @@ pub fn decide_base<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decisio
                         ack,
                         len,
                     };
-                    if tcp_established(t, &key, &seg, dport) {
-                        return Decision::reason(Reason::Established);
+                    match tcp_established(t, &key, &seg, dport) {
+                        Tracked::No => {}
+                        // The flood step gives a client that completed a handshake its
+                        // trusted rate-limit bucket, then counts it as established.
+                        Tracked::Handshake => return crate::flood::handshake(dport),
+                        Tracked::Yes => return Decision::reason(Reason::Established),
                     }
                     if cfg.has(Config::NEW_REQUIRES_SYN) {
                         return Decision::reason(Reason::TcpNotSyn);
                     }
                 }
-                port_policy(t, ip, PortProto::Tcp, dport)
+                port_policy(t, ip, PortProto::Tcp, dport, false)
             }
         },
         L4::Udp { sport, dport } => {
             if cfg.has(Config::DHCP_CLIENT) && is_dhcp_reply(ip.family, sport, dport) {
                 return Decision::reason(Reason::DhcpClient);
             }
-            let d = port_policy(t, ip, PortProto::Udp, dport);
+            let d = port_policy(t, ip, PortProto::Udp, dport, true);
             if d.pass || !stateful {
                 return d;
             }
@@ -264,7 +345,7 @@ pub fn decide_base<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decisio
             }
             d
         }
-        L4::Icmp { ty, id, quoted, .. } => icmp_policy(t, &cfg, ip, ty, id, quoted),
+        L4::Icmp { ty, id, quoted, .. } => icmp_policy(t, cfg, ip, ty, id, quoted),
         L4::None => Decision::reason(Reason::DefaultDrop),
     }
 }
@@ -299,25 +380,20 @@ fn is_dhcp_reply(family: Family, sport: u16, dport: u16) -> bool {
     }
 }
 
+/// The rule that admits this packet, if any. For a new connection (`new`: SYN, UDP datagram)
+/// the slot keeps [`SLOT_LIMITED`], so the flood step holds it to the rule's limits.
 #[inline(always)]
-fn port_policy<T: Tables>(t: &T, ip: &Ip, proto: PortProto, dport: u16) -> Decision {
-    let v = t.port(proto, dport);
-    let open = v & PORT_SLOT_MASK;
-    if open != 0 {
-        return Decision::rule(open);
+fn port_policy<T: Tables>(t: &T, ip: &Ip, proto: PortProto, dport: u16, new: bool) -> Decision {
+    let slot = limit::rule_for(t, ip.family, &ip.src, proto, dport);
+    if slot & PORT_SLOT_MASK == 0 {
+        return Decision::reason(if slot == 0 {
+            Reason::DefaultDrop
+        } else {
+            Reason::SourceNotAllowed
+        });
     }
-    if v & PORT_HAS_SOURCES == 0 {
-        return Decision::reason(Reason::DefaultDrop);
-    }
-    let slot = match ip.family {
-        Family::V4 => t.source_v4(proto, dport, &ip.src_v4()),
-        Family::V6 => t.source_v6(proto, dport, &ip.src),
-    };
-    if slot != 0 {
-        Decision::rule(slot)
-    } else {
-        Decision::reason(Reason::SourceNotAllowed)
-    }
+    let keep = if new { SLOT_LIMITED } else { 0 };
+    Decision::rule(slot & (PORT_SLOT_MASK | keep))
 }
 
 pub const ICMP_ECHO_REPLY: u8 = 0;

@@ -6,12 +6,16 @@
 #[cfg(any(test, feature = "builder"))]
 extern crate std;
 
+pub mod block;
 pub mod decide;
 pub mod egress;
+pub mod flood;
 pub mod flow;
 #[cfg(any(test, feature = "builder"))]
 pub mod frame;
+pub mod limit;
 pub mod maps;
+pub mod obs;
 pub mod packet;
 pub mod reason;
 pub mod syncookie;

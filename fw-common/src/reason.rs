@@ -22,6 +22,8 @@ pub enum Reason {
     Established = 7,
     /// ICMP error about a tracked connection (RELATED).
     Related = 8,
+    /// `default = "accept"`: no rule admits it, and the default is to let it in.
+    DefaultAccept = 9,
     /// A client's ACK that carries a valid SYN cookie this host answered from XDP: the
     /// handshake is complete, the kernel's listener takes it from here.
     SynCookieAck = 10,
@@ -55,6 +57,17 @@ pub enum Reason {
     DefaultDrop = 27,
     /// ICMP error quoting a connection that is not tracked.
     IcmpUnrelated = 28,
+    /// The source is on a block list (`fw block`, `[[block]]`).
+    Blocked = 29,
+    /// The source is banned for a while: it exceeded a rule's rate limit too often.
+    Banned = 30,
+    /// The source exceeded the rule's per-source rate limit (`limit`).
+    RateLimited = 31,
+    /// All sources together exceeded the rule's aggregate rate limit (`total`).
+    RateLimitTotal = 32,
+    /// The XDP program could not run its flood step (block lists, limits): dropped, fail
+    /// closed. Never seen unless fw is broken.
+    Internal = 33,
     /// A SYN to an allowed port answered from XDP with a SYN cookie (XDP_TX): the socket
     /// layer never sees it. Counted apart from the rule, because nothing reached the host.
     SynCookie = 34,
@@ -62,14 +75,15 @@ pub enum Reason {
     /// acknowledgment number is no valid cookie (a blind or spoofed ACK).
     SynCookieBad = 35,
     /// A multi-buffer frame (jumbo frames, `xdp.frags`) whose headers do not all lie in its
-    /// first buffer: the parser reads only that buffer, so the frame cannot be judged. Slot 40,
-    /// apart from the sequence above, so reasons added meanwhile on other branches keep theirs.
-    HeadersSplit = 40,
+    /// first buffer: the parser reads only that buffer, so the frame cannot be judged. Slot 39,
+    /// apart from the sequence above, so reasons added meanwhile on other branches keep theirs
+    /// (slots 36..=38 and 40.. are event counters, see [`crate::maps`]).
+    HeadersSplit = 39,
 }
 
 impl Reason {
     /// Every reason, in slot order (for listings).
-    pub const ALL: [Reason; 25] = [
+    pub const ALL: [Reason; 31] = [
         Reason::NonIp,
         Reason::Ndp,
         Reason::IcmpEcho,
@@ -78,6 +92,7 @@ impl Reason {
         Reason::Flushed,
         Reason::Established,
         Reason::Related,
+        Reason::DefaultAccept,
         Reason::SynCookieAck,
         Reason::Truncated,
         Reason::BadHeader,
@@ -92,6 +107,11 @@ impl Reason {
         Reason::SourceNotAllowed,
         Reason::DefaultDrop,
         Reason::IcmpUnrelated,
+        Reason::Blocked,
+        Reason::Banned,
+        Reason::RateLimited,
+        Reason::RateLimitTotal,
+        Reason::Internal,
         Reason::SynCookie,
         Reason::SynCookieBad,
         Reason::HeadersSplit,
@@ -127,6 +147,7 @@ impl Reason {
             Reason::Flushed => "flushed",
             Reason::Established => "established",
             Reason::Related => "related",
+            Reason::DefaultAccept => "default-accept",
             Reason::SynCookieAck => "syn-cookie-ack",
             Reason::Truncated => "truncated",
             Reason::BadHeader => "bad-header",
@@ -141,6 +162,11 @@ impl Reason {
             Reason::SourceNotAllowed => "source-not-allowed",
             Reason::DefaultDrop => "default-drop",
             Reason::IcmpUnrelated => "icmp-unrelated",
+            Reason::Blocked => "blocked",
+            Reason::Banned => "banned",
+            Reason::RateLimited => "rate-limited",
+            Reason::RateLimitTotal => "rate-limit-total",
+            Reason::Internal => "internal",
             Reason::SynCookie => "syn-cookie",
             Reason::SynCookieBad => "syn-cookie-bad",
             Reason::HeadersSplit => "headers-split",
@@ -158,6 +184,7 @@ impl Reason {
             Reason::Flushed => "fw flush is in force: everything passes",
             Reason::Established => "part of a tracked connection (ESTABLISHED)",
             Reason::Related => "ICMP error about a tracked connection (RELATED)",
+            Reason::DefaultAccept => "no rule matches; the policy's default is accept",
             Reason::SynCookieAck => {
                 "handshake completed with a valid SYN cookie answered by fw (syn_cookies)"
             }
@@ -174,6 +201,11 @@ impl Reason {
             Reason::SourceNotAllowed => "port open only to other sources",
             Reason::DefaultDrop => "no rule allows it (default DROP)",
             Reason::IcmpUnrelated => "ICMP error about no tracked connection",
+            Reason::Blocked => "source is on a block list (every port)",
+            Reason::Banned => "source is banned for a while: it exceeded a rate limit too often",
+            Reason::RateLimited => "source exceeded the rule's per-source rate limit",
+            Reason::RateLimitTotal => "all sources together exceeded the rule's aggregate limit",
+            Reason::Internal => "the flood step (block lists, limits) could not run: dropped",
             Reason::SynCookie => {
                 "SYN answered by fw with a SYN cookie (syn_cookies): the host's stack never sees it"
             }

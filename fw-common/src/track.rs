@@ -109,11 +109,26 @@ fn track<T: Tables>(
     }
 }
 
+/// Whether a non-SYN TCP segment belongs to a tracked connection.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Tracked {
+    No,
+    Yes,
+    /// Yes, and this segment completed an inbound handshake (the embryo was promoted): the
+    /// flood step gives its source a trusted rate-limit bucket.
+    Handshake,
+}
+
 /// Non-SYN TCP: part of a tracked connection? Inbound connections to an allowed port are
 /// looked up first in the inbound tables, everything else in the outbound table first, so the
 /// common case costs one hash lookup.
 #[inline(always)]
-pub(crate) fn tcp_established<T: Tables>(t: &T, key: &FlowKey, seg: &Segment, dport: u16) -> bool {
+pub(crate) fn tcp_established<T: Tables>(
+    t: &T,
+    key: &FlowKey,
+    seg: &Segment,
+    dport: u16,
+) -> Tracked {
     // Each lookup is its own call site with its own map, written out: the verifier inlines a
     // map lookup only where one map reaches the call (a loop over the tables would make it a
     // helper call), and distinct closures keep LLVM from outlining the shared code into a
@@ -123,17 +138,21 @@ pub(crate) fn tcp_established<T: Tables>(t: &T, key: &FlowKey, seg: &Segment, dp
         if track(t, FlowTable::In, key, |st| tcp_ingress(st, seg))
             || track(t, FlowTable::Out, key, |st| tcp_ingress(st, seg))
         {
-            return true;
+            return Tracked::Yes;
         }
     } else if track(t, FlowTable::Out, key, |st| tcp_ingress(st, seg))
         || track(t, FlowTable::In, key, |st| tcp_ingress(st, seg))
     {
-        return true;
+        return Tracked::Yes;
     }
     // Embryos (and connections over their source's quota) exist only for ports the policy
     // admits SYNs to, so other ports skip the lookup; so does a flow whose hint slot no live
     // embryo has (an ACK flood: one array read instead of a hash lookup).
-    inbound_first && t.embryo_hint(hint_slot(key)) >= hint_time(t.now()) && embryo(t, key, seg)
+    if inbound_first && t.embryo_hint(hint_slot(key)) >= hint_time(t.now()) {
+        embryo(t, key, seg)
+    } else {
+        Tracked::No
+    }
 }
 
 /// What the Embryo table says about a segment.
@@ -152,11 +171,11 @@ enum Handshake {
 /// that acknowledges it: let those through so the host drops the half-open connection at once
 /// (and forget the embryo).
 #[inline(always)]
-fn embryo<T: Tables>(t: &T, key: &FlowKey, seg: &Segment) -> bool {
+fn embryo<T: Tables>(t: &T, key: &FlowKey, seg: &Segment) -> Tracked {
     let handshake_ack = seg.flags & (SYN | ACK) == ACK;
     let refusal = seg.flags & (SYN | ACK | RST) == RST;
     if !(handshake_ack || refusal) {
-        return false;
+        return Tracked::No;
     }
     let h = t.flow_with(FlowTable::Embryo, key, |e| {
         if e.flags & FlowState::OVERFLOW != 0 {
@@ -185,27 +204,27 @@ fn embryo<T: Tables>(t: &T, key: &FlowKey, seg: &Segment) -> bool {
         Handshake::Complete(st)
     });
     match h {
-        None | Some(Handshake::No) => false,
+        None | Some(Handshake::No) => Tracked::No,
         Some(Handshake::Found(Found::Hit)) => {
             // An established connection kept here lives as long as it is used (and a policy
             // may lengthen its timeout later): its hint slot never expires.
             t.embryo_hint_set(hint_slot(key), u32::MAX);
-            true
+            Tracked::Yes
         }
         Some(Handshake::Found(Found::Ended)) => {
             forget(t, FlowTable::Embryo, key);
-            true
+            Tracked::Yes
         }
         Some(Handshake::Found(Found::Expired)) => {
             forget(t, FlowTable::Embryo, key);
-            false
+            Tracked::No
         }
         Some(Handshake::Complete(st)) => {
             let src = source_key(key);
             t.flow_write(FlowTable::In, key, &st, true);
             t.source_count_set(&src, t.source_count(&src) + 1);
             forget(t, FlowTable::Embryo, key);
-            true
+            Tracked::Handshake
         }
     }
 }

@@ -15,13 +15,13 @@ use aya_ebpf::{
     bindings::{iphdr, ipv6hdr, tcphdr, xdp_action},
     helpers::{
         bpf_ktime_get_ns, bpf_tcp_raw_gen_syncookie_ipv4, bpf_tcp_raw_gen_syncookie_ipv6,
-        bpf_xdp_adjust_tail, bpf_xdp_get_buff_len, bpf_xdp_load_bytes,
+        bpf_xdp_adjust_tail, bpf_xdp_load_bytes,
     },
     macros::xdp,
     programs::XdpContext,
 };
 use fw_common::{
-    Decision, Family, PacketView as _, Parsed, Tables as _,
+    Decision, Family, PacketView as _, Parsed, Reason, Tables as _,
     maps::{COOKIE_PROG_INDEX, COOKIE_TX_INDEX},
     syncookie::{
         self, AnswerParams, ListenerKey, Located, STAT_NO_PROGRAM, STAT_TX_FAILED, ipv4_header,
@@ -30,84 +30,85 @@ use fw_common::{
     tcp::{ACK, SYN},
 };
 
-use crate::{frame::Frame, parsed, tables, tables::MapTables};
+use crate::{frags_frame, frame::Frame, parsed, tables, tables::MapTables, verdict};
 
-/// Hand the packet `fw_xdp` decided `d` for to the SYN cookie step. Returns only when the
-/// step is not in its program array (fw loaded as an extension of a libxdp dispatcher, whose
-/// programs cannot share a program array with plain XDP programs): the packet then keeps `d`
-/// — what the policy says without SYN cookies — and the event is counted.
+/// Hand the packet decided `d` so far (by `fw_xdp`, or by the flood step after it) to the SYN
+/// cookie step. Call it from a program's own frame (a tail call from a BPF-to-BPF function is
+/// limited to 256 bytes of stack below it). Without the step in its program array (fw loaded
+/// as an extension of a libxdp dispatcher, whose programs cannot share a program array with
+/// plain XDP programs) the packet keeps `d` — what the policy says without SYN cookies — and
+/// the event is counted.
 #[inline(always)]
-pub fn hand_off(ctx: &XdpContext, d: &Decision) {
+pub fn hand_off(ctx: &XdpContext, frame: &Frame, d: Decision) -> u32 {
     tables::hand_off(d.slot);
     // SAFETY: a tail call: on success this never returns.
     unsafe { tables::FW_COOKIE_PROG.tail_call(ctx, COOKIE_PROG_INDEX) };
     tables::cookie_event(STAT_NO_PROGRAM);
+    verdict(ctx, frame, d)
 }
 
-/// The SYN cookie step, multi-buffer build (tail-called by `fw_xdp`).
+/// The SYN cookie step, multi-buffer build (tail-called by `fw_xdp` and `fw_flood`).
 #[xdp(frags)]
 pub fn fw_cookie(ctx: XdpContext) -> u32 {
-    // SAFETY: the helper only reads the xdp_buff behind the context.
-    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    step(&ctx, len)
+    step(&ctx, frags_frame(&ctx))
 }
 
-/// The SYN cookie step, single-buffer build (tail-called by `fw_xdp_linear`).
+/// The SYN cookie step, single-buffer build (tail-called by `fw_xdp_linear` and
+/// `fw_flood_linear`).
 #[xdp]
 pub fn fw_cookie_linear(ctx: XdpContext) -> u32 {
-    step(&ctx, ctx.data_end() - ctx.data())
+    step(&ctx, Frame::new(ctx.data(), ctx.data_end()))
 }
 
-/// `len`: the whole frame's length (all buffers).
 #[inline(always)]
-fn step(ctx: &XdpContext, len: usize) -> u32 {
+fn step(ctx: &XdpContext, frame: Frame) -> u32 {
     let t = MapTables::active();
     let cfg = t.config();
     let base = Decision::from_slot(tables::handed());
     let Some(Ok(Parsed::Ip(ip))) = parsed() else {
-        // fw_xdp parsed this very frame into the slot: not reached.
-        return xdp_action::XDP_DROP;
+        // fw_xdp parsed this very frame into the slot: not reached. Fail closed.
+        return verdict(ctx, &frame, Decision::reason(Reason::Internal));
     };
     let mut d = syncookie::step(&t, &cfg, ip, base);
-    if d.answers() && len != ctx.data_end() - ctx.data() {
+    if d.answers() && frame.len() != ctx.data_end() - ctx.data() {
         // The answer is built in the first buffer: a SYN whose payload spills into more
         // (jumbo frames) goes on to the kernel, as without cookies.
         d = base;
     }
-    tables::count(d.slot, len as u64);
     if d.answers() {
-        // The answer is built by `fw_cookie_tx`, with a stack of its own again.
+        // The answer is built by `fw_cookie_tx`, with a stack of its own again; it counts.
         // SAFETY: a tail call: on success this never returns.
         unsafe { tables::FW_COOKIE_PROG.tail_call(ctx, COOKIE_TX_INDEX) };
+        // Without it the kernel gets the SYN, as without cookies.
         tables::cookie_event(STAT_NO_PROGRAM);
-        return xdp_action::XDP_DROP;
+        d = base;
     }
-    if d.pass {
-        xdp_action::XDP_PASS
-    } else {
-        xdp_action::XDP_DROP
-    }
+    verdict(ctx, &frame, d)
 }
 
 /// Answer the SYN `fw_cookie` decided to answer: rewrite it into its SYN+ACK, XDP_TX.
 #[xdp(frags)]
 pub fn fw_cookie_tx(ctx: XdpContext) -> u32 {
-    transmit(&ctx)
+    transmit(&ctx, frags_frame(&ctx))
 }
 
 /// [`fw_cookie_tx`], single-buffer build.
 #[xdp]
 pub fn fw_cookie_tx_linear(ctx: XdpContext) -> u32 {
-    transmit(&ctx)
+    transmit(&ctx, Frame::new(ctx.data(), ctx.data_end()))
 }
 
+/// `syn`: the SYN as it arrived (for its length, counted).
 #[inline(always)]
-fn transmit(ctx: &XdpContext) -> u32 {
+fn transmit(ctx: &XdpContext, syn: Frame) -> u32 {
     if answer(ctx, &MapTables::active()).is_some() {
+        // Counted, not shown to the observers: one would return its own verdict for the
+        // frame, and the answer must go out (XDP_TX).
+        crate::count(&syn, &Decision::reason(Reason::SynCookie));
         return xdp_action::XDP_TX;
     }
     tables::cookie_event(STAT_TX_FAILED);
-    xdp_action::XDP_DROP
+    verdict(ctx, &syn, Decision::reason(Reason::SynCookie))
 }
 
 /// `n` bytes at `off` of the frame as it is now, writable.

@@ -8,6 +8,7 @@
 
 mod cookie;
 mod frame;
+mod obs;
 mod tables;
 
 use aya_ebpf::{
@@ -19,7 +20,11 @@ use aya_ebpf::{
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use aya_log_ebpf::info;
 use fw_common::{
-    Counter, Decision, Parsed, Reason, Tables as _, decide::decide_base, egress, parse,
+    Counter, Decision, Parsed, Reason, Tables as _,
+    decide::{decide_core, decide_early},
+    egress,
+    flood::{Source, decide_flood, needs_flood},
+    parse,
     syncookie::needs_step,
 };
 
@@ -31,15 +36,20 @@ use crate::{frame::Frame, tables::MapTables};
 /// as an freplace extension into a libxdp dispatcher.
 #[xdp(frags)]
 pub fn fw_xdp(ctx: XdpContext) -> u32 {
-    // SAFETY: the helper only reads the xdp_buff behind the context.
-    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
-    judge(&ctx, Frame::with_len(ctx.data(), ctx.data_end(), len))
+    judge(&ctx, frags_frame(&ctx))
 }
 
 /// The same program for kernels without multi-buffer XDP (< 5.18): every frame is one buffer.
 #[xdp]
 pub fn fw_xdp_linear(ctx: XdpContext) -> u32 {
     judge(&ctx, Frame::new(ctx.data(), ctx.data_end()))
+}
+
+#[inline(always)]
+fn frags_frame(ctx: &XdpContext) -> Frame {
+    // SAFETY: the helper only reads the xdp_buff behind the context.
+    let len = unsafe { bpf_xdp_get_buff_len(ctx.ctx) } as usize;
+    Frame::with_len(ctx.data(), ctx.data_end(), len)
 }
 
 // The parser and the decision in BPF functions of their own (BPF-to-BPF calls): each one's
@@ -54,10 +64,53 @@ fn parse_frame(frame: &Frame, out: &mut Result<Parsed, Reason>) {
     unsafe { core::ptr::copy_nonoverlapping(core::hint::black_box(&tmp), out, 1) };
 }
 
-/// The decision without the SYN cookie step, which `fw_cookie` runs (cookie.rs).
+/// What [`decide_frame`] returns (as the slot of a decision that never counts) when the flood
+/// step must run: the hand-off slot then holds the packet's source and the decision so far.
+const TO_FLOOD: u32 = 1 << 28;
+/// A bit [`decide_frame`] sets in the slot of a decision the SYN cookie step must finish
+/// (`fw_common::syncookie::needs_step`) when the flood step need not run first; with
+/// `syn_cookies = "off"` never set. No counter slot has it.
+const TO_COOKIE: u32 = 1 << 27;
+
+/// Everything but the flood step (block lists, bans, limits, default accept) and the SYN cookie
+/// step, which run in tail-called programs of their own when they can change the decision
+/// (the flood step first: a blocked source gets no answer). The hand-off is written
+/// here, in this function's frame, so the program's own frame (under the parser's, the
+/// deepest) stays small.
 #[inline(never)]
 fn decide_frame(parsed: &Result<Parsed, Reason>, tables: &MapTables) -> Decision {
-    decide_base(parsed, tables)
+    let cfg = tables.config();
+    let d = match decide_early(parsed, &cfg) {
+        Some(d) => d,
+        None => decide_core(parsed, tables, &cfg),
+    };
+    let Ok(Parsed::Ip(ip)) = parsed else {
+        return d;
+    };
+    if !needs_flood(tables, &cfg, &d) {
+        if needs_step(&cfg, ip, &d) {
+            return Decision {
+                pass: d.pass,
+                slot: d.slot | TO_COOKIE,
+            };
+        }
+        return d;
+    }
+    let Some(h) = tables::handoff() else {
+        // Cannot happen (the array has its one entry); fail closed.
+        return Decision::reason(Reason::Internal);
+    };
+    // SAFETY: this CPU's own slot; XDP runs with preemption off, so nothing else uses it until
+    // the tail-called program has read it.
+    unsafe {
+        (*h).source = Source::of(ip);
+        (*h).slot = d.slot;
+        (*h).pass = d.pass as u32;
+    }
+    Decision {
+        pass: false,
+        slot: TO_FLOOD,
+    }
 }
 
 /// Where a packet's parse result lives while it is judged: a per-CPU slot rather than the
@@ -77,20 +130,51 @@ fn judge(ctx: &XdpContext, frame: Frame) -> u32 {
     let tables = MapTables::active();
     let Some(slot) = FW_PARSED.get_ptr_mut(0) else {
         // Cannot happen (the array has its one entry); fail closed.
-        tables::count(Reason::BadHeader.slot(), frame.len_u64());
-        return xdp_action::XDP_DROP;
+        return verdict(ctx, &frame, Decision::reason(Reason::BadHeader));
     };
     // SAFETY: this CPU's slot, used by this packet alone (XDP does not nest on a CPU).
     let parsed = unsafe { &mut *slot };
     parse_frame(&frame, parsed);
     let d = decide_frame(parsed, &tables);
-    if let Ok(Parsed::Ip(ip)) = parsed
-        && needs_step(&tables.config(), ip, &d)
-    {
-        // The SYN cookie step (cookie.rs) counts the packet and returns its verdict; this
-        // returns only when the step is not loaded, and the packet keeps `d`.
-        cookie::hand_off(ctx, &d);
+    if d.slot == TO_FLOOD {
+        // A tail call from the program's own frame (from a BPF-to-BPF function it would be
+        // limited to 256 bytes of stack below it).
+        // SAFETY: the context is this program's.
+        unsafe { tables::FW_PROGS.tail_call(ctx, 0) };
+        // Only if the flood program is not in the program array: fail closed.
+        return verdict(ctx, &frame, Decision::reason(Reason::Internal));
     }
+    if d.slot & TO_COOKIE != 0 {
+        return cookie::hand_off(
+            ctx,
+            &frame,
+            Decision {
+                pass: d.pass,
+                slot: d.slot & !TO_COOKIE,
+            },
+        );
+    }
+    verdict(ctx, &frame, d)
+}
+
+/// The end of every path: count the packet at its decision's slot and return the verdict.
+#[inline(always)]
+fn verdict(ctx: &XdpContext, frame: &Frame, d: Decision) -> u32 {
+    let slot = count(frame, &d);
+    obs::hook(ctx, d.pass, slot);
+    if !d.pass {
+        // Compiled out by the verifier unless the loader raised AYA_LOG_LEVEL (`fw run --log`).
+        info!(ctx, "drop slot={} len={}", slot, frame.len_u64());
+        return xdp_action::XDP_DROP;
+    }
+    xdp_action::XDP_PASS
+}
+
+/// Count the packet at its decision's slot; returns the slot counted. Without the observers:
+/// a SYN cookie answer (XDP_TX) is counted here alone, since an observer would return its own
+/// verdict for the frame.
+#[inline(always)]
+fn count(frame: &Frame, d: &Decision) -> u32 {
     // Fail closed: headers beyond the first buffer cannot be read, so the frame is dropped
     // (as truncated); counted apart so `fw status` can say why.
     let slot = if d.slot == Reason::Truncated.slot() && frame.split() {
@@ -99,12 +183,49 @@ fn judge(ctx: &XdpContext, frame: Frame) -> u32 {
         d.slot
     };
     tables::count(slot, frame.len_u64());
-    if !d.pass {
-        // Compiled out by the verifier unless the loader raised AYA_LOG_LEVEL (`fw run --log`).
-        info!(ctx, "drop slot={} len={}", slot, frame.len_u64());
-        return xdp_action::XDP_DROP;
+    slot
+}
+
+/// The flood step, tail-called by `fw_xdp` with the packet's source and the decision so far in
+/// the per-CPU hand-off slot. Multi-buffer aware like `fw_xdp`: the kernel lets a program
+/// array hold only programs whose `xdp.frags` flag matches its owner's.
+#[xdp(frags)]
+pub fn fw_flood(ctx: XdpContext) -> u32 {
+    flood_step(&ctx, frags_frame(&ctx))
+}
+
+/// The flood step for `fw_xdp_linear` (and `fw_xdp` loaded as an extension, without frags).
+#[xdp]
+pub fn fw_flood_linear(ctx: XdpContext) -> u32 {
+    flood_step(&ctx, Frame::new(ctx.data(), ctx.data_end()))
+}
+
+#[inline(always)]
+fn flood_step(ctx: &XdpContext, frame: Frame) -> u32 {
+    let tables = MapTables::active();
+    let cfg = tables.config();
+    let Some(h) = tables::handoff() else {
+        return verdict(ctx, &frame, Decision::reason(Reason::Internal));
+    };
+    // SAFETY: written by the XDP program on this CPU just before the tail call.
+    let (source, d) = unsafe {
+        (
+            (*h).source,
+            Decision {
+                pass: (*h).pass != 0,
+                slot: (*h).slot,
+            },
+        )
+    };
+    let d = decide_flood(&tables, &cfg, &source, d);
+    // The SYN cookie step after the flood step: only what passed block lists, bans and limits
+    // is answered.
+    if let Some(Ok(Parsed::Ip(ip))) = parsed()
+        && needs_step(&cfg, ip, &d)
+    {
+        return cookie::hand_off(ctx, &frame, d);
     }
-    xdp_action::XDP_PASS
+    verdict(ctx, &frame, d)
 }
 
 /// TC egress: record this host's own outgoing flows so their replies pass (ESTABLISHED).

@@ -1,20 +1,24 @@
 //! The maps, and `fw_common::Tables` over them. Names and layouts come from `fw_common::maps`.
 
 use aya_ebpf::{
-    bindings::{iphdr, ipv6hdr, tcphdr},
+    bindings::{BPF_F_NO_PREALLOC, iphdr, ipv6hdr, tcphdr},
     helpers::{
         bpf_ktime_get_coarse_ns, bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6,
     },
     macros::map,
-    maps::{Array, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, lpm_trie::Key},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, ProgramArray, lpm_trie::Key},
 };
 use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable, PortProto, Tables,
+    block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
+    flood::Handoff,
+    limit::{BanKey, Bucket, BucketKey, LimitParams},
     maps::{
-        COOKIE_PROGS, COUNTER_SLOTS, EMBRYO_MAX, EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, FLOWS_IN_MAX,
-        FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS, LISTENERS_MAX, PORT_ENTRIES, SOURCES_MAX,
-        SRC_KEY_PREFIX_BITS, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index, src_key_v4,
-        src_key_v6,
+        BANS_MAX, BLOCK_V4_MAX, BLOCK_V6_MAX, COOKIE_PROGS, COUNTER_SLOTS, EMBRYO_MAX,
+        EVENT_BAN_FAILED, EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, FLOWS_IN_MAX, FLOWS_OUT_MAX,
+        GENERATIONS, HINT_SLOTS, LISTENERS_MAX, MAX_RULES, PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX,
+        RULE_SLOT_BASE, SOURCES_MAX, SRC_KEY_PREFIX_BITS, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4,
+        SrcKeyV6, port_index, src_key_v4, src_key_v6,
     },
     syncookie::{CookieCfg, CookieRate, CookieTuple, Listener, ListenerKey, STATS},
 };
@@ -44,6 +48,50 @@ static FW_EMBRYO: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(
 static FW_EMBRYO_HINT: Array<u32> = Array::with_max_entries(HINT_SLOTS, 0);
 #[map]
 static FW_SOURCES: LruHashMap<[u8; 16], u32> = LruHashMap::with_max_entries(SOURCES_MAX, 0);
+
+#[map]
+static FW_BLOCK_META: Array<BlockMeta> = Array::with_max_entries(1, 0);
+#[map]
+static FW_BLOCK_V4: HashMap<BlockKeyV4, BlockValue> =
+    HashMap::with_max_entries(BLOCK_V4_MAX, BPF_F_NO_PREALLOC);
+#[map]
+static FW_BLOCK_V6: HashMap<BlockKeyV6, BlockValue> =
+    HashMap::with_max_entries(BLOCK_V6_MAX, BPF_F_NO_PREALLOC);
+#[map]
+static FW_BLKLPM_V4: LpmTrie<[u8; 4], BlockValue> = LpmTrie::with_max_entries(BLOCK_V4_MAX, 0);
+#[map]
+static FW_BLKLPM_V6: LpmTrie<[u8; 16], BlockValue> = LpmTrie::with_max_entries(BLOCK_V6_MAX, 0);
+#[map]
+static FW_BANS: LruHashMap<BanKey, u64> = LruHashMap::with_max_entries(BANS_MAX, 0);
+#[map]
+static FW_LIMITS: Array<LimitParams> = Array::with_max_entries(GENERATIONS * MAX_RULES, 0);
+#[map]
+static FW_RL_KNOWN: LruHashMap<BucketKey, Bucket> = LruHashMap::with_max_entries(RL_KNOWN_MAX, 0);
+#[map]
+static FW_RL_NEW: LruHashMap<BucketKey, Bucket> = LruHashMap::with_max_entries(RL_NEW_MAX, 0);
+#[map]
+static FW_RL_TOTAL: Array<u64> = Array::with_max_entries(MAX_RULES, 0);
+
+/// What `fw_xdp` hands to the tail-called `fw_flood`. Pinned like the program array: during
+/// a replace, the old `fw_xdp` may tail-call the new `fw_flood`, and both must see one slot.
+#[map]
+static FW_HANDOFF: PerCpuArray<Handoff> = PerCpuArray::with_max_entries(1, 0);
+
+/// The flood program at index 0 (filled by the loader), in the build whose `xdp.frags` flag
+/// matches the loaded XDP program's: the kernel refuses any other in this array.
+#[map]
+pub static FW_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// This CPU's hand-off slot.
+#[inline(always)]
+pub fn handoff() -> Option<*mut Handoff> {
+    FW_HANDOFF.get_ptr_mut(0)
+}
+
+#[inline(always)]
+fn buckets(known: bool) -> &'static LruHashMap<BucketKey, Bucket> {
+    if known { &FW_RL_KNOWN } else { &FW_RL_NEW }
+}
 
 /// `fw_cookie` (fw_common::maps::MAP_COOKIE_PROG).
 #[map]
@@ -285,6 +333,92 @@ impl Tables for MapTables {
             // later of two racing stores covers the entry written last.
             unsafe { *p = until };
         }
+    }
+
+    #[inline(always)]
+    fn block_meta(&self) -> Option<&BlockMeta> {
+        FW_BLOCK_META.get(0)
+    }
+
+    #[inline(always)]
+    fn block_v4(&self, key: &BlockKeyV4) -> Option<BlockValue> {
+        // SAFETY: copied out at once; userspace replaces values whole.
+        unsafe { FW_BLOCK_V4.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn block_v6(&self, key: &BlockKeyV6) -> Option<BlockValue> {
+        // SAFETY: as above.
+        unsafe { FW_BLOCK_V6.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn block_lpm_v4(&self, addr: &[u8; 4]) -> Option<BlockValue> {
+        FW_BLKLPM_V4.get(&Key::new(32, *addr)).copied()
+    }
+
+    #[inline(always)]
+    fn block_lpm_v6(&self, addr: &[u8; 16]) -> Option<BlockValue> {
+        FW_BLKLPM_V6.get(&Key::new(128, *addr)).copied()
+    }
+
+    #[inline(always)]
+    fn ban(&self, key: &BanKey) -> Option<u64> {
+        // SAFETY: an 8-byte value copied out at once.
+        unsafe { FW_BANS.get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn ban_write(&self, key: &BanKey, until: u64) {
+        if FW_BANS.insert(key, &until, 0).is_err() {
+            count(EVENT_BAN_FAILED, 0);
+        }
+    }
+
+    #[inline(always)]
+    fn ban_remove(&self, key: &BanKey) {
+        let _ = FW_BANS.remove(key);
+    }
+
+    #[inline(always)]
+    fn limit(&self, slot: u32) -> Option<LimitParams> {
+        FW_LIMITS.get(slot.wrapping_sub(RULE_SLOT_BASE)).copied()
+    }
+
+    #[inline(always)]
+    fn bucket(&self, known: bool, key: &BucketKey) -> Option<Bucket> {
+        // SAFETY: a 16-byte value copied out at once; concurrent updates from another CPU at
+        // worst lose one charge (a limit is approximate under contention, never unbounded).
+        unsafe { buckets(known).get(key).copied() }
+    }
+
+    #[inline(always)]
+    fn bucket_write(&self, known: bool, key: &BucketKey, b: &Bucket) {
+        let m = buckets(known);
+        if let Some(p) = m.get_ptr_mut(key) {
+            // SAFETY: a live element of the map; an in-place update avoids an allocation.
+            unsafe { *p = *b };
+        } else {
+            let _ = m.insert(key, b, 0);
+        }
+    }
+
+    #[inline(always)]
+    fn total(&self, rule: u32) -> u64 {
+        FW_RL_TOTAL.get(rule).copied().unwrap_or(0)
+    }
+
+    #[inline(always)]
+    fn total_write(&self, rule: u32, tat: u64) {
+        if let Some(p) = FW_RL_TOTAL.get_ptr_mut(rule) {
+            // SAFETY: an array element; racing CPUs at worst lose one charge.
+            unsafe { *p = tat };
+        }
+    }
+
+    #[inline(always)]
+    fn event(&self, slot: u32) {
+        count(slot, 0);
     }
 }
 

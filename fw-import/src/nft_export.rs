@@ -36,10 +36,28 @@ pub fn export(policy: &Policy, source: &str) -> String {
         let _ = writeln!(out, "#   {line}");
     }
     out.push_str("# Load with `nft -f FILE`; remove with `nft delete table inet fw`.\n");
-    out.push_str("table inet fw {\n\tchain input {\n\t\ttype filter hook input priority filter; policy drop;\n");
+    let default = if policy.default == fw_policy::DefaultAction::Accept {
+        "accept"
+    } else {
+        "drop"
+    };
+    let _ = writeln!(
+        out,
+        "table inet fw {{\n\tchain input {{\n\t\ttype filter hook input priority filter; policy {default};"
+    );
     let mut a = |rule: &str| {
         let _ = writeln!(out, "\t\t{rule}");
     };
+    // Block lists first, on every port (fw lets IPv6 neighbour discovery from blocked sources
+    // through; these rules do not).
+    for c in policy.block_sources() {
+        let kw = if matches!(c, Cidr::V4(..)) {
+            "ip"
+        } else {
+            "ip6"
+        };
+        a(&format!("{kw} saddr {c} drop"));
+    }
     if o.established {
         a("ct state established,related accept");
     }
@@ -65,6 +83,11 @@ pub fn export(policy: &Policy, source: &str) -> String {
             .map(|c| format!(" comment {}", quote(c)))
             .unwrap_or_default();
         let p = ports(r);
+        if policy.limits.contains_key(&r.id) {
+            a(&format!(
+                "# fw holds {proto} port {p} to a rate limit this export does not carry (fw export iptables writes it as hashlimit)"
+            ));
+        }
         if r.from.is_empty() {
             a(&format!("{proto} dport {p} accept{comment}"));
             continue;
@@ -142,5 +165,21 @@ mod tests {
         );
         assert!(t.contains("tcp flags & (fin|syn|rst|ack) != syn ct state new drop"));
         assert_eq!(t.matches('{').count(), t.matches('}').count());
+    }
+
+    #[test]
+    fn default_accept_block_lists_and_limits_are_not_exported_as_a_drop_policy() {
+        let p = parse_policy(
+            "flood",
+            "default = \"accept\"\n[[allow]]\nports = [22]\nlimit = \"6/30s\"\n[[block]]\nfrom = [\"192.0.2.0/24\", \"2001:db8::/32\"]\n",
+        )
+        .unwrap();
+        let t = export(&p, "flood");
+        assert!(t.contains("policy accept;"), "{t}");
+        let block = t.find("ip saddr 192.0.2.0/24 drop").expect("v4 block");
+        assert!(t.contains("ip6 saddr 2001:db8::/32 drop"), "{t}");
+        let established = t.find("ct state established").unwrap();
+        assert!(block < established, "block lists come first: {t}");
+        assert!(t.contains("rate limit this export does not carry"), "{t}");
     }
 }

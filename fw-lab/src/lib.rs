@@ -11,7 +11,8 @@
 //!   routine) and the surgery that makes its frames malformed on purpose.
 //! - [`scan`]: nmap and hping3, run and parsed; [`fw`]: the `fw` binary under test and its
 //!   `status --json`; [`fixtures`]: the seed policy's facts; [`dirs`]: temporary and private
-//!   bpffs directories; [`rng`]: a seeded PRNG.
+//!   bpffs directories; [`rng`]: a seeded PRNG; [`observe`]: a real Prometheus server, a
+//!   syslog socket and the frames of the observability tests.
 //!
 //! No part of it needs the BPF toolchain (it does not depend on `fw-user`, whose build script
 //! compiles the XDP program), so `xtask` can use it before it has installed that toolchain.
@@ -25,6 +26,7 @@ pub mod frames;
 pub mod fw;
 pub mod link;
 pub mod netns;
+pub mod observe;
 pub mod pair;
 pub mod proc;
 pub mod raw;

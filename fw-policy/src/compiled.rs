@@ -6,13 +6,18 @@ use std::collections::BTreeMap;
 
 use fw_common::{
     Config, FlowKey, FlowState, FlowTable, PortProto, Tables,
+    block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
+    limit::LimitParams,
     maps::{
-        PORT_HAS_SOURCES, PORT_SLOT_MASK, SRC_KEY_PREFIX_BITS, SrcKeyV4, SrcKeyV6, rule_slot,
-        src_key_v4, src_key_v6,
+        PORT_HAS_SOURCES, PORT_SLOT_MASK, RULE_SLOT_BASE, SLOT_LIMITED, SRC_KEY_PREFIX_BITS,
+        SrcKeyV4, SrcKeyV6, rule_slot, src_key_v4, src_key_v6,
     },
 };
 
-use crate::{Cidr, Policy};
+use crate::{
+    Cidr, Policy,
+    blocks::{BlockSet, POLICY_LIST},
+};
 
 /// An LPM trie entry: prefix length over the whole key, key data, rule slot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -30,6 +35,11 @@ pub struct Compiled {
     pub ports: BTreeMap<(PortProto, u16), u32>,
     pub src_v4: BTreeMap<(u32, SrcKeyV4), u32>,
     pub src_v6: BTreeMap<(u32, SrcKeyV6), u32>,
+    /// Rate limits by rule slot (the slot's [`SLOT_LIMITED`] bit is set where they apply).
+    pub limits: BTreeMap<u32, LimitParams>,
+    /// The block lists: the policy's `[[block]]` entries (list [`POLICY_LIST`]), plus whatever
+    /// the caller adds (`fw block` lists live beside the policy).
+    pub blocks: BlockSet,
 }
 
 impl Compiled {
@@ -39,8 +49,13 @@ impl Compiled {
         let mut ports: BTreeMap<(PortProto, u16), u32> = BTreeMap::new();
         let mut src_v4 = BTreeMap::new();
         let mut src_v6 = BTreeMap::new();
+        let mut limits = BTreeMap::new();
         for rule in &policy.rules {
-            let slot = rule_slot(generation, rule.id);
+            let mut slot = rule_slot(generation, rule.id);
+            if let Some(l) = policy.limits.get(&rule.id) {
+                limits.insert(slot, l.params());
+                slot |= SLOT_LIMITED;
+            }
             let proto = rule.proto.port_proto();
             for port in rule.ports.iter() {
                 let v = ports.entry((proto, port)).or_insert(0);
@@ -81,12 +96,19 @@ impl Compiled {
                 }
             }
         }
+        let mut blocks = BlockSet::default();
+        for c in policy.block_sources() {
+            blocks.add(POLICY_LIST, c, 0);
+        }
+        blocks.finish();
         Compiled {
             generation,
-            config: policy.options.config(),
+            config: policy.config(),
             ports,
             src_v4,
             src_v6,
+            limits,
+            blocks,
         }
     }
 
@@ -166,6 +188,31 @@ impl Tables for Compiled {
             &self.src_v6,
             &src_key_v6(self.generation, proto, port, addr),
         )
+    }
+
+    fn block_meta(&self) -> Option<&BlockMeta> {
+        Some(&self.blocks.meta)
+    }
+
+    fn block_v4(&self, key: &BlockKeyV4) -> Option<BlockValue> {
+        self.blocks.v4.get(key).copied()
+    }
+
+    fn block_v6(&self, key: &BlockKeyV6) -> Option<BlockValue> {
+        self.blocks.v6.get(key).copied()
+    }
+
+    fn block_lpm_v4(&self, addr: &[u8; 4]) -> Option<BlockValue> {
+        self.blocks.longest_v4(addr)
+    }
+
+    fn block_lpm_v6(&self, addr: &[u8; 16]) -> Option<BlockValue> {
+        self.blocks.longest_v6(addr)
+    }
+
+    fn limit(&self, slot: u32) -> Option<LimitParams> {
+        debug_assert!(slot >= RULE_SLOT_BASE);
+        self.limits.get(&slot).copied()
     }
 }
 

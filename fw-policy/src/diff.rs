@@ -36,7 +36,31 @@ pub fn changes(old: &Policy, new: &Policy) -> Vec<String> {
             }
         }
     }
+    flood_changes(old, new, &mut out);
     out
+}
+
+/// The default action, rate limits and `[[block]]` entries.
+fn flood_changes(old: &Policy, new: &Policy, out: &mut Vec<String>) {
+    if old.default != new.default {
+        out.push(format!("~ default: {:?} → {:?}", old.default, new.default));
+    }
+    let limits = |p: &Policy| -> BTreeSet<String> {
+        p.live_limits()
+            .map(|(r, l)| format!("{}: {}", admits(r), l.describe()))
+            .collect()
+    };
+    let (a, b) = (limits(old), limits(new));
+    out.extend(b.difference(&a).map(|l| format!("+ limit {l}")));
+    out.extend(a.difference(&b).map(|l| format!("- limit {l}")));
+    let blocks = |p: &Policy| -> BTreeSet<crate::Cidr> { p.block_sources().copied().collect() };
+    let (a, b) = (blocks(old), blocks(new));
+    let (added, removed) = (b.difference(&a).count(), a.difference(&b).count());
+    if added + removed > 0 {
+        out.push(format!(
+            "~ [[block]]: {added} sources blocked, {removed} unblocked"
+        ));
+    }
 }
 
 #[cfg(test)]

@@ -44,7 +44,7 @@ pub fn allow(
         crate::check_comment(c)?;
     }
     let id = p.next_id();
-    if id >= fw_common::maps::MAX_RULES {
+    if p.rules.len() >= fw_common::maps::MAX_RULES as usize || id >= fw_common::maps::RULE_IDS {
         return Err(format!(
             "the policy has reached {} rules; use port ranges",
             fw_common::maps::MAX_RULES
@@ -167,7 +167,13 @@ pub fn deny(p: &mut Policy, proto: Proto, ports: PortRange, from: &[Cidr]) -> Re
                 .join(", ")
         )
     };
-    if p.next_id() > fw_common::maps::MAX_RULES {
+    let mut ids: Vec<u32> = p.rules.iter().map(|r| r.id).collect();
+    ids.sort_unstable();
+    ids.dedup();
+    if p.rules.len() > fw_common::maps::MAX_RULES as usize
+        || p.next_id() > fw_common::maps::RULE_IDS
+        || ids.len() != p.rules.len()
+    {
         return Err("splitting the range would exceed the rule limit".into());
     }
     Ok(Edit::Changed(format!(

@@ -6,7 +6,7 @@ use std::{fmt, ops::Range, path::Path};
 use serde::Deserialize;
 use toml::Spanned;
 
-use crate::{Cidr, Options, Policy, PortRange, Proto, Rule};
+use crate::{BlockRule, Cidr, DefaultAction, Limit, Options, Policy, PortRange, Proto, Rule};
 
 #[derive(Debug, thiserror::Error)]
 pub struct PolicyError {
@@ -63,6 +63,21 @@ struct RawPolicy {
     options: Options,
     #[serde(default)]
     allow: Vec<Spanned<RawRule>>,
+    #[serde(default)]
+    default: Option<Spanned<String>>,
+    #[serde(default)]
+    block: Vec<Spanned<RawBlock>>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawBlock {
+    #[serde(default)]
+    from: Option<Spanned<Vec<Cidr>>>,
+    #[serde(default)]
+    file: Option<Spanned<String>>,
+    #[serde(default)]
+    comment: Option<Spanned<String>>,
 }
 
 #[derive(Deserialize)]
@@ -75,6 +90,63 @@ struct RawRule {
     from: Option<Spanned<Vec<Cidr>>>,
     #[serde(default)]
     comment: Option<Spanned<String>>,
+    #[serde(default)]
+    limit: Option<Spanned<String>>,
+    #[serde(default)]
+    burst: Option<Spanned<u32>>,
+    #[serde(default)]
+    per: Option<Spanned<String>>,
+    #[serde(default)]
+    per6: Option<Spanned<String>>,
+    #[serde(default)]
+    total: Option<Spanned<String>>,
+    #[serde(default)]
+    ban_after: Option<Spanned<u32>>,
+    #[serde(default)]
+    ban_for: Option<Spanned<String>>,
+}
+
+impl RawRule {
+    /// The rule's limits (`None`: no limit keys). Errors carry the span of the bad value.
+    fn limit(&self) -> Result<Option<Limit>, (Range<usize>, String)> {
+        let any = self.limit.is_some()
+            || self.burst.is_some()
+            || self.per.is_some()
+            || self.per6.is_some()
+            || self.total.is_some()
+            || self.ban_after.is_some()
+            || self.ban_for.is_some();
+        if !any {
+            return Ok(None);
+        }
+        let mut l = Limit::default();
+        let at = |s: &Spanned<String>| s.span();
+        if let Some(r) = &self.limit {
+            l.rate = Some(r.get_ref().parse().map_err(|e| (at(r), e))?);
+        }
+        if let Some(t) = &self.total {
+            l.total = Some(t.get_ref().parse().map_err(|e| (at(t), e))?);
+        }
+        if let Some(p) = &self.per {
+            l.per4 = crate::limit::parse_prefix(p.get_ref(), 32).map_err(|e| (at(p), e))?;
+        }
+        if let Some(p) = &self.per6 {
+            l.per6 = crate::limit::parse_prefix(p.get_ref(), 128).map_err(|e| (at(p), e))?;
+        }
+        l.burst = self.burst.as_ref().map(|b| *b.get_ref());
+        l.ban_after = self.ban_after.as_ref().map(|b| *b.get_ref());
+        if let Some(d) = &self.ban_for {
+            l.ban_secs = crate::limit::parse_duration(d.get_ref()).map_err(|e| (at(d), e))?;
+        }
+        let whole = self
+            .limit
+            .as_ref()
+            .map(|s| s.span())
+            .or_else(|| self.total.as_ref().map(|s| s.span()))
+            .unwrap_or(self.ports.span());
+        l.check().map_err(|e| (whole, e))?;
+        Ok(Some(l))
+    }
 }
 
 impl<'de> Deserialize<'de> for Proto {
@@ -84,11 +156,18 @@ impl<'de> Deserialize<'de> for Proto {
     }
 }
 
-/// Parse policy text; `file` names it in errors.
+/// Parse policy text; `file` names it in errors. Block list files it names are read relative
+/// to the current directory.
 pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
+    parse_policy_in(file, text, None)
+}
+
+/// Parse policy text whose relative block list files are in `base`.
+pub fn parse_policy_in(file: &str, text: &str, base: Option<&Path>) -> Result<Policy, PolicyError> {
     let raw: RawPolicy = toml::from_str(text)
         .map_err(|e| PolicyError::at(file, text, e.span(), e.message().trim().to_string()))?;
     let mut rules = Vec::new();
+    let mut limits = std::collections::BTreeMap::new();
     for r in raw.allow {
         let span = r.span();
         let r = r.into_inner();
@@ -120,8 +199,14 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
                 Some(c.get_ref().clone())
             }
         };
+        let limit = r
+            .limit()
+            .map_err(|(span, m)| PolicyError::at(file, text, Some(span), m))?;
         for ports in r.ports.get_ref() {
             let id = u32::try_from(rules.len()).unwrap_or(u32::MAX);
+            if let Some(l) = &limit {
+                limits.insert(id, l.clone());
+            }
             if id >= fw_common::maps::MAX_RULES {
                 return Err(PolicyError::at(
                     file,
@@ -183,6 +268,19 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             ),
         ));
     }
+    if !(1..=crate::LOG_RATE_MAX).contains(&raw.options.log_rate) {
+        let at = text.find("log_rate");
+        return Err(PolicyError::at(
+            file,
+            text,
+            at.map(|a| a..a),
+            format!(
+                "log_rate = {} is out of range (1 to {})",
+                raw.options.log_rate,
+                crate::LOG_RATE_MAX
+            ),
+        ));
+    }
     if raw.options.new_requires_syn && !raw.options.established {
         let at = text
             .find("new_requires_syn")
@@ -194,15 +292,108 @@ pub fn parse_policy(file: &str, text: &str) -> Result<Policy, PolicyError> {
             "new_requires_syn = true needs established = true: without connection state every TCP packet after the SYN would be dropped".into(),
         ));
     }
+    let default = match &raw.default {
+        None => DefaultAction::Drop,
+        Some(d) => match d.get_ref().as_str() {
+            "drop" => DefaultAction::Drop,
+            "accept" => DefaultAction::Accept,
+            other => {
+                return Err(PolicyError::at(
+                    file,
+                    text,
+                    Some(d.span()),
+                    format!("default = {other:?}: expected \"drop\" or \"accept\""),
+                ));
+            }
+        },
+    };
+    let mut options = raw.options;
+    // In accept mode "new TCP must start with SYN" would drop every connection to ports no rule
+    // names (their handshake ACK belongs to no tracked flow): off unless the file says so.
+    if default == DefaultAction::Accept && !options_key_given(text, "new_requires_syn") {
+        options.new_requires_syn = false;
+    }
+    let mut blocks = Vec::new();
+    for b in &raw.block {
+        blocks.push(block_rule(file, text, b, base)?);
+    }
     let policy = Policy {
-        options: raw.options,
+        options,
         rules,
         interfaces: raw.interfaces,
+        default,
+        limits,
+        blocks,
     };
     policy
         .check_capacity()
         .map_err(|m| PolicyError::at(file, text, None, m))?;
+    policy.check_limits().map_err(|m| {
+        let at = text.find("ban_after").or_else(|| text.find("default"));
+        PolicyError::at(file, text, at.map(|a| a..a), m)
+    })?;
     Ok(policy)
+}
+
+/// Whether `[options]` sets `key` (an option whose default depends on others).
+fn options_key_given(text: &str, key: &str) -> bool {
+    toml::from_str::<toml::Table>(text)
+        .ok()
+        .and_then(|t| t.get("options").and_then(|o| o.as_table()).cloned())
+        .is_some_and(|o| o.contains_key(key))
+}
+
+fn block_rule(
+    file: &str,
+    text: &str,
+    b: &Spanned<RawBlock>,
+    base: Option<&Path>,
+) -> Result<BlockRule, PolicyError> {
+    let r = b.get_ref();
+    let comment = match &r.comment {
+        None => None,
+        Some(c) => {
+            check_comment(c.get_ref())
+                .map_err(|m| PolicyError::at(file, text, Some(c.span()), m))?;
+            Some(c.get_ref().clone())
+        }
+    };
+    let mut from = match &r.from {
+        Some(f) if f.get_ref().is_empty() => {
+            return Err(PolicyError::at(
+                file,
+                text,
+                Some(f.span()),
+                "`from = []` blocks nothing: list the sources, or leave `from` out and name a `file`".into(),
+            ));
+        }
+        Some(f) => f.get_ref().clone(),
+        None => Vec::new(),
+    };
+    let list_file = r.file.as_ref().map(|f| f.get_ref().clone());
+    if let Some(f) = &r.file {
+        let path = std::path::Path::new(f.get_ref());
+        let path = match base {
+            Some(b) if path.is_relative() => b.join(path),
+            _ => path.to_path_buf(),
+        };
+        let cidrs = crate::blocks::read_feed(&path)
+            .map_err(|e| PolicyError::at(file, text, Some(f.span()), e.to_string()))?;
+        from.extend(cidrs);
+    }
+    if r.from.is_none() && r.file.is_none() {
+        return Err(PolicyError::at(
+            file,
+            text,
+            Some(b.span()),
+            "a [[block]] entry needs `from = [...]` or `file = \"...\"`".into(),
+        ));
+    }
+    Ok(BlockRule {
+        from,
+        file: list_file,
+        comment,
+    })
 }
 
 /// Comments are printed on terminals (`fw status`, `fw policy show`): no control characters.
@@ -227,7 +418,7 @@ pub fn parse_policy_file(path: &Path) -> Result<Policy, PolicyError> {
         message: format!("cannot read: {e}"),
         source_line: String::new(),
     })?;
-    parse_policy(&name, &text)
+    parse_policy_in(&name, &text, path.parent())
 }
 
 #[cfg(test)]

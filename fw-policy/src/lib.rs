@@ -3,11 +3,14 @@
 //! loader writes the kernel maps from a `Compiled`, and `fw explain`, the lockout guard and the
 //! importers run `fw_common::decide()` over the same `Compiled`: one decision engine.
 
+pub mod blocks;
 mod cidr;
 pub mod compiled;
 pub mod diff;
 pub mod edit;
 mod file;
+pub mod ids;
+pub mod limit;
 #[cfg(any(test, feature = "test-util"))]
 pub mod mirror;
 mod ports;
@@ -16,11 +19,14 @@ pub mod toml_out;
 
 #[cfg(test)]
 mod decide_table;
+#[cfg(test)]
+mod flood_table;
 
 pub use compiled::Compiled;
 
 pub use cidr::Cidr;
-pub use file::{PolicyError, check_comment, parse_policy, parse_policy_file};
+pub use file::{PolicyError, check_comment, parse_policy, parse_policy_file, parse_policy_in};
+pub use limit::{Limit, Rate};
 pub use ports::PortRange;
 pub use seed::SEED_POLICY;
 
@@ -67,6 +73,20 @@ impl SynCookies {
 /// `syn_cookies_threshold` when the policy does not say (SYNs per second, every allowed TCP
 /// port and source together).
 pub const DEFAULT_SYN_COOKIES_THRESHOLD: u32 = 1000;
+/// What the filter logs (`log` in `[options]`): records go to the kernel ring buffer that
+/// `fw serve` forwards to syslog/journald and `fw log` follows.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogMode {
+    #[default]
+    Off,
+    /// Dropped packets, at most `log_rate` a second (a kernel-side token bucket).
+    Drops,
+}
+
+/// Default and bounds of `log_rate` (records per second).
+pub const LOG_RATE_DEFAULT: u32 = 20;
+pub const LOG_RATE_MAX: u32 = 100_000;
 
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -105,6 +125,10 @@ pub struct Options {
     /// `syn_cookies = "auto"`: SYNs per second (allowed TCP ports, all sources together) above
     /// which fw answers.
     pub syn_cookies_threshold: u32,
+    /// Log dropped packets (`"drops"`) or not (`"off"`).
+    pub log: LogMode,
+    /// Drop-log records per second at most (also the burst).
+    pub log_rate: u32,
 }
 
 impl Default for Options {
@@ -123,6 +147,8 @@ impl Default for Options {
             icmp_timeout: Config::default().icmp_timeout,
             syn_cookies: SynCookies::Off,
             syn_cookies_threshold: DEFAULT_SYN_COOKIES_THRESHOLD,
+            log: LogMode::Off,
+            log_rate: LOG_RATE_DEFAULT,
         }
     }
 }
@@ -159,7 +185,8 @@ impl Options {
             udp_timeout: self.udp_timeout,
             udp_stream_timeout: self.udp_stream_timeout,
             icmp_timeout: self.icmp_timeout,
-            _pad: 0,
+            ban_len4: 0,
+            ban_len6: 0,
         }
     }
 }
@@ -213,6 +240,36 @@ impl std::str::FromStr for Proto {
     }
 }
 
+/// What happens to traffic no rule admits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum DefaultAction {
+    /// Dropped (iptables INPUT policy DROP): the allow rules are an allowlist.
+    #[default]
+    Drop,
+    /// Let in (INPUT policy ACCEPT, xdp-filter's deny mode): only block lists, bans, scan/flag
+    /// drops and rate limits drop anything.
+    Accept,
+}
+
+impl DefaultAction {
+    pub fn is_drop(&self) -> bool {
+        *self == DefaultAction::Drop
+    }
+}
+
+/// A `[[block]]` entry: sources dropped first, on every port.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BlockRule {
+    /// The sources (for `file`: what the file held when the policy was read).
+    pub from: Vec<Cidr>,
+    /// The list file these came from (kept so `fw save` writes the file name, not its lines).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub comment: Option<String>,
+}
+
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Policy {
     pub options: Options,
@@ -221,19 +278,121 @@ pub struct Policy {
     /// attaches to at boot, and `fw up` without `--iface`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub interfaces: Vec<String>,
+    /// `default = "drop"` (the default) or `"accept"`.
+    #[serde(default, skip_serializing_if = "DefaultAction::is_drop")]
+    pub default: DefaultAction,
+    /// Rate limits, by rule id (a rule without an entry has none). Stored as a list of
+    /// `[id, limit]` pairs: a map with number keys does not survive serde's `flatten` (the state
+    /// file flattens the policy record).
+    #[serde(
+        default,
+        skip_serializing_if = "std::collections::BTreeMap::is_empty",
+        with = "limit_pairs"
+    )]
+    pub limits: std::collections::BTreeMap<u32, Limit>,
+    /// `[[block]]` entries.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub blocks: Vec<BlockRule>,
 }
 
 impl Policy {
-    /// The next free rule id.
+    /// The kernel's options for this policy: [`Options::config`], the default action and the
+    /// ban prefix lengths.
+    pub fn config(&self) -> Config {
+        let mut c = self.options.config();
+        if self.default == DefaultAction::Accept {
+            c.flags |= Config::DEFAULT_ACCEPT;
+        }
+        let (b4, b6) = self.ban_lens();
+        c.ban_len4 = b4;
+        c.ban_len6 = b6;
+        c
+    }
+
+    /// The per-source prefix lengths bans use (0: no rule bans), per family. [`Policy::check_limits`]
+    /// makes sure all banning rules agree.
+    pub fn ban_lens(&self) -> (u8, u8) {
+        self.live_limits()
+            .filter(|(_, l)| l.ban_after.is_some())
+            .map(|(_, l)| (l.per4, l.per6))
+            .next()
+            .unwrap_or((0, 0))
+    }
+
+    /// The limits of rules that exist.
+    pub fn live_limits(&self) -> impl Iterator<Item = (&Rule, &Limit)> {
+        self.rules
+            .iter()
+            .filter_map(|r| self.limits.get(&r.id).map(|l| (r, l)))
+    }
+
+    /// Limits that cannot work as written: each one alone ([`Limit::check`]), bans on rules
+    /// where no handshake proves the source (UDP, no connection state), and banning rules that
+    /// disagree on the per-source prefix.
+    pub fn check_limits(&self) -> Result<(), String> {
+        let mut ban_lens: Option<(u8, u8)> = None;
+        for (r, l) in self.live_limits() {
+            l.check().map_err(|e| format!("{}: {e}", r.describe()))?;
+            if l.ban_after.is_none() {
+                continue;
+            }
+            if r.proto != Proto::Tcp || !self.options.established {
+                return Err(format!(
+                    "{}: bans need TCP and established = true: fw bans only sources that completed a handshake, because any other packet's source can be forged (and a forged source would get someone else banned)",
+                    r.describe()
+                ));
+            }
+            match ban_lens {
+                Some(b) if b != (l.per4, l.per6) => {
+                    return Err(format!(
+                        "{}: every rule that bans must use the same per-source prefixes (here /{} and /{}, elsewhere /{} and /{})",
+                        r.describe(),
+                        l.per4,
+                        l.per6,
+                        b.0,
+                        b.1
+                    ));
+                }
+                _ => ban_lens = Some((l.per4, l.per6)),
+            }
+        }
+        if self.default == DefaultAction::Accept && self.options.new_requires_syn {
+            return Err("default = \"accept\" with new_requires_syn = true would drop every connection to ports no rule names after its SYN: set new_requires_syn = false".into());
+        }
+        Ok(())
+    }
+
+    /// Sources of the policy's `[[block]]` entries.
+    pub fn block_sources(&self) -> impl Iterator<Item = &Cidr> {
+        self.blocks.iter().flat_map(|b| b.from.iter())
+    }
+
+    /// The next free rule id: above every id in use, or the lowest unused one once that would
+    /// leave the id space ([`fw_common::maps::RULE_IDS`]).
     pub fn next_id(&self) -> u32 {
-        self.rules.iter().map(|r| r.id + 1).max().unwrap_or(0)
+        let next = self.rules.iter().map(|r| r.id + 1).max().unwrap_or(0);
+        if next < fw_common::maps::RULE_IDS {
+            return next;
+        }
+        (0..fw_common::maps::RULE_IDS)
+            .find(|id| !self.rules.iter().any(|r| r.id == *id))
+            .unwrap_or(fw_common::maps::RULE_IDS)
     }
 
     /// The policy in words: what it lets in, one line each, then what it drops.
     pub fn describe(&self) -> Vec<String> {
         let mut out = Vec::new();
         for r in &self.rules {
-            out.push(r.describe());
+            match self.limits.get(&r.id) {
+                Some(l) => out.push(format!("{}; limit {}", r.describe(), l.describe())),
+                None => out.push(r.describe()),
+            }
+        }
+        if self.default == DefaultAction::Accept {
+            out.push(
+                "everything else (default accept): only block lists, bans, scan/flag drops and rate limits drop"
+                    .into(),
+            );
         }
         let o = &self.options;
         if o.established {
@@ -267,6 +426,22 @@ impl Policy {
             );
         }
         out
+    }
+}
+
+mod limit_pairs {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    use crate::Limit;
+
+    pub fn serialize<S: Serializer>(m: &BTreeMap<u32, Limit>, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(m.iter())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<u32, Limit>, D::Error> {
+        Ok(Vec::<(u32, Limit)>::deserialize(d)?.into_iter().collect())
     }
 }
 

@@ -1,6 +1,6 @@
-//! The full userspace mirror of the kernel: the compiled policy plus in-memory flow tables, with
-//! the same side effects the XDP and egress programs have on their maps. Tests replay packet
-//! sequences through both and compare.
+//! The full userspace mirror of the kernel: the compiled policy plus in-memory flow tables,
+//! rate-limit buckets, bans and event counters, with the same side effects the XDP and egress
+//! programs have on their maps. Tests replay packet sequences through both and compare.
 
 use std::{
     cell::{Cell, RefCell},
@@ -9,6 +9,8 @@ use std::{
 
 use fw_common::{
     Config, FlowKey, FlowState, FlowTable, PortProto, Tables,
+    block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
+    limit::{BanKey, Bucket, BucketKey, LimitParams},
     syncookie::{CookieCfg, CookieRate, CookieTuple, Listener, ListenerKey},
 };
 
@@ -17,6 +19,13 @@ use crate::Compiled;
 pub struct Mirror {
     pub policy: Compiled,
     pub flows: RefCell<BTreeMap<(FlowTable, FlowKey), FlowState>>,
+    /// Per-source buckets, by (known table?, key).
+    pub buckets: RefCell<BTreeMap<(bool, BucketKey), Bucket>>,
+    /// Aggregate buckets by rule id.
+    pub totals: RefCell<BTreeMap<u32, u64>>,
+    pub bans: RefCell<BTreeMap<BanKey, u64>>,
+    /// Events counted (counter slot → count).
+    pub events: RefCell<BTreeMap<u32, u64>>,
     /// In-table connections per source (the kernel's `FW_SOURCES`).
     pub sources: RefCell<BTreeMap<[u8; 16], u32>>,
     /// The Embryo table's hint slots (the kernel's `FW_EMBRYO_HINT`; absent = 0).
@@ -40,6 +49,10 @@ impl Mirror {
         Mirror {
             policy,
             flows: RefCell::new(BTreeMap::new()),
+            buckets: RefCell::new(BTreeMap::new()),
+            totals: RefCell::new(BTreeMap::new()),
+            bans: RefCell::new(BTreeMap::new()),
+            events: RefCell::new(BTreeMap::new()),
             sources: RefCell::new(BTreeMap::new()),
             embryo_hints: RefCell::new(BTreeMap::new()),
             now: Cell::new(0),
@@ -48,6 +61,10 @@ impl Mirror {
             cookie_rate: RefCell::new(CookieRate::default()),
             valid_cookies: RefCell::new(BTreeSet::new()),
         }
+    }
+
+    pub fn events_at(&self, slot: u32) -> u64 {
+        self.events.borrow().get(&slot).copied().unwrap_or(0)
     }
 }
 
@@ -82,6 +99,62 @@ impl Tables for Mirror {
 
     fn flow_remove(&self, table: FlowTable, key: &FlowKey) {
         self.flows.borrow_mut().remove(&(table, *key));
+    }
+
+    fn block_meta(&self) -> Option<&BlockMeta> {
+        self.policy.block_meta()
+    }
+
+    fn block_v4(&self, key: &BlockKeyV4) -> Option<BlockValue> {
+        self.policy.block_v4(key)
+    }
+
+    fn block_v6(&self, key: &BlockKeyV6) -> Option<BlockValue> {
+        self.policy.block_v6(key)
+    }
+
+    fn block_lpm_v4(&self, addr: &[u8; 4]) -> Option<BlockValue> {
+        self.policy.block_lpm_v4(addr)
+    }
+
+    fn block_lpm_v6(&self, addr: &[u8; 16]) -> Option<BlockValue> {
+        self.policy.block_lpm_v6(addr)
+    }
+
+    fn ban(&self, key: &BanKey) -> Option<u64> {
+        self.bans.borrow().get(key).copied()
+    }
+
+    fn ban_write(&self, key: &BanKey, until: u64) {
+        self.bans.borrow_mut().insert(*key, until);
+    }
+
+    fn ban_remove(&self, key: &BanKey) {
+        self.bans.borrow_mut().remove(key);
+    }
+
+    fn limit(&self, slot: u32) -> Option<LimitParams> {
+        self.policy.limit(slot)
+    }
+
+    fn bucket(&self, known: bool, key: &BucketKey) -> Option<Bucket> {
+        self.buckets.borrow().get(&(known, *key)).copied()
+    }
+
+    fn bucket_write(&self, known: bool, key: &BucketKey, b: &Bucket) {
+        self.buckets.borrow_mut().insert((known, *key), *b);
+    }
+
+    fn total(&self, rule: u32) -> u64 {
+        self.totals.borrow().get(&rule).copied().unwrap_or(0)
+    }
+
+    fn total_write(&self, rule: u32, tat: u64) {
+        self.totals.borrow_mut().insert(rule, tat);
+    }
+
+    fn event(&self, slot: u32) {
+        *self.events.borrow_mut().entry(slot).or_default() += 1;
     }
 
     fn flow_with<R>(

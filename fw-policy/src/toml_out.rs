@@ -72,6 +72,13 @@ const OPTION_DOCS: &[(&str, &[&str])] = &[
         "syn_cookies_threshold",
         &["syn_cookies = \"auto\": SYNs a second above which fw answers them."],
     ),
+    (
+        "log",
+        &[
+            "\"drops\": log dropped packets (fw serve sends them to syslog; fw log follows them); \"off\".",
+        ],
+    ),
+    ("log_rate", &["Drop-log records per second at most."]),
 ];
 
 /// The policy as TOML, with `notes` as comments.
@@ -86,6 +93,11 @@ pub fn to_toml(policy: &Policy, notes: &Annotations) -> String {
     if !policy.interfaces.is_empty() {
         let list: Vec<String> = policy.interfaces.iter().map(|i| string(i)).collect();
         let _ = writeln!(out, "interfaces = [{}]\n", list.join(", "));
+    }
+    if policy.default == crate::DefaultAction::Accept {
+        out.push_str(
+            "# What no rule admits passes; block lists, bans, scan drops and limits still drop.\ndefault = \"accept\"\n\n",
+        );
     }
     out.push_str("[options]\n");
     let values = match toml::Value::try_from(&policy.options) {
@@ -127,6 +139,7 @@ pub fn to_toml(policy: &Policy, notes: &Annotations) -> String {
         while j < policy.rules.len()
             && !notes.rules.contains_key(&j)
             && same_table(first, &policy.rules[j])
+            && policy.limits.get(&first.id) == policy.limits.get(&policy.rules[j].id)
         {
             group.push(&policy.rules[j]);
             j += 1;
@@ -155,9 +168,53 @@ pub fn to_toml(policy: &Policy, notes: &Annotations) -> String {
         if let Some(c) = &first.comment {
             let _ = writeln!(out, "comment = {}", string(c));
         }
+        if let Some(l) = policy.limits.get(&first.id) {
+            limit_lines(&mut out, l);
+        }
         i = j;
     }
+    for b in &policy.blocks {
+        out.push_str("\n[[block]]\n");
+        match &b.file {
+            Some(f) => {
+                let _ = writeln!(out, "file = {}", string(f));
+            }
+            None => {
+                let from: Vec<String> = b.from.iter().map(|c| string(&c.to_string())).collect();
+                let _ = writeln!(out, "from = [{}]", from.join(", "));
+            }
+        }
+        if let Some(c) = &b.comment {
+            let _ = writeln!(out, "comment = {}", string(c));
+        }
+    }
     out
+}
+
+fn limit_lines(out: &mut String, l: &crate::Limit) {
+    if let Some(r) = l.rate {
+        let _ = writeln!(out, "limit = {}", string(&r.to_string()));
+    }
+    if let Some(b) = l.burst {
+        let _ = writeln!(out, "burst = {b}");
+    }
+    if l.per4 != 32 {
+        let _ = writeln!(out, "per = \"/{}\"", l.per4);
+    }
+    if l.per6 != 64 {
+        let _ = writeln!(out, "per6 = \"/{}\"", l.per6);
+    }
+    if let Some(t) = l.total {
+        let _ = writeln!(out, "total = {}", string(&t.to_string()));
+    }
+    if let Some(n) = l.ban_after {
+        let _ = writeln!(out, "ban_after = {n}");
+        let _ = writeln!(
+            out,
+            "ban_for = {}",
+            string(&crate::limit::duration_text(l.ban_secs))
+        );
+    }
 }
 
 fn same_table(a: &Rule, b: &Rule) -> bool {
@@ -180,6 +237,14 @@ fn comment(out: &mut String, line: &str) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn limits_default_accept_and_blocks_round_trip() {
+        let text = "default = \"accept\"\n[[allow]]\nports = [22, 2222]\nlimit = \"6/30s\"\nburst = 3\nper = \"/24\"\ntotal = \"100/s\"\nban_after = 4\nban_for = \"1h\"\n[[allow]]\nports = [80]\n[[block]]\nfrom = [\"192.0.2.0/24\"]\ncomment = \"x\"\n";
+        let p = crate::parse_policy("p", text).unwrap();
+        let back = crate::parse_policy("out", &to_toml(&p, &Annotations::default())).unwrap();
+        assert_eq!(back, p);
+    }
     use crate::{FragmentPolicy, PortRange, Proto, SEED_POLICY, parse_policy};
 
     fn round_trip(p: &Policy, notes: &Annotations) -> Policy {

@@ -201,7 +201,13 @@ impl KernelFilter {
         }
         self.fw.set_active(g)?;
         self.active = g;
-        self.mirror.policy = self.gens[g as usize].clone().expect("checked above");
+        let next = self.gens[g as usize].clone().expect("checked above");
+        // Block lists are not per generation: the kernel's follow the policy put in force.
+        let had = self.fw.maps.flood.read_blocks()?;
+        if had != next.blocks {
+            self.fw.maps.flood.sync_blocks(&had, &next.blocks)?;
+        }
+        self.mirror.policy = next;
         Ok(())
     }
 
@@ -237,6 +243,20 @@ impl KernelFilter {
             c.flags &= !Config::PASS_ALL;
         }
         self.set_config(c)
+    }
+
+    /// Put `blocks` in force on both sides: the kernel's block maps (as `fw block` writes them)
+    /// and the mirror.
+    pub fn set_blocks(&mut self, blocks: fw_policy::blocks::BlockSet) -> anyhow::Result<()> {
+        let old = self.mirror.policy.blocks.clone();
+        self.fw.maps.flood.sync_blocks(&old, &blocks)?;
+        self.mirror.policy.blocks = blocks;
+        Ok(())
+    }
+
+    /// The whole userspace mirror, to make time pass in its tables.
+    pub fn state_mirror_mut(&mut self) -> &mut Mirror {
+        &mut self.mirror
     }
 
     /// The userspace policy tables of the generation in force.

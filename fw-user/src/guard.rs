@@ -229,11 +229,21 @@ impl Guard {
     /// `Err(Lockout)` if the policy would lock the admin out; `Ok(Some(note))` for what is
     /// only worth saying.
     pub fn check(self, policy: &Policy) -> Result<Option<String>, crate::Error> {
+        self.check_compiled(policy, &Compiled::new(policy, 0))
+    }
+
+    /// [`Guard::check`] of `policy` as compiled into `t`, which may hold more than the policy
+    /// (the `fw block` lists beside it).
+    pub fn check_compiled(
+        self,
+        policy: &Policy,
+        t: &Compiled,
+    ) -> Result<Option<String>, crate::Error> {
         if self == Guard::Force {
             return Ok(None);
         }
         let sessions = current_sessions();
-        match check(policy, &sessions) {
+        match check_with(policy, t, &sessions) {
             Ok(()) => Ok(None),
             Err(why) if self == Guard::Restore && sessions.is_empty() => Ok(Some(why)),
             Err(why) => Err(crate::Error::Lockout { why }),
@@ -243,7 +253,11 @@ impl Guard {
 
 /// Why `policy` would lock the admin out, or `Ok` if it would not.
 pub fn check(policy: &Policy, sessions: &[Session]) -> Result<(), String> {
-    let t = Compiled::new(policy, 0);
+    check_with(policy, &Compiled::new(policy, 0), sessions)
+}
+
+/// [`check`] with the policy compiled into `t` (block lists included).
+pub fn check_with(policy: &Policy, t: &Compiled, sessions: &[Session]) -> Result<(), String> {
     if sessions.is_empty() {
         let ports = ssh_ports();
         let open = policy.rules.iter().any(|r| {
@@ -276,7 +290,7 @@ pub fn check(policy: &Policy, sessions: &[Session]) -> Result<(), String> {
         )
         .build();
         // A SYN answered with a SYN cookie still gets its connection.
-        if !decide(syn.as_slice(), &t).admits() {
+        if !decide(syn.as_slice(), t).admits() {
             return Err(format!(
                 "this policy drops new SSH connections from {c} to port {} — the address your SSH session comes from; you would be locked out once this session ends",
                 s.server_port
@@ -286,7 +300,7 @@ pub fn check(policy: &Policy, sessions: &[Session]) -> Result<(), String> {
         // seed it; without, only the port rule can let it through.
         if !policy.options.established {
             let ack = PacketSpec::tcp(&c, &v, s.client_port, s.server_port, tcp::ACK).build();
-            if !decide(ack.as_slice(), &t).pass {
+            if !decide(ack.as_slice(), t).pass {
                 return Err(format!(
                     "this policy drops the packets of your SSH session from {c}:{}",
                     s.client_port
@@ -342,6 +356,23 @@ mod tests {
         // A drop-in that replaces the port: empty ListenStream= resets.
         let with_dropin = format!("{unit}\n[Socket]\nListenStream=\nListenStream=0.0.0.0:4422\n");
         assert_eq!(parse_listen_stream(&with_dropin), [4422]);
+    }
+
+    #[test]
+    fn a_block_of_the_sessions_address_is_refused_in_the_policy_and_beside_it() {
+        let p = parse_policy(
+            "p",
+            "[[allow]]\nports = [22]\n[[block]]\nfrom = [\"203.0.113.0/24\"]\n",
+        )
+        .unwrap();
+        let e = check(&p, &[sess("203.0.113.7")]).unwrap_err();
+        assert!(e.contains("203.0.113.7"), "{e}");
+        let open = parse_policy("p", "[[allow]]\nports = [22]\n").unwrap();
+        let mut t = Compiled::new(&open, 0);
+        t.blocks.add(0, &"203.0.113.7".parse().unwrap(), 0);
+        t.blocks.finish();
+        assert!(check_with(&open, &t, &[sess("203.0.113.7")]).is_err());
+        assert!(check_with(&open, &t, &[sess("203.0.113.8")]).is_ok());
     }
 
     #[test]

@@ -5,27 +5,37 @@
 //! `fw_common::decide()`.
 
 pub mod attach;
+pub mod blocklist;
+pub mod blockmaps;
+pub mod capture;
 pub mod cli;
 pub mod dispatcher;
 mod dispatcher_sys;
+pub mod droplog;
 mod error;
 pub mod filter;
+pub mod follow;
 pub mod guard;
 pub mod health;
 pub mod live_tables;
 pub mod loader;
 pub mod lock;
 pub mod maps;
+pub mod metrics;
 pub mod multiprog;
 pub mod native;
+pub mod obs;
 pub mod paths;
+pub mod pcap;
 pub mod persist;
 pub mod probe;
+pub mod serve;
 pub mod sockets;
 pub mod state;
 pub mod status;
 pub mod syncookie;
 pub mod sys;
+pub mod syslog;
 pub mod timer;
 pub mod watch;
 pub mod xdp_netlink;

@@ -3,6 +3,8 @@
 
 use fw_common::{
     Config, FlowKey, FlowState, FlowTable, PortProto, Tables,
+    block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
+    limit::{BanKey, Bucket, BucketKey, LimitParams},
     maps::{SRC_KEY_PREFIX_BITS, port_index, src_key_v4, src_key_v6},
     syncookie::{Listener, ListenerKey},
 };
@@ -13,16 +15,19 @@ pub struct LiveTables<'a> {
     maps: &'a PinnedMaps,
     generation: u32,
     config: Config,
+    block_meta: BlockMeta,
 }
 
 impl<'a> LiveTables<'a> {
     pub fn new(maps: &'a PinnedMaps) -> Result<Self, Error> {
         let generation = maps.active_generation()?;
         let config = maps.config(generation)?;
+        let block_meta = maps.flood.meta()?;
         Ok(LiveTables {
             maps,
             generation,
             config,
+            block_meta,
         })
     }
 }
@@ -73,6 +78,43 @@ impl Tables for LiveTables<'_> {
     /// the filter does now.
     fn listener(&self, key: &ListenerKey) -> Option<Listener> {
         self.maps.listener(key)
+    }
+
+    fn block_meta(&self) -> Option<&BlockMeta> {
+        Some(&self.block_meta)
+    }
+
+    fn block_v4(&self, key: &BlockKeyV4) -> Option<BlockValue> {
+        self.maps.flood.block_v4(key)
+    }
+
+    fn block_v6(&self, key: &BlockKeyV6) -> Option<BlockValue> {
+        self.maps.flood.block_v6(key)
+    }
+
+    fn block_lpm_v4(&self, addr: &[u8; 4]) -> Option<BlockValue> {
+        self.maps.flood.block_lpm_v4(addr)
+    }
+
+    fn block_lpm_v6(&self, addr: &[u8; 16]) -> Option<BlockValue> {
+        self.maps.flood.block_lpm_v6(addr)
+    }
+
+    fn ban(&self, key: &BanKey) -> Option<u64> {
+        self.maps.flood.ban(key)
+    }
+
+    fn limit(&self, slot: u32) -> Option<LimitParams> {
+        self.maps.flood.limit(slot).ok()
+    }
+
+    /// The bucket as it is now: explaining charges nothing.
+    fn bucket(&self, known: bool, key: &BucketKey) -> Option<Bucket> {
+        self.maps.flood.bucket(known, key)
+    }
+
+    fn total(&self, rule: u32) -> u64 {
+        self.maps.flood.total(rule).unwrap_or(0)
     }
 
     /// Read-only: judging a packet changes nothing.

@@ -4,14 +4,13 @@
 
 use aya::{
     Ebpf, EbpfLoader,
-    maps::ProgramArray,
     programs::{Extension, ProgramError, ProgramFd, SchedClassifier, Xdp},
 };
 use fw_common::maps::{
     ALL_MAPS, COOKIE_PROG_INDEX, COOKIE_TX_INDEX, MAP_COOKIE_PROG, MAP_COOKIE_PROG_EXT,
-    MAP_COOKIE_PROG_LINEAR, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_SOURCES, PROG_COOKIE,
-    PROG_COOKIE_LINEAR, PROG_COOKIE_TX, PROG_COOKIE_TX_LINEAR, PROG_EGRESS, PROG_XDP,
-    PROG_XDP_LINEAR,
+    MAP_COOKIE_PROG_LINEAR, MAP_EMBRYO, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_PROGS, MAP_SOURCES,
+    PIN_PROGS_LINEAR, PROG_COOKIE, PROG_COOKIE_LINEAR, PROG_COOKIE_TX, PROG_COOKIE_TX_LINEAR,
+    PROG_EGRESS, PROG_FLOOD, PROG_FLOOD_LINEAR, PROG_XDP, PROG_XDP_LINEAR,
 };
 use serde::{Deserialize, Serialize};
 
@@ -101,9 +100,10 @@ pub fn load_object_with(paths: &IfacePaths, how: Load) -> Result<Ebpf, Error> {
     ensure_bpffs()?;
     paths.prepare_pins()?;
     check_layout(paths)?;
+    crate::obs::check_layout(paths)?;
     let mut loader = EbpfLoader::new();
     let cookie = CookieStep::of(how.variant, how.extension_of.is_some());
-    let pin_paths: Vec<_> = ALL_MAPS
+    let mut pin_paths: Vec<_> = ALL_MAPS
         .iter()
         .map(|m| {
             let pin = if *m == MAP_COOKIE_PROG {
@@ -114,9 +114,15 @@ pub fn load_object_with(paths: &IfacePaths, how: Load) -> Result<Ebpf, Error> {
             (*m, paths.map(pin))
         })
         .collect();
+    pin_paths.extend(crate::obs::pin_paths(paths));
     for (name, path) in &pin_paths {
         loader.map_pin_path(name, path.as_path());
     }
+    // The XDP program runs with `xdp.frags` only in the multi-buffer build loaded as an XDP
+    // program: aya loads an extension without the flag.
+    let frags = how.variant == Variant::Frags && how.extension_of.is_none();
+    let progs_pin = paths.map(if frags { MAP_PROGS } else { PIN_PROGS_LINEAR });
+    loader.map_pin_path(MAP_PROGS, progs_pin.as_path());
     loader.map_max_entries(MAP_FLOWS_OUT, how.max_flows);
     loader.map_max_entries(MAP_FLOWS_IN, how.max_flows);
     loader.map_max_entries(MAP_EMBRYO, (how.max_flows / 4).max(1024));
@@ -124,12 +130,15 @@ pub fn load_object_with(paths: &IfacePaths, how: Load) -> Result<Ebpf, Error> {
     let level: u8 = if how.log { 3 } else { 0 }; // aya-log Level::Info = 3
     loader.override_global("AYA_LOG_LEVEL", &level, false);
     let name = how.variant.program();
-    if how.extension_of.is_some() {
+    let extension = how.extension_of.is_some();
+    if extension {
         loader.extension(name);
     }
     let mut ebpf = loader
         .load(PROGRAM)
         .map_err(|e| Error::bpf("loading the fw XDP object", e))?;
+    // The flood program first, in the program array the XDP program's verification checks.
+    load_flood(&mut ebpf, frags)?;
     match how.extension_of {
         None => {
             let prog: &mut Xdp = named(&mut ebpf, name)?;
@@ -155,6 +164,19 @@ pub fn load_object_with(paths: &IfacePaths, how: Load) -> Result<Ebpf, Error> {
     let tc = egress_program(&mut ebpf)?;
     retry_eagain(|| tc.load())
         .map_err(|e| Error::bpf("the kernel verifier refused the fw egress program", e))?;
+    // The filter does not depend on them: without them the main program's tail call finds
+    // nothing and it goes on as always. They need Linux 5.18 (bpf_xdp_load_bytes); and a
+    // program array takes only programs compatible with the one calling through it (same
+    // `xdp.frags`, same expected attach type), so the observers match the variant loaded, and
+    // an freplace extension in a libxdp dispatcher (attach type 0) cannot call them.
+    if let Err(e) = crate::obs::install_observers(&mut ebpf, how.variant) {
+        let why = if extension {
+            "not while fw shares the interface through a libxdp dispatcher"
+        } else {
+            "they need Linux 5.18"
+        };
+        log::warn!("the drop log and capture are unavailable ({why}): {e}");
+    }
     Ok(ebpf)
 }
 
@@ -234,7 +256,7 @@ fn load_cookie_programs(ebpf: &mut Ebpf, step: CookieStep) -> Result<(), Error> 
     if fds.is_empty() {
         return Ok(());
     }
-    let mut progs: ProgramArray<_> = ebpf
+    let mut progs: aya::maps::ProgramArray<_> = ebpf
         .map_mut(MAP_COOKIE_PROG)
         .ok_or_else(|| Error::Other(format!("map {MAP_COOKIE_PROG} missing from the object")))?
         .try_into()
@@ -247,9 +269,36 @@ fn load_cookie_programs(ebpf: &mut Ebpf, step: CookieStep) -> Result<(), Error> 
     Ok(())
 }
 
+/// Load the flood program (block lists, bans, limits) and put it in the program array the XDP
+/// program tail-calls. The kernel takes into a program array only programs whose `xdp.frags`
+/// flag (and type, JIT, expected attach type) match the array's owner — the first program
+/// loaded with it or put in it (kernel/bpf/core.c, `__bpf_prog_map_compatible`) — so the build
+/// loaded is the one whose flag matches the XDP program's (`frags`).
+fn load_flood(ebpf: &mut Ebpf, frags: bool) -> Result<(), Error> {
+    let name = if frags { PROG_FLOOD } else { PROG_FLOOD_LINEAR };
+    let flood: &mut Xdp = named(ebpf, name)?;
+    retry_eagain(|| flood.load())
+        .map_err(|e| Error::bpf("the kernel verifier refused the fw flood program", e))?;
+    let fd = flood
+        .fd()
+        .map_err(|e| Error::bpf(name, e))?
+        .try_clone()
+        .map_err(|e| Error::io(format!("{name} fd"), e))?;
+    let mut progs: aya::maps::ProgramArray<_> = ebpf
+        .map_mut(MAP_PROGS)
+        .ok_or_else(|| Error::Other(format!("map {MAP_PROGS} missing from the object")))?
+        .try_into()
+        .map_err(|e| Error::bpf(MAP_PROGS, e))?;
+    progs
+        .set(0, &fd, 0)
+        .map_err(|e| Error::bpf(format!("{MAP_PROGS}[0] = {name}"), e))
+}
+
 /// BPF_PROG_LOAD gives up with EAGAIN when a signal arrives during verification (seen with
 /// several loads at once); libbpf retries, and so do we, a bounded number of times.
-fn retry_eagain(mut load: impl FnMut() -> Result<(), ProgramError>) -> Result<(), ProgramError> {
+pub(crate) fn retry_eagain(
+    mut load: impl FnMut() -> Result<(), ProgramError>,
+) -> Result<(), ProgramError> {
     let mut attempt = 0;
     loop {
         match load() {

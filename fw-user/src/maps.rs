@@ -10,12 +10,15 @@ use aya::maps::{
 use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable,
     maps::{
-        COOKIE_PROGS, COUNTER_SLOTS, EMBRYO_MAX, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS,
-        HINT_SLOTS, LISTENERS_MAX, MAP_ACTIVE, MAP_CONFIG, MAP_COOKIE_CFG, MAP_COOKIE_HANDOFF,
-        MAP_COOKIE_PROG, MAP_COOKIE_PROG_EXT, MAP_COOKIE_PROG_LINEAR, MAP_COOKIE_RATE,
-        MAP_COOKIE_STATS, MAP_COUNTERS, MAP_EMBRYO, MAP_EMBRYO_HINT, MAP_FLOWS_IN, MAP_FLOWS_OUT,
-        MAP_LISTENERS, MAP_PORTS, MAP_SOURCES, MAP_SRC_V4, MAP_SRC_V6, PORT_ENTRIES, SOURCES_MAX,
-        SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
+        BANS_MAX, BLOCK_V4_MAX, BLOCK_V6_MAX, COOKIE_PROGS, COUNTER_SLOTS, EMBRYO_MAX,
+        FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS, LISTENERS_MAX, MAP_ACTIVE, MAP_BANS,
+        MAP_BLOCK_LPM_V4, MAP_BLOCK_LPM_V6, MAP_BLOCK_META, MAP_BLOCK_V4, MAP_BLOCK_V6, MAP_CONFIG,
+        MAP_COOKIE_CFG, MAP_COOKIE_HANDOFF, MAP_COOKIE_PROG, MAP_COOKIE_PROG_EXT,
+        MAP_COOKIE_PROG_LINEAR, MAP_COOKIE_RATE, MAP_COOKIE_STATS, MAP_COUNTERS, MAP_EMBRYO,
+        MAP_EMBRYO_HINT, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_HANDOFF, MAP_LIMITS, MAP_LISTENERS,
+        MAP_PORTS, MAP_PROGS, MAP_RL_KNOWN, MAP_RL_NEW, MAP_RL_TOTAL, MAP_SOURCES, MAP_SRC_V4,
+        MAP_SRC_V6, MAX_RULES, PIN_PROGS_LINEAR, PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX,
+        SOURCES_MAX, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
     },
     syncookie::{CookieCfg, CookieRate, Listener, ListenerKey, STATS},
 };
@@ -24,7 +27,7 @@ use crate::{Error, paths::IfacePaths};
 use fw_policy::Compiled;
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
-pub const LAYOUT: [(&str, MapType, u32, u32, u32); 19] = [
+pub const LAYOUT: [(&str, MapType, u32, u32, u32); 32] = [
     (MAP_ACTIVE, MapType::Array, 4, 4, 1),
     (
         MAP_CONFIG,
@@ -80,6 +83,19 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 19] = [
     ),
     (MAP_COOKIE_STATS, MapType::PerCpuArray, 4, 8, STATS),
     (MAP_COOKIE_HANDOFF, MapType::PerCpuArray, 4, 4, 1),
+    (MAP_BLOCK_META, MapType::Array, 4, 20, 1),
+    (MAP_BLOCK_V4, MapType::Hash, 8, 16, BLOCK_V4_MAX),
+    (MAP_BLOCK_V6, MapType::Hash, 20, 16, BLOCK_V6_MAX),
+    (MAP_BLOCK_LPM_V4, MapType::LpmTrie, 8, 16, BLOCK_V4_MAX),
+    (MAP_BLOCK_LPM_V6, MapType::LpmTrie, 20, 16, BLOCK_V6_MAX),
+    (MAP_BANS, MapType::LruHash, 20, 8, BANS_MAX),
+    (MAP_LIMITS, MapType::Array, 4, 48, GENERATIONS * MAX_RULES),
+    (MAP_RL_KNOWN, MapType::LruHash, 20, 16, RL_KNOWN_MAX),
+    (MAP_RL_NEW, MapType::LruHash, 20, 16, RL_NEW_MAX),
+    (MAP_RL_TOTAL, MapType::Array, 4, 8, MAX_RULES),
+    (MAP_PROGS, MapType::ProgramArray, 4, 4, 1),
+    (PIN_PROGS_LINEAR, MapType::ProgramArray, 4, 4, 1),
+    (MAP_HANDOFF, MapType::PerCpuArray, 4, 28, 1),
 ];
 
 /// Refuse a pinned map whose type or sizes differ from [`LAYOUT`] (aya reuses pins unchecked).
@@ -133,7 +149,10 @@ where
     Ok(out)
 }
 
-fn remove_tolerant(r: Result<(), aya::maps::MapError>, what: &'static str) -> Result<(), Error> {
+pub(crate) fn remove_tolerant(
+    r: Result<(), aya::maps::MapError>,
+    what: &'static str,
+) -> Result<(), Error> {
     match r {
         Ok(()) | Err(aya::maps::MapError::KeyNotFound) => Ok(()),
         Err(aya::maps::MapError::SyscallError(e))
@@ -157,14 +176,16 @@ pub struct PinnedMaps {
     flows_out: Map,
     flows_in: Map,
     embryo: Map,
+    /// Block lists, bans and rate limits.
+    pub flood: crate::blockmaps::FloodMaps,
 }
 
-fn open(path: &Path) -> Result<Map, Error> {
+pub(crate) fn open(path: &Path) -> Result<Map, Error> {
     let md = MapData::from_pin(path).map_err(|e| Error::bpf(path.display().to_string(), e))?;
     Map::from_map_data(md).map_err(|e| Error::bpf(path.display().to_string(), e))
 }
 
-fn ctx<E: std::error::Error + Send + Sync + 'static>(
+pub(crate) fn ctx<E: std::error::Error + Send + Sync + 'static>(
     what: &'static str,
 ) -> impl FnOnce(E) -> Error {
     move |e| Error::bpf(what, e)
@@ -187,6 +208,7 @@ impl PinnedMaps {
             flows_out: open(&paths.map(MAP_FLOWS_OUT))?,
             flows_in: open(&paths.map(MAP_FLOWS_IN))?,
             embryo: open(&paths.map(MAP_EMBRYO))?,
+            flood: crate::blockmaps::FloodMaps::open(paths)?,
         })
     }
 
@@ -359,6 +381,9 @@ impl PinnedMaps {
         self.set_config(g, c.config)?;
         for slot in rule_slots {
             self.zero_counter(*slot)?;
+            self.zero_counter(fw_common::maps::limited_slot(*slot))?;
+            let p = c.limits.get(slot).copied().unwrap_or_default();
+            self.flood.set_limit(*slot, p)?;
         }
         Ok(())
     }
@@ -367,20 +392,34 @@ impl PinnedMaps {
     /// with `fw flush` in force): what every generation flip writes before flipping. The one
     /// copy of that protocol; [`crate::filter::Filter`], the kernel tests and the benchmark
     /// call it.
+    /// Every rule's counter starts at zero.
     pub fn write_policy(
         &mut self,
         policy: &fw_policy::Policy,
         generation: u32,
         flushed: bool,
     ) -> Result<Compiled, Error> {
+        let ids: Vec<u32> = policy.rules.iter().map(|r| r.id).collect();
+        self.write_policy_carrying(policy, generation, flushed, &ids)
+    }
+
+    /// [`PinnedMaps::write_policy`] for a policy whose rules took over the ids of the rules they
+    /// share with the policy in force (`fw_policy::ids::carry_ids`): only the counters of
+    /// `fresh_ids` start at zero, the others keep counting across the flip.
+    pub fn write_policy_carrying(
+        &mut self,
+        policy: &fw_policy::Policy,
+        generation: u32,
+        flushed: bool,
+        fresh_ids: &[u32],
+    ) -> Result<Compiled, Error> {
         let mut compiled = Compiled::new(policy, generation);
         if flushed {
             compiled = compiled.flushed();
         }
-        let slots: Vec<u32> = policy
-            .rules
+        let slots: Vec<u32> = fresh_ids
             .iter()
-            .map(|r| fw_common::maps::rule_slot(generation, r.id))
+            .map(|id| fw_common::maps::rule_slot(generation, *id))
             .collect();
         self.write_generation(&compiled, &slots)?;
         Ok(compiled)
@@ -438,6 +477,14 @@ impl PinnedMaps {
         let g = new.generation;
         for slot in new_slots {
             self.zero_counter(*slot)?;
+            self.zero_counter(fw_common::maps::limited_slot(*slot))?;
+        }
+        // Limits before the slots that point at them; a limit that goes away stays until its
+        // slot no longer says "limited" (harmless: nothing reads it then).
+        for (slot, p) in &new.limits {
+            if old.limits.get(slot) != Some(p) {
+                self.flood.set_limit(*slot, *p)?;
+            }
         }
         {
             let mut t: LpmTrie<_, SrcKeyV4, u32> =

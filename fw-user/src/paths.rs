@@ -18,7 +18,7 @@ use std::{
     path::{Path, PathBuf},
 };
 
-use fw_common::maps::{ALL_MAPS, COOKIE_PROG_PINS, LAYOUT_VERSION};
+use fw_common::maps::{ALL_MAPS, COOKIE_PROG_PINS, LAYOUT_VERSION, PIN_PROGS_LINEAR};
 
 use crate::Error;
 
@@ -316,9 +316,10 @@ impl IfacePaths {
     pub fn prepare_pins(&self) -> Result<(), Error> {
         secure_dirs(&self.pins_root, &self.pins)?;
         let known = |name: &str| {
-            ["link", "tc_link", "prog", "prog_next"].contains(&name)
+            ["link", "tc_link", "prog", "prog_next", PIN_PROGS_LINEAR].contains(&name)
                 || ALL_MAPS.contains(&name)
                 || COOKIE_PROG_PINS.contains(&name)
+                || fw_common::obs::OBS_MAPS.contains(&name)
         };
         let rd = fs::read_dir(&self.pins).map_err(|e| Error::io(&self.pins, e))?;
         for entry in rd {

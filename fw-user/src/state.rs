@@ -160,6 +160,14 @@ pub fn unix_now() -> u64 {
         .unwrap_or(0)
 }
 
+/// The Unix second at which `secs` seconds from `now` have passed in full: rounded up, so a
+/// deadline checked against [`unix_now`] (rounded down) never comes early (rounded down, a
+/// `--confirm 3` rolled back after 2.4 s).
+pub fn deadline_after(now: SystemTime, secs: u64) -> u64 {
+    let d = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    d.as_secs() + u64::from(d.subsec_nanos() > 0) + secs
+}
+
 impl State {
     pub fn load(paths: &IfacePaths) -> Result<Self, Error> {
         let f = paths.state_file();
@@ -215,11 +223,13 @@ impl State {
         })
     }
 
-    /// Append to the operations log (bounded).
+    /// Append to the operations log (bounded), and send it to syslog/journald.
     pub fn note(&mut self, what: impl Into<String>) {
+        let what = what.into();
+        crate::syslog::operation(&self.iface, &what);
         self.log.push(LogEntry {
             at: unix_now(),
-            what: what.into(),
+            what,
         });
         let n = self.log.len();
         if n > LOG_KEEP {
@@ -321,6 +331,21 @@ impl Record {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn a_deadline_never_comes_before_its_seconds_have_passed() {
+        use std::time::Duration;
+        for ms in [0, 1, 400, 999] {
+            let now = UNIX_EPOCH + Duration::from_millis(100_000 + ms);
+            let d = super::deadline_after(now, 3);
+            let due = UNIX_EPOCH + Duration::from_secs(d);
+            assert!(due >= now + Duration::from_secs(3), "{ms} ms: due at {d}");
+            assert!(
+                due < now + Duration::from_secs(4),
+                "{ms} ms: due at {d}, a second late"
+            );
+        }
+    }
+
     use super::*;
     use fw_policy::{SEED_POLICY, parse_policy};
 

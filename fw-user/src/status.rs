@@ -58,6 +58,8 @@ pub struct IfaceStatus {
     pub connections: Vec<TableStatus>,
     /// The SYN cookie path (`None` with `syn_cookies = "off"`).
     pub syn_cookies: Option<crate::syncookie::CookieStatus>,
+    /// Rate limits, block lists and bans.
+    pub flood: crate::filter::flood::FloodStatus,
 }
 
 /// Occupancy of one connection-tracking table.
@@ -200,7 +202,12 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
         confirmed_source: view.confirmed.source.clone(),
         pending: view.pending.clone(),
         saved,
-        default_policy: "DROP",
+        default_policy: if view.current.policy.default == fw_policy::DefaultAction::Accept {
+            "ACCEPT"
+        } else {
+            "DROP"
+        },
+        flood: crate::filter::flood::flood_status(&paths, &maps, &view.current.policy, generation)?,
         options: view.current.policy.options.clone(),
         rules,
         reasons,

@@ -141,10 +141,8 @@ pub struct LinkFacts {
     pub ifindex: u32,
 }
 
-fn link_facts(fd: BorrowedFd<'_>) -> std::io::Result<LinkFacts> {
-    // struct bpf_link_info: type, id, prog_id, then a union aligned to 8 whose xdp/tcx member
-    // starts with the ifindex.
-    let mut info = [0u8; 64];
+/// BPF_OBJ_GET_INFO_BY_FD into `info` (the kernel fills at most its length).
+fn obj_info(fd: BorrowedFd<'_>, info: &mut [u8]) -> std::io::Result<()> {
     #[repr(C)]
     struct InfoAttr {
         bpf_fd: u32,
@@ -161,6 +159,14 @@ fn link_facts(fd: BorrowedFd<'_>) -> std::io::Result<LinkFacts> {
         (&mut attr as *mut InfoAttr).cast(),
         size_of::<InfoAttr>(),
     )?;
+    Ok(())
+}
+
+fn link_facts(fd: BorrowedFd<'_>) -> std::io::Result<LinkFacts> {
+    // struct bpf_link_info: type, id, prog_id, then a union aligned to 8 whose xdp/tcx member
+    // starts with the ifindex.
+    let mut info = [0u8; 64];
+    obj_info(fd, &mut info)?;
     let u32_at = |o: usize| u32::from_ne_bytes(info[o..o + 4].try_into().expect("4 bytes"));
     Ok(LinkFacts {
         link_type: u32_at(0),
@@ -215,22 +221,7 @@ pub fn prog_name(prog_id: u32) -> std::io::Result<String> {
     let fd = unsafe { std::os::fd::OwnedFd::from_raw_fd(fd as i32) };
     // struct bpf_prog_info: name[16] at offset 64.
     let mut info = [0u8; 80];
-    #[repr(C)]
-    struct InfoAttr {
-        bpf_fd: u32,
-        info_len: u32,
-        info: u64,
-    }
-    let mut attr = InfoAttr {
-        bpf_fd: fd.as_raw_fd() as u32,
-        info_len: info.len() as u32,
-        info: info.as_mut_ptr() as u64,
-    };
-    bpf(
-        BPF_OBJ_GET_INFO_BY_FD,
-        (&mut attr as *mut InfoAttr).cast(),
-        size_of::<InfoAttr>(),
-    )?;
+    obj_info(fd.as_fd(), &mut info)?;
     let name = &info[64..80];
     let end = name.iter().position(|b| *b == 0).unwrap_or(16);
     Ok(String::from_utf8_lossy(&name[..end]).into_owned())

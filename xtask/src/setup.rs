@@ -35,6 +35,10 @@ pub const DEBIAN_PACKAGES: &[&str] = &[
     "iperf3",
     // Fault injection in the safe-operations tests (a kill or ENOSPC at a chosen syscall).
     "strace",
+    // The observability e2e test scrapes `fw serve` with a real Prometheus server.
+    "prometheus",
+    // fw top is tested in a real terminal.
+    "tmux",
 ];
 
 /// Which steps a task needs.

@@ -5,8 +5,9 @@
 //! BPF_PROG_TEST_RUN) and end-to-end tests (real traffic between network namespaces, and a
 //! sample of the differential test). The last two live in the `tests` crate and need root;
 //! `--workspace` picks up every crate, so a crate added to the workspace is tested too.
-//! After them, the package check (`cargo xtask dist --check`) and, when FW_TEST_VM names
-//! kernels, the VM tests (`cargo xtask vm`).
+//! After them, the package check (`cargo xtask dist --check`) and the VM tests (`cargo xtask
+//! vm`): Debian 12's 6.1 by default (the older kernel fw must run on: clsact egress, no TCX),
+//! the kernels FW_TEST_VM names (e.g. `FW_TEST_VM=6.12,6.1`), none with `FW_TEST_VM=none`.
 
 use std::{
     collections::{BTreeMap, BTreeSet},
@@ -87,8 +88,8 @@ pub fn run(a: Args) -> anyhow::Result<bool> {
 
 /// After the cargo tiers: the package check (`cargo xtask dist --check`: builds the static
 /// binary and the .deb, installs, checks and purges it), and the VM tests of the kernels listed
-/// in FW_TEST_VM (e.g. `FW_TEST_VM=6.12,6.1`; off by default: a boot takes a minute under TCG).
-/// Skipped when a test filter was given.
+/// in FW_TEST_VM (default `6.1`, about a minute under TCG; `none` skips them). Skipped when a
+/// test filter was given.
 fn after_tiers(extra: &[String], bin: &Path) -> anyhow::Result<bool> {
     if !extra.is_empty() {
         println!("[test] a test filter was given: the package check and the VM tests are skipped");
@@ -97,8 +98,12 @@ fn after_tiers(extra: &[String], bin: &Path) -> anyhow::Result<bool> {
     println!();
     println!("[test] package check: cargo xtask dist --check");
     let mut ok = crate::dist::run(crate::dist::Args { check: true })?;
-    let kernels = std::env::var("FW_TEST_VM").unwrap_or_default();
-    for kernel in kernels.split(',').map(str::trim).filter(|k| !k.is_empty()) {
+    let kernels = std::env::var("FW_TEST_VM").unwrap_or_else(|_| "6.1".to_string());
+    for kernel in kernels
+        .split(',')
+        .map(str::trim)
+        .filter(|k| !k.is_empty() && *k != "none")
+    {
         println!();
         println!("[test] FW_TEST_VM: cargo xtask vm --kernel {kernel}");
         ok &= crate::vm::run(crate::vm::Args {

@@ -5,4 +5,5 @@
 
 mod decide;
 mod parse;
+mod slots;
 mod tables;

@@ -71,10 +71,19 @@ fn section(out: &mut String, p: &Policy, f: Family, source: &str, several: bool)
     if o.fragments == FragmentPolicy::Drop && f == Family::V6 {
         out.push_str("# fw drops non-first fragments (fragments = \"drop\"); ip6tables sees them reassembled, so no rule here.\n");
     }
-    out.push_str("*filter\n:INPUT DROP [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n");
+    let input = if p.default == fw_policy::DefaultAction::Accept {
+        "ACCEPT"
+    } else {
+        "DROP"
+    };
+    let _ = writeln!(
+        out,
+        "*filter\n:INPUT {input} [0:0]\n:FORWARD ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]"
+    );
     let a = |out: &mut String, rule: &str| {
         let _ = writeln!(out, "-A INPUT {rule}");
     };
+    super::export_flood::blocks(out, p, f == Family::V6);
     if o.established {
         a(out, "-m state --state RELATED,ESTABLISHED -j ACCEPT");
     }
@@ -126,6 +135,14 @@ fn section(out: &mut String, p: &Policy, f: Family, source: &str, several: bool)
                 .as_deref()
                 .map(|c| format!("-m comment --comment {} ", quote(c)))
                 .unwrap_or_default();
+            if let Some(l) = p.limits.get(&r.id) {
+                for lim in super::export_flood::hashlimit(r.id, l, f == Family::V6) {
+                    a(
+                        out,
+                        &format!("{s}-p {proto} -m {proto} --dport {ports} {lim}"),
+                    );
+                }
+            }
             a(
                 out,
                 &format!("{s}-p {proto} -m {proto} --dport {ports} {comment}-j ACCEPT"),

@@ -10,6 +10,7 @@
 //! sends (those differences are listed as notes).
 
 mod export;
+mod export_flood;
 pub(crate) mod flatten;
 mod icmp;
 pub(crate) mod lex;

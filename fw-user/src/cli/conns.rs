@@ -20,8 +20,13 @@ pub struct Args {
     pub json: bool,
 }
 
+/// Version of the `--json` shape of `fw conns` (each object carries it, as `fw status` does).
+pub const CONNS_SCHEMA: u32 = 1;
+
 #[derive(Debug, Serialize)]
 pub struct Conn {
+    /// [`CONNS_SCHEMA`]: bumped when a field changes meaning or goes away.
+    pub schema: u32,
     pub iface: String,
     pub table: &'static str,
     pub proto: &'static str,
@@ -93,6 +98,7 @@ pub fn list(iface: &IfaceName) -> anyhow::Result<Vec<Conn>> {
 
 fn conn(iface: &str, table: &'static str, k: &FlowKey, v: &FlowState, now: u64) -> Conn {
     Conn {
+        schema: CONNS_SCHEMA,
         iface: iface.to_string(),
         table,
         proto: proto_name(k.proto),

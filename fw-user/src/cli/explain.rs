@@ -111,12 +111,27 @@ pub fn execute(a: Args) -> anyhow::Result<()> {
         let maps = PinnedMaps::open(&paths)?;
         let t = LiveTables::new(&maps)?;
         println!("judged by: the running filter on {iface}");
-        report(&decide_parsed(&parsed, &t), &state.current().policy);
+        let d = decide_parsed(&parsed, &t);
+        report(&d, &state.current().policy);
+        let store = crate::blocklist::BlockStore::load(&paths).ok();
+        for line in crate::filter::flood::explain_detail(
+            &parsed,
+            &d,
+            &t,
+            &state.current().policy,
+            store.as_ref(),
+        ) {
+            println!("  {line}");
+        }
     } else {
         let (policy, source) = super::load_policy(a.policy.as_ref())?;
         let t = Compiled::new(&policy, 0);
         println!("judged by: {source}");
-        report(&decide_parsed(&parsed, &t), &policy);
+        let d = decide_parsed(&parsed, &t);
+        report(&d, &policy);
+        for line in crate::filter::flood::explain_detail(&parsed, &d, &t, &policy, None) {
+            println!("  {line}");
+        }
     }
     Ok(())
 }

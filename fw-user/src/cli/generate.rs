@@ -1,4 +1,4 @@
-//! `fw completions SHELL`, `fw man [--out DIR]` and (hidden) `fw unit --bin PATH`: shell
+//! `fw completions SHELL`, `fw man [--out DIR]` and (hidden) `fw unit [--serve] --bin PATH`: shell
 //! completions, man pages and the systemd unit, generated from the binary itself so that a
 //! package ships exactly what this `fw` accepts. `cargo xtask dist` runs them.
 
@@ -41,6 +41,9 @@ pub struct UnitArgs {
     /// The path the unit runs fw from.
     #[arg(long, value_name = "PATH", default_value = persist::INSTALLED_BIN)]
     pub bin: PathBuf,
+    /// fw-serve.service (the monitoring daemon) instead of fw.service.
+    #[arg(long)]
+    pub serve: bool,
 }
 
 pub fn execute_completions(a: CompletionsArgs) -> anyhow::Result<()> {
@@ -78,7 +81,11 @@ pub fn write_man_pages(dir: &Path) -> anyhow::Result<Vec<PathBuf>> {
 }
 
 pub fn execute_unit(a: UnitArgs) -> anyhow::Result<()> {
-    print!("{}", persist::unit_text(&a.bin));
+    if a.serve {
+        print!("{}", super::serve::unit_text(&a.bin));
+    } else {
+        print!("{}", persist::unit_text(&a.bin));
+    }
     Ok(())
 }
 

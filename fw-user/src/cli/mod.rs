@@ -2,17 +2,24 @@
 
 pub mod allow;
 pub mod apply;
+pub mod block;
+pub mod capture;
 pub mod conns;
 pub mod down;
 pub mod explain;
 pub mod export;
 pub mod generate;
 pub mod import;
+pub mod limit;
+pub mod log;
+pub mod metrics;
 pub mod persist;
 pub mod policy_cmd;
 pub mod run;
+pub mod serve;
 pub mod spec;
 pub mod status;
+pub mod top;
 pub mod up;
 
 use std::path::PathBuf;
@@ -46,6 +53,11 @@ pub enum Command {
     Allow(allow::Args),
     /// Remove an allowed port (or one source of it) from the running filter, live.
     Deny(allow::Args),
+    /// Block sources on every port: `fw block add|del|list|import`.
+    #[command(subcommand)]
+    Block(block::BlockCmd),
+    /// Rate-limit new connections to a port, per source and in all (`fw limit 22/tcp 6/30s`).
+    Limit(limit::Args),
     /// Replace the whole running policy atomically (optionally confirm-or-rollback).
     Apply(apply::ApplyArgs),
     /// Keep the policy of a pending `fw apply --confirm`.
@@ -79,6 +91,16 @@ pub enum Command {
     Export(export::ExportCmd),
     /// Load in the foreground, print live counters (and drops with --log), detach on Ctrl-C.
     Run(run::Args),
+    /// Prometheus metrics of the running filters (text exposition format).
+    Metrics(metrics::Args),
+    /// The monitoring daemon: /metrics over HTTP and drop logs to syslog.
+    Serve(serve::Args),
+    /// Follow the drop log.
+    Log(log::Args),
+    /// Write the packets fw dropped (or passed) to a pcap file.
+    Capture(capture::Args),
+    /// A live view: packets/s per rule and reason, top dropped sources, table fill.
+    Top(top::Args),
     /// Print shell completions (bash, zsh, fish, …) for fw.
     Completions(generate::CompletionsArgs),
     /// Print the man page fw(8), or write it and one page per subcommand with --out DIR.
@@ -115,6 +137,8 @@ impl Cli {
             Command::Allow(a) => ok(allow::execute(a, allow::Verb::Allow)),
             Command::Deny(a) => ok(allow::execute(a, allow::Verb::Deny)),
             Command::Conns(a) => ok(conns::execute(a)),
+            Command::Block(c) => ok(block::execute(c)),
+            Command::Limit(a) => ok(limit::execute(a)),
             Command::Save(a) => ok(persist::execute_save(a)),
             Command::Restore(a) => ok(persist::execute_restore(a)),
             Command::Install(a) => ok(persist::execute_install(a)),
@@ -129,6 +153,11 @@ impl Cli {
             Command::Import(c) => ok(import::execute(c)),
             Command::Export(c) => ok(export::execute(c)),
             Command::Run(a) => ok(run::execute(a)),
+            Command::Metrics(a) => ok(metrics::execute(a)),
+            Command::Serve(a) => ok(serve::execute(a)),
+            Command::Log(a) => ok(log::execute(a)),
+            Command::Capture(a) => ok(capture::execute(a)),
+            Command::Top(a) => ok(top::execute(a)),
             Command::Completions(a) => ok(generate::execute_completions(a)),
             Command::Man(a) => ok(generate::execute_man(a)),
             Command::Unit(a) => ok(generate::execute_unit(a)),
@@ -328,6 +357,37 @@ mod tests {
                 assert!(e.contains("not an interface name"), "{args:?}: {e}");
             }
         }
+    }
+
+    #[test]
+    fn block_and_limit_parse_their_arguments() {
+        let c = parse(&[
+            "block",
+            "add",
+            "192.0.2.1",
+            "2001:db8::/32",
+            "--timeout",
+            "60",
+        ])
+        .unwrap();
+        let Command::Block(super::block::BlockCmd::Add(a)) = c.command else {
+            panic!()
+        };
+        assert_eq!((a.cidrs.len(), a.timeout), (2, Some(60)));
+        assert!(parse(&["block", "add"]).is_err());
+        assert!(parse(&["block", "add", "10.0.0.1/8"]).is_err(), "host bits");
+        let c = parse(&[
+            "limit", "22/tcp", "6/30s", "--burst", "3", "--per", "/24", "--total", "100/s",
+        ])
+        .unwrap();
+        let Command::Limit(a) = c.command else {
+            panic!()
+        };
+        let l = a.limit();
+        assert_eq!((l.per4, l.per6, l.burst), (24, 64, Some(3)));
+        assert!(parse(&["limit", "22", "6 per 30s"]).is_err());
+        assert!(parse(&["limit", "22", "--remove", "--burst", "3"]).is_err());
+        assert!(parse(&["limit", "22", "--per", "/40"]).is_err());
     }
 
     #[test]

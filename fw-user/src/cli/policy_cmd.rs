@@ -25,7 +25,19 @@ pub fn execute(c: PolicyCmd) -> anyhow::Result<()> {
         }
         PolicyCmd::Show { file } => {
             let (p, source) = super::load_policy(file.as_ref())?;
-            println!("{source}: incoming traffic is dropped unless it is one of:");
+            let blocked = p.block_sources().count();
+            if blocked > 0 {
+                println!(
+                    "{source}: first, {blocked} blocked sources ([[block]]) are dropped on every port"
+                );
+            }
+            if p.default == fw_policy::DefaultAction::Accept {
+                println!(
+                    "{source}: default ACCEPT: incoming traffic passes unless a block list, a ban, a scan/flag check or a rate limit drops it; the rules:"
+                );
+            } else {
+                println!("{source}: incoming traffic is dropped unless it is one of:");
+            }
             for line in p.describe() {
                 println!("  - {line}");
             }

@@ -16,9 +16,49 @@ pub struct Args {
     /// Machine-readable output.
     #[arg(long)]
     pub json: bool,
+    /// Print again every SECS seconds (default 2) until Ctrl-C: plain text for dumb terminals
+    /// and logs (`fw top` is the live view).
+    #[arg(long, value_name = "SECS", num_args = 0..=1, default_missing_value = "2")]
+    pub watch: Option<f64>,
+    /// With --watch: stop after N prints.
+    #[arg(long, requires = "watch")]
+    pub count: Option<u64>,
 }
 
 pub fn execute(a: Args) -> anyhow::Result<Exit> {
+    let Some(secs) = a.watch else {
+        return once(&a);
+    };
+    crate::serve::install_stop_handler();
+    let delay = std::time::Duration::from_secs_f64(secs.clamp(0.1, 86_400.0));
+    let mut n = 0u64;
+    loop {
+        if !a.json {
+            println!(
+                "--- {} ---",
+                crate::droplog::rfc3339(
+                    std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_nanos() as u64)
+                )
+            );
+        }
+        let exit = once(&a)?;
+        n += 1;
+        if a.count.is_some_and(|c| n >= c) {
+            return Ok(exit);
+        }
+        let until = std::time::Instant::now() + delay;
+        while std::time::Instant::now() < until {
+            if crate::serve::stopped() {
+                return Ok(exit);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+    }
+}
+
+fn once(a: &Args) -> anyhow::Result<Exit> {
     let ifaces = if a.ifaces.is_empty() {
         crate::paths::ensure_bpffs()?;
         attached_ifaces()?
@@ -100,7 +140,8 @@ fn print_text(s: &IfaceStatus) {
         .map(|r| r.packets)
         .sum();
     println!(
-        "Incoming: policy DROP ({drops} packets dropped); outgoing: not filtered; loopback: not filtered"
+        "Incoming: policy {} ({drops} packets dropped); outgoing: not filtered; loopback: not filtered",
+        s.default_policy
     );
     println!();
     println!(
@@ -129,6 +170,7 @@ fn print_text(s: &IfaceStatus) {
             fw_policy::display_safe(r.rule.comment.as_deref().unwrap_or(""))
         );
     }
+    crate::filter::flood::print_flood_status(&s.flood);
     let o = &s.options;
     println!();
     println!(

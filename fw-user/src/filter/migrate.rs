@@ -2,8 +2,13 @@
 //! pins under another versioned directory (`/sys/fs/bpf/fw/v1/…`); the maps cannot be reused,
 //! but the links can: the new programs (with new maps) replace the old ones on the same XDP
 //! and TCX links, the links are pinned where this fw keeps them, and the old pins and state are
-//! removed. The policy in force comes along from the old state. At no moment is the interface
-//! unfiltered — what `apt upgrade` followed by `systemctl reload fw` needs.
+//! removed. The policy in force comes along from the old state (its rule ids too, which are
+//! the counter identities from layout 3 on). At no moment is the interface unfiltered — what
+//! `apt upgrade` followed by `systemctl reload fw` needs. What lived only in the old maps
+//! starts afresh: the counters (once, at the takeover: Prometheus sees one reset), the
+//! tracked connections (seeded again from the host's sockets), and the drop log and capture
+//! settings (the policy's `log` option is applied again; a running `fw capture` or `fw log`
+//! must be restarted).
 
 use std::path::{Path, PathBuf};
 
@@ -99,7 +104,8 @@ impl Filter {
         let r = (|| {
             let mut ebpf = crate::loader::load_object(&paths, opts.log, max_flows)?;
             let mut maps = PinnedMaps::open(&paths)?;
-            write_record(&mut maps, &paths, &record)?;
+            write_record(&mut maps, &paths, &record, None)?;
+            super::flood::sync_from_maps(&mut maps, &paths, &record.current.policy)?;
             maps.set_active(0)?;
             seed_flows(&mut maps)?;
             let egress = attach::adopt_links(&mut ebpf, old_pins, &paths)?;
@@ -135,6 +141,7 @@ impl Filter {
             "up: took over the filter of an fw of map layout {old_layout} (same links, no gap)"
         ));
         state.save(&paths)?;
+        crate::obs::sync_policy_log(&paths, &state.current().policy.options)?;
         // The old maps and state: nothing uses them any more.
         if let Err(e) = std::fs::remove_dir_all(old_pins) {
             log::warn!("{}: {e}", old_pins.display());

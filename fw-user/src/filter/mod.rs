@@ -19,6 +19,7 @@ use crate::{
     state::{EgressAttach, Entry, Pending, Record, State, Txn},
 };
 
+pub mod flood;
 mod migrate;
 mod up;
 
@@ -81,6 +82,9 @@ impl Filter {
             maps,
         };
         f.reconcile()?;
+        if crate::blocklist::interrupted(&f.paths) {
+            f.resync_blocks(None)?;
+        }
         Ok(f)
     }
 
@@ -129,9 +133,18 @@ impl Filter {
         }
     }
 
-    /// Write `after` into the inactive generation, write it ahead, flip, commit.
-    fn flip(&mut self, after: Record, note: String) -> Result<(), Error> {
-        write_record(&mut self.maps, &self.paths, &after)?;
+    /// Write `after` into the inactive generation, write it ahead, flip, commit. Rules that
+    /// stay in force keep their ids, hence their counters (see [`fw_policy::ids`]).
+    fn flip(&mut self, mut after: Record, note: String) -> Result<(), Error> {
+        let fresh = carry_record_ids(&mut after, &self.state.current().policy);
+        write_record(&mut self.maps, &self.paths, &after, Some(&fresh))?;
+        if after.current.policy.blocks != self.state.current().policy.blocks {
+            crate::filter::flood::sync_from_maps(
+                &mut self.maps,
+                &self.paths,
+                &after.current.policy,
+            )?;
+        }
         self.state.txn = Some(Txn {
             after: after.clone(),
             flip: true,
@@ -148,7 +161,8 @@ impl Filter {
         self.state.record = after;
         self.state.txn = None;
         self.state.note(note);
-        self.state.save(&self.paths)
+        self.state.save(&self.paths)?;
+        crate::obs::sync_policy_log(&self.paths, &self.state.current().policy.options)
     }
 
     /// Replace the policy in force (`fw apply`). With `confirm`, the last confirmed policy
@@ -165,7 +179,7 @@ impl Filter {
         let pending = match &confirm {
             Some(c) => {
                 let token = random_token();
-                let deadline = crate::state::unix_now() + c.secs;
+                let deadline = crate::state::deadline_after(std::time::SystemTime::now(), c.secs);
                 let pid = (c.spawn)(&self.iface, token, deadline)?;
                 Some(Pending {
                     token,
@@ -355,6 +369,7 @@ impl Filter {
         } = self;
         drop(maps);
         remove_all(&iface, &paths, Some(&state))?;
+        crate::syslog::operation(iface.as_str(), "down: filter removed");
         drop(_lock);
         let _ = paths.remove_state();
         Ok(())
@@ -390,6 +405,7 @@ pub fn down(iface: &IfaceName) -> Result<bool, Error> {
     let lock = Lock::acquire(&paths)?;
     let state = State::load(&paths).ok();
     remove_all(iface, &paths, state.as_ref())?;
+    crate::syslog::operation(iface.as_str(), "down: filter removed");
     drop(lock);
     paths.remove_state()?;
     Ok(true)
@@ -407,16 +423,39 @@ fn entry_changes(old: &Entry, new: &Entry) -> Vec<String> {
     out
 }
 
-/// Write `record`'s policy into its generation (not the active one), and the host facts its
-/// SYN cookie answers need.
-fn write_record(maps: &mut PinnedMaps, paths: &IfacePaths, record: &Record) -> Result<(), Error> {
-    crate::syncookie::write_cfg(paths, &record.current.policy.options)?;
-    maps.write_policy(
-        &record.current.policy,
-        record.generation,
-        record.current.flushed,
-    )
-    .map(|_| ())
+/// Give `after`'s policy the ids of the rules it shares with the policy in force (its confirmed
+/// entry too, when that is the same entry). Returns the ids new to the counters.
+fn carry_record_ids(after: &mut Record, in_force: &Policy) -> Vec<u32> {
+    let same = after.confirmed == after.current;
+    let avoid = after.confirmed.policy.clone();
+    let fresh = fw_policy::ids::carry_ids(&mut after.current.policy, in_force, &avoid);
+    if same {
+        after.confirmed = after.current.clone();
+    }
+    fresh
+}
+
+/// Write `record`'s policy into its generation (not the active one), zeroing the counters of
+/// the rule ids in `fresh_ids` (`None`: of every rule, for a fresh attach), and the host facts
+/// its SYN cookie answers need.
+fn write_record(
+    maps: &mut PinnedMaps,
+    paths: &IfacePaths,
+    record: &Record,
+    fresh_ids: Option<&[u32]>,
+) -> Result<(), Error> {
+    let p = &record.current.policy;
+    crate::syncookie::write_cfg(paths, &p.options)?;
+    let all: Vec<u32>;
+    let fresh = match fresh_ids {
+        Some(ids) => ids,
+        None => {
+            all = p.rules.iter().map(|r| r.id).collect();
+            &all
+        }
+    };
+    maps.write_policy_carrying(p, record.generation, record.current.flushed, fresh)
+        .map(|_| ())
 }
 
 fn random_token() -> u64 {

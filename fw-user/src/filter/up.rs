@@ -190,7 +190,8 @@ impl Filter {
                 ),
             };
             let mut maps = PinnedMaps::open(&paths)?;
-            write_record(&mut maps, &paths, &record)?;
+            write_record(&mut maps, &paths, &record, None)?;
+            super::flood::sync_from_maps(&mut maps, &paths, &record.current.policy)?;
             maps.set_active(record.generation)?;
             // Order matters for connections that exist or start meanwhile: the egress recorder
             // first (flows opened from now on get recorded), then the sockets that exist, then
@@ -234,6 +235,7 @@ impl Filter {
                 record.current.source
             ));
             state.save(&paths)?;
+            crate::obs::sync_policy_log(&paths, &record.current.policy.options)?;
             let report = UpReport {
                 kind: UpKind::Attached,
                 mode,
@@ -324,6 +326,7 @@ impl Filter {
         }
         paths.remove_pins()?;
         let mut log = old.map(|o| o.log).unwrap_or_default();
+        crate::syslog::operation(iface.as_str(), &format!("heal: {why}"));
         log.push(crate::state::LogEntry {
             at: crate::state::unix_now(),
             what: format!("heal: {why}"),
@@ -420,6 +423,7 @@ impl Filter {
         f.state.variant = crate::loader::loaded_variant(&ebpf);
         f.state.note("up: programs replaced on the running links");
         f.state.save(&f.paths)?;
+        crate::obs::sync_policy_log(&f.paths, &f.state.current().policy.options)?;
         let changes = match opts.policy {
             Some((p, source)) => {
                 let entry = Entry {

@@ -16,7 +16,10 @@ use super::{
     VERSION,
     aside::{Aside, Lock},
     assets::{Assets, PACKAGED_BIN},
-    deb::{BASH_COMPLETION, CONFFILE, FISH_COMPLETION, MAN_DIR, PACKAGE, UNIT, ZSH_COMPLETION},
+    deb::{
+        BASH_COMPLETION, CONFFILE, FISH_COMPLETION, MAN_DIR, PACKAGE, SERVE_UNIT, UNIT,
+        ZSH_COMPLETION,
+    },
 };
 use crate::proc::{self, Output, cmd};
 
@@ -237,6 +240,7 @@ fn same_as_built(a: &Assets) -> anyhow::Result<String> {
     let pairs = [
         (PACKAGED_BIN, &a.bin),
         (UNIT, &a.unit_packaged),
+        (SERVE_UNIT, &a.serve_unit_packaged),
         (CONFFILE, &a.policy),
     ];
     for (installed, built) in pairs {
@@ -248,14 +252,18 @@ fn same_as_built(a: &Assets) -> anyhow::Result<String> {
     if unit != fs::read_to_string(UNIT)? {
         bail!("{UNIT} is not what `fw unit --bin {PACKAGED_BIN}` prints");
     }
+    let serve = fw(&["unit", "--serve", "--bin", PACKAGED_BIN])?.stdout;
+    if serve != fs::read_to_string(SERVE_UNIT)? {
+        bail!("{SERVE_UNIT} is not what `fw unit --serve --bin {PACKAGED_BIN}` prints");
+    }
     Ok(String::new())
 }
 
-/// `systemd-analyze verify` on the installed unit: no complaint at all (it also looks up the
-/// man page of Documentation=man:fw(8) and the executables).
+/// `systemd-analyze verify` on the installed units: no complaint at all (it also looks up the
+/// man pages of Documentation=man:fw(8), man:fw-serve(8) and the executables).
 fn verify_unit() -> anyhow::Result<String> {
     let out = cmd("systemd-analyze")
-        .args(["verify", UNIT])
+        .args(["verify", UNIT, SERVE_UNIT])
         .env("SYSTEMD_LOG_LEVEL", "notice")
         .timeout(Duration::from_secs(120))
         .run()?;
@@ -339,8 +347,11 @@ fn reinstall(deb: &Path) -> anyhow::Result<String> {
 
 fn remove() -> anyhow::Result<String> {
     dpkg(&["--remove", PACKAGE], Path::new(""))?;
-    if Path::new(PACKAGED_BIN).exists() || Path::new(UNIT).exists() {
-        bail!("{PACKAGED_BIN} or {UNIT} is still there");
+    if [PACKAGED_BIN, UNIT, SERVE_UNIT]
+        .iter()
+        .any(|f| Path::new(f).exists())
+    {
+        bail!("{PACKAGED_BIN}, {UNIT} or {SERVE_UNIT} is still there");
     }
     if !Path::new(CONFFILE).exists() {
         bail!("{CONFFILE} went with dpkg -r (only dpkg -P may remove it)");

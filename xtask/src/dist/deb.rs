@@ -23,6 +23,8 @@ pub const ARCH: &str = "amd64";
 /// upgrades.
 pub const CONFFILE: &str = "/etc/fw/fw.toml";
 pub const UNIT: &str = "/lib/systemd/system/fw.service";
+/// The monitoring daemon's unit (`fw serve`), shipped disabled: `systemctl enable --now fw-serve`.
+pub const SERVE_UNIT: &str = "/lib/systemd/system/fw-serve.service";
 pub const BASH_COMPLETION: &str = "/usr/share/bash-completion/completions/fw";
 pub const ZSH_COMPLETION: &str = "/usr/share/zsh/vendor-completions/_fw";
 pub const FISH_COMPLETION: &str = "/usr/share/fish/vendor_completions.d/fw.fish";
@@ -43,6 +45,7 @@ pub fn build(a: &Assets, root: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     }
     put_file(root, PACKAGED_BIN, &a.bin, 0o755)?;
     put_file(root, UNIT, &a.unit_packaged, 0o644)?;
+    put_file(root, SERVE_UNIT, &a.serve_unit_packaged, 0o644)?;
     put_file(root, CONFFILE, &a.policy, 0o644)?;
     put_file(root, BASH_COMPLETION, &a.bash, 0o644)?;
     put_file(root, ZSH_COMPLETION, &a.zsh, 0o644)?;

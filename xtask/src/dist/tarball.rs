@@ -23,6 +23,7 @@ pub fn build(a: &Assets, stage: &Path, out: &Path) -> anyhow::Result<PathBuf> {
     let mut files: Vec<(String, &Path, u32)> = vec![
         ("fw".into(), &a.bin, 0o755),
         ("fw.service".into(), &a.unit_local, 0o644),
+        ("fw-serve.service".into(), &a.serve_unit_local, 0o644),
         ("fw.toml".into(), &a.policy, 0o644),
         ("completions/bash/fw".into(), &a.bash, 0o644),
         ("completions/zsh/_fw".into(), &a.zsh, 0o644),
