@@ -60,8 +60,8 @@ pub const HOLD_TICKS: u32 = 30;
 pub const STAT_KEEPALIVE: u32 = 0;
 /// SYN+ACKs with a cookie of the kernel's own seen leaving (listener stamps renewed).
 pub const STAT_KERNEL_COOKIE: u32 = 1;
-/// Answers that could not be built (the frame could not be resized, or the cookie helper
-/// failed): the SYN was dropped.
+/// Answers that could not be built (the cookie helper failed, or the frame was too short for
+/// it): the SYN went on to the kernel with the policy's verdict, as without cookies.
 pub const STAT_TX_FAILED: u32 = 2;
 /// `fw_cookie` was not in its program array (fw runs as an extension of a libxdp dispatcher,
 /// where it cannot be): the packet kept the policy's verdict without the cookie step.
@@ -69,11 +69,14 @@ pub const STAT_NO_PROGRAM: u32 = 3;
 /// SYNs with IPv4 options or IPv6 extension headers while answering: passed to the kernel
 /// (the answer rewrites plain headers only).
 pub const STAT_NOT_PLAIN: u32 = 4;
+/// Answers sent without TCP options: the frame could not grow to hold them (no tailroom, as on
+/// veth), so the SYN+ACK took the SYN's own 20-byte header's place.
+pub const STAT_NO_OPTIONS: u32 = 5;
 /// Entries of [`crate::maps::MAP_COOKIE_STATS`].
 pub const STATS: u32 = 8;
 
 /// The names of the statistics, by index (for `fw status`).
-pub const STAT_NAMES: [(u32, &str); 5] = [
+pub const STAT_NAMES: [(u32, &str); 6] = [
     (
         STAT_KEEPALIVE,
         "SYNs passed on to keep the kernel's cookie mode fresh",
@@ -84,7 +87,7 @@ pub const STAT_NAMES: [(u32, &str); 5] = [
     ),
     (
         STAT_TX_FAILED,
-        "answers that could not be built (SYN dropped)",
+        "answers that could not be built (SYN passed to the kernel)",
     ),
     (
         STAT_NO_PROGRAM,
@@ -93,6 +96,10 @@ pub const STAT_NAMES: [(u32, &str); 5] = [
     (
         STAT_NOT_PLAIN,
         "SYNs with IP options or extension headers passed to the kernel",
+    ),
+    (
+        STAT_NO_OPTIONS,
+        "answers sent without TCP options (no room to grow the frame)",
     ),
 ];
 
@@ -733,6 +740,23 @@ pub fn synack(
     }
     h[12] = ((len / 4) as u8) << 4;
     SynAck { tcp: h, len }
+}
+
+impl SynAck {
+    /// The same answer without any option (20 bytes): it fits where the SYN's own header was,
+    /// for a frame that cannot grow. The client then assumes the default MSS (536) and uses no
+    /// window scaling, SACK or timestamps, which the cookie does not need.
+    #[inline(always)]
+    pub fn without_options(mut self) -> SynAck {
+        let mut i = 20;
+        while i < 40 {
+            self.tcp[i] = 0;
+            i += 1;
+        }
+        self.tcp[12] = 5 << 4;
+        self.len = 20;
+        self
+    }
 }
 
 /// One's complement sum of `b` (big-endian 16-bit words, an odd last byte padded) added to `s`.

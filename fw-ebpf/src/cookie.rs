@@ -24,8 +24,8 @@ use fw_common::{
     Decision, Family, PacketView as _, Parsed, Reason, Tables as _,
     maps::{COOKIE_PROG_INDEX, COOKIE_TX_INDEX},
     syncookie::{
-        self, AnswerParams, ListenerKey, Located, STAT_NO_PROGRAM, STAT_TX_FAILED, ipv4_header,
-        locate, syn_options, synack, tcp_checksum,
+        self, AnswerParams, ListenerKey, Located, STAT_NO_OPTIONS, STAT_NO_PROGRAM, STAT_TX_FAILED,
+        SynAck, ipv4_header, locate, syn_options, synack, tcp_checksum,
     },
     tcp::{ACK, SYN},
 };
@@ -107,8 +107,10 @@ fn transmit(ctx: &XdpContext, syn: Frame) -> u32 {
         crate::count(&syn, &Decision::reason(Reason::SynCookie));
         return xdp_action::XDP_TX;
     }
+    // Never a drop for want of an answer: the SYN goes on to the kernel (it answers with a
+    // cookie of its own under pressure), with the policy's verdict without SYN cookies.
     tables::cookie_event(STAT_TX_FAILED);
-    verdict(ctx, &syn, Decision::reason(Reason::SynCookie))
+    verdict(ctx, &syn, Decision::from_slot(tables::handed()))
 }
 
 /// `n` bytes at `off` of the frame as it is now, writable.
@@ -168,7 +170,9 @@ fn read_syn(frame: &Frame, loc: &Located) -> Option<Syn> {
     })
 }
 
-/// Turn the SYN into its answer. `None`: it could not be built (the caller drops the SYN).
+/// Turn the SYN into its answer. `None`: it could not be built, and nothing in the frame has
+/// changed (the caller hands the SYN to the kernel). Everything that can fail — the cookie,
+/// the frame's new size — comes before the first write.
 #[inline(always)]
 fn answer(ctx: &XdpContext, t: &MapTables) -> Option<()> {
     let frame = Frame::new(ctx.data(), ctx.data_end());
@@ -204,12 +208,6 @@ fn answer(ctx: &XdpContext, t: &MapTables) -> Option<()> {
         }
     }
     let opts = syn_options(&ob[..], 0, opt_len as usize);
-    // The cookie helper reads the SYN's whole header, the answer needs up to 40 bytes: make
-    // room for the largest header either could be (it is cut to size at the end).
-    let room = loc.l4 + 60;
-    if frame.len() < room {
-        resize(ctx, room)?;
-    }
     let cookie = make_cookie(ctx, &loc, th_len)?;
     let key = ListenerKey::new(loc.family, &dst, dport);
     let cfg = t.cookie_cfg();
@@ -217,24 +215,68 @@ fn answer(ctx: &XdpContext, t: &MapTables) -> Option<()> {
     let now_ms = (unsafe { bpf_ktime_get_ns() } / 1_000_000) as u32;
     let p = AnswerParams::of(&cfg, t.listener(&key).as_ref(), loc.family, now_ms);
     let mut a = synack(sport, dport, seq, cookie, &opts, &p);
+    if resize(ctx, loc.l4 + a.len).is_none() {
+        // No room to grow (an option-less SYN on veth, whose frames can lack tailroom): the
+        // answer without options takes the SYN's own header's place.
+        a = a.without_options();
+        resize(ctx, loc.l4 + a.len)?;
+        tables::cookie_event(STAT_NO_OPTIONS);
+    }
     let c = tcp_checksum(loc.family, &dst, &src, &a.tcp[..a.len.min(40)]);
     a.tcp[16..18].copy_from_slice(&c.to_be_bytes());
+    // The frame has the answer's size now: the writes below cannot miss.
     swap_macs(ctx)?;
     write_ip(ctx, &loc, &dst, &src, a.len, cfg.ttl)?;
-    let dst = at(ctx, loc.l4, 40)?;
-    // SAFETY: 40 writable bytes at `dst`, checked by `at`.
-    unsafe { core::ptr::write_unaligned(dst.cast::<[u8; 40]>(), a.tcp) };
-    resize(ctx, loc.l4 + a.len)
+    write_tcp(ctx, loc.l4, &a)
 }
 
-/// The kernel's cookie for this SYN (its own function and secret).
+/// The answer's TCP header at `l4` of a frame sized to hold exactly it: the fixed 20 bytes,
+/// then the options word by word (as many as the answer has).
+#[inline(always)]
+fn write_tcp(ctx: &XdpContext, l4: usize, a: &SynAck) -> Option<()> {
+    let p = at(ctx, l4, 20)?;
+    let mut head = [0u8; 20];
+    head.copy_from_slice(&a.tcp[..20]);
+    // SAFETY: 20 writable bytes at `p`, checked by `at`.
+    unsafe { core::ptr::write_unaligned(p.cast::<[u8; 20]>(), head) };
+    for w in 0..5 {
+        let off = 20 + 4 * w;
+        if off >= a.len {
+            break;
+        }
+        let p = at(ctx, l4 + off, 4)?;
+        let word = [a.tcp[off], a.tcp[off + 1], a.tcp[off + 2], a.tcp[off + 3]];
+        // SAFETY: 4 writable bytes at `p`, checked by `at`.
+        unsafe { core::ptr::write_unaligned(p.cast::<[u8; 4]>(), word) };
+    }
+    Some(())
+}
+
+/// The kernel's cookie for this SYN (its own function and secret), computed on the SYN in
+/// place. The helper reads `th_len` bytes of TCP header, a length the verifier must see
+/// bounded by the bytes proven in the frame: one call per bound, the smallest that holds it.
 #[inline(always)]
 fn make_cookie(ctx: &XdpContext, loc: &Located, th_len: u32) -> Option<u32> {
+    if th_len <= 20 {
+        cookie_within::<20>(ctx, loc, th_len)
+    } else if th_len <= 40 {
+        cookie_within::<40>(ctx, loc, th_len)
+    } else {
+        cookie_within::<60>(ctx, loc, th_len)
+    }
+}
+
+/// [`make_cookie`] for a TCP header of at most `N` bytes, `N` of them in the frame.
+#[inline(always)]
+fn cookie_within<const N: usize>(ctx: &XdpContext, loc: &Located, th_len: u32) -> Option<u32> {
+    if th_len as usize > N {
+        return None;
+    }
     let ip_len = if loc.family == Family::V4 { 20 } else { 40 };
     let iph = at(ctx, loc.l3, ip_len)?;
-    let th = at(ctx, loc.l4, 60)?;
+    let th = at(ctx, loc.l4, N)?;
     // SAFETY: `iph` and `th` point into the packet with the bytes the helpers read (an IP
-    // header; 60 ≥ th_len bytes of TCP header), checked just above.
+    // header; N ≥ th_len bytes of TCP header), checked just above.
     let r = unsafe {
         if loc.family == Family::V4 {
             bpf_tcp_raw_gen_syncookie_ipv4(iph.cast::<iphdr>(), th.cast::<tcphdr>(), th_len)

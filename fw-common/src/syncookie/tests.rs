@@ -509,6 +509,24 @@ fn without_timestamps_the_answer_carries_the_mss_alone() {
     assert_eq!(tsval & 0x1f, 0xf);
 }
 
+/// The answer for a frame that cannot grow: the same header, no option, 20 bytes, data
+/// offset 5; the fields before the options are untouched.
+#[test]
+fn an_answer_without_options_keeps_its_header_and_drops_every_option() {
+    let o = SynOptions {
+        wscale: Some(7),
+        sack: true,
+        tsval: Some(99),
+    };
+    let full = synack(40000, 80, 5000, 0xdead_beef, &o, &params(0xff));
+    assert_eq!(full.len, 40);
+    let bare = full.without_options();
+    assert_eq!((bare.len, bare.tcp[12]), (20, 5 << 4));
+    assert_eq!(&bare.tcp[..12], &full.tcp[..12]);
+    assert_eq!(&bare.tcp[13..20], &full.tcp[13..20]);
+    assert!(bare.tcp[20..].iter().all(|&b| b == 0));
+}
+
 /// The one's complement sum over a whole segment with its pseudo-header is 0xffff when the
 /// checksum is right (RFC 1071), computed here independently of `tcp_checksum`.
 fn verifies(family: Family, src: &[u8], dst: &[u8], tcp: &[u8]) -> bool {
