@@ -20,7 +20,7 @@ use aya_ebpf::{
 use aya_ebpf::{macros::map, maps::PerCpuArray};
 use aya_log_ebpf::info;
 use fw_common::{
-    Counter, Decision, Parsed, Reason, Tables as _,
+    Config, Counter, Decision, Parsed, Reason, Tables as _,
     decide::{decide_core, decide_early},
     egress,
     flood::{Source, decide_flood, needs_flood},
@@ -219,8 +219,9 @@ fn flood_step(ctx: &XdpContext, frame: Frame) -> u32 {
     };
     let d = decide_flood(&tables, &cfg, &source, d);
     // The SYN cookie step after the flood step: only what passed block lists, bans and limits
-    // is answered.
-    if let Some(Ok(Parsed::Ip(ip))) = parsed()
+    // is answered. The flag first: with `syn_cookies = "off"` nothing more runs.
+    if cfg.has(Config::SYN_COOKIES)
+        && let Some(Ok(Parsed::Ip(ip))) = parsed()
         && needs_step(&cfg, ip, &d)
     {
         return cookie::hand_off(ctx, &frame, d);

@@ -640,18 +640,21 @@ fn syn_cookies_off_changes_nothing() {
 fn blocked_and_rate_limited_sources_get_no_answer() {
     let p = parse_policy(
         "cookies",
-        "[options]\nsyn_cookies = \"always\"\n[[allow]]\nports = [80]\nlimit = \"2/1m\"\n",
+        "[options]\nsyn_cookies = \"always\"\n[[allow]]\nports = [80]\nlimit = \"4/1m\"\n",
     )
     .unwrap_or_else(|e| panic!("{e}"));
     let mut f = load(&p);
     let mut t = Tally::new("flood first");
     seen(&f, false, 80, 1, learnt());
-    answered(&mut t, &f, "SYN 1", false, 80, &syn(false, 80, &[]));
+    let frame = syn(false, 80, &[]);
+    // `answered` runs the frame through the kernel twice (the second time for the answer's
+    // bytes): the mirror's bucket is charged the second time too.
+    answered(&mut t, &f, "SYN 1", false, 80, &frame);
+    f.decide_user(&frame);
     let mut blocked = BlockSet::default();
     blocked.add(0, &"198.51.100.0/24".parse::<Cidr>().expect("cidr"), 0);
     blocked.finish();
     f.set_blocks(blocked).expect("block list");
-    let frame = syn(false, 80, &[]);
     t.ingress(
         &f,
         "SYN from a blocked source",
@@ -666,8 +669,9 @@ fn blocked_and_rate_limited_sources_get_no_answer() {
         Err(e) => t.fail(format!("{e:#}")),
     }
     f.set_blocks(BlockSet::default()).expect("block list");
-    // The run above counted nowhere but the block list: the source has one SYN of its two.
+    // A blocked SYN is charged to no bucket: the source has used 2 of its 4.
     answered(&mut t, &f, "SYN 2, unblocked", false, 80, &frame);
+    f.decide_user(&frame);
     t.ingress(
         &f,
         "SYN 3, over the limit",
