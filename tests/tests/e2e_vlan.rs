@@ -25,6 +25,33 @@ const SYN_ACK: u8 = 0x12;
 fn vlan_tagged_frames_are_filtered_like_untagged_ones() {
     preflight(&[]);
     let pair = Pair::new("vlan");
+    // No ARP during the test: the counters' windows below must see the test's frames alone.
+    // The server learns the client's address from its ARP request (a STALE entry), and ~5 s
+    // after its first SYN-ACK to it would probe it (delay_first_probe_time): the client's ARP
+    // reply, counted as "non-ip", landed in whichever window was open then.
+    let mac = |m: [u8; 6]| m.map(|b| format!("{b:02x}")).join(":");
+    pair.server.ip(&[
+        "neigh",
+        "replace",
+        &pair.v4(2).to_string(),
+        "lladdr",
+        &mac(pair.client_mac()),
+        "dev",
+        Pair::SERVER_IF,
+        "nud",
+        "permanent",
+    ]);
+    pair.client.ip(&[
+        "neigh",
+        "replace",
+        &pair.v4(1).to_string(),
+        "lladdr",
+        &mac(pair.server_mac()),
+        "dev",
+        Pair::CLIENT_IF,
+        "nud",
+        "permanent",
+    ]);
     let _l80 = pair.listen(false, 80);
     let _l8080 = pair.listen(false, 8080);
     let raw = pair.client.raw_link(Pair::CLIENT_IF);
