@@ -108,6 +108,19 @@ pub fn install_observers(ebpf: &mut Ebpf, variant: Variant) -> Result<(), Error>
     Ok(())
 }
 
+/// The drop log and capture need the observer programs in the XDP program's program array;
+/// a program that runs as an extension in a libxdp dispatcher (`fw up --multiprog`) cannot
+/// tail-call them (its attach type matches no XDP program), so there they are refused in words.
+pub fn check_observable(state: &crate::state::State) -> Result<(), Error> {
+    if state.multiprog.is_some() {
+        return Err(Error::Refused(format!(
+            "{}: fw runs as an extension in a libxdp dispatcher (fw up --multiprog), where the drop log and capture cannot run (an extension cannot tail-call the observer programs); the counters still work: fw status, fw metrics. Without --multiprog they do",
+            state.iface
+        )));
+    }
+    Ok(())
+}
+
 fn open_map(paths: &IfacePaths, name: &str) -> Result<Map, Error> {
     let path = paths.map(name);
     if !path.exists() {

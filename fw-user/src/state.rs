@@ -427,9 +427,8 @@ mod tests {
         assert_eq!((c.confirmed.source.as_str(), c.pending), ("B", None));
     }
 
-    #[test]
-    fn state_round_trips_through_json() {
-        let st = State {
+    fn sample() -> State {
+        State {
             version: STATE_VERSION,
             iface: "eth0".into(),
             ifindex: 2,
@@ -454,8 +453,23 @@ mod tests {
             ),
             txn: None,
             log: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let st = sample();
         let text = serde_json::to_string(&st).unwrap();
         assert_eq!(serde_json::from_str::<State>(&text).unwrap(), st);
+    }
+
+    #[test]
+    fn the_drop_log_and_capture_are_refused_in_words_under_a_dispatcher() {
+        let mut st = sample();
+        let e = crate::obs::check_observable(&st).expect_err("multiprog");
+        let msg = e.to_string();
+        assert!(msg.contains("eth0") && msg.contains("--multiprog"), "{msg}");
+        st.multiprog = None;
+        assert!(crate::obs::check_observable(&st).is_ok());
     }
 }
