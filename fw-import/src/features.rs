@@ -20,12 +20,11 @@ pub enum Missing {
 }
 
 impl Missing {
-    /// Whether the policy has it. None of these exist in fw-policy yet.
+    /// Whether the policy has it (all of them since issue 12; the importers translate them).
     pub const fn available(self) -> bool {
         match self {
-            Missing::DefaultAccept | Missing::Blocklist | Missing::RateLimit | Missing::Ban => {
-                false
-            }
+            Missing::DefaultAccept | Missing::Blocklist => true,
+            Missing::RateLimit | Missing::Ban => false,
         }
     }
 

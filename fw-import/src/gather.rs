@@ -5,7 +5,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use fw_common::{Family, L4, packet::IPPROTO_UDP, tcp};
-use fw_policy::{Cidr, FragmentPolicy, Options, Policy, PortRange, Proto, Rule};
+use fw_policy::{
+    BlockRule, Cidr, DefaultAction, FragmentPolicy, Options, Policy, PortRange, Proto, Rule,
+};
 
 use crate::{
     FamilyExt,
@@ -32,6 +34,8 @@ pub(crate) struct Run<'a> {
     accepts_echo: std::collections::HashSet<u32>,
     /// The destination port classes each rule accepted new connections in, by protocol.
     classes_of: [HashMap<u32, Vec<usize>>; 2],
+    /// The sources its `[[block]]` entries drop ahead of every rule.
+    blocked: AddrSet,
 }
 
 impl<'a> Run<'a> {
@@ -95,7 +99,7 @@ impl<'a> Run<'a> {
                 }
             }
         });
-        Run {
+        let mut run = Run {
             fam,
             rules,
             policy,
@@ -106,7 +110,11 @@ impl<'a> Run<'a> {
             drops_ndp,
             classes_of,
             accepts_echo,
-        }
+            blocked: AddrSet::default(),
+        };
+        let blocked: Vec<Cidr> = block_entries(&run).into_iter().flat_map(|b| b.0).collect();
+        run.blocked = AddrSet::of(&blocked, fam);
+        run
     }
 
     pub(crate) fn live(&self, i: usize) -> bool {
@@ -163,16 +171,23 @@ impl<'a> Run<'a> {
     fn piece(&self, (lo, hi, set): (u16, u16, &AddrSet), own: Option<&Vec<Cidr>>) -> Piece {
         Piece {
             ports: PortRange { lo, hi },
-            sources: sources_of(set, self.fam, own),
+            sources: sources_of(set, self.fam, own, &self.blocked),
         }
     }
 }
 
 /// The sources of a set: `None` for all (sources the kernel drops anyway aside); the rule's
 /// own list when it is exactly that.
-pub(crate) fn sources_of(set: &AddrSet, fam: Family, own: Option<&Vec<Cidr>>) -> Option<Vec<Cidr>> {
+/// Blocked sources count as accepted here: the block drops them first either way.
+pub(crate) fn sources_of(
+    set: &AddrSet,
+    fam: Family,
+    own: Option<&Vec<Cidr>>,
+    blocked: &AddrSet,
+) -> Option<Vec<Cidr>> {
     let mut with_martians = set.clone();
     with_martians.union(&crate::check::martians(fam));
+    with_martians.union(blocked);
     if with_martians.is_full(fam) {
         return None;
     }
@@ -224,12 +239,21 @@ pub(crate) struct Features {
     index: HashMap<(Proto, PortRange, Option<String>), usize>,
     /// Ports allowed because the nat table redirects them: (pre-NAT port, rule's line).
     pub redirected: Vec<(Proto, u16, u16, usize)>,
+    /// Source drops that become `[[block]]` entries: (sources, line, comment).
+    pub blocks: Vec<(Vec<Cidr>, usize, Option<String>)>,
+    /// Some family's INPUT chain lets in what no rule decides (policy ACCEPT).
+    pub policy_accept: bool,
 }
 
 impl Features {
     pub(crate) fn gather(runs: &[Run]) -> Self {
         let mut f = Features::default();
         for run in runs {
+            // A chain that drops nothing filters nothing: that stays refused (the user almost
+            // certainly meant to have a firewall); with drops, `default = "accept"` carries it.
+            f.policy_accept |= run.policy.is_none_or(|p| p.accept)
+                && (0..run.disps.len()).any(|i| run.live(i) && run.disps[i].drops());
+            f.blocks.extend(block_entries(run));
             for (i, d) in run.disps.iter().enumerate() {
                 let line = run.rule(i).line;
                 let live = run.live(i);
@@ -275,7 +299,7 @@ impl Features {
                 let to = run.walk.nat_target(proto, pre);
                 f.redirected.push((proto, pre, to, line));
                 let comment = Some(format!("redirected to port {to} (nat table)"));
-                let sources = sources_of(set, run.fam, None);
+                let sources = sources_of(set, run.fam, None, &run.blocked);
                 f.add(
                     run.fam,
                     proto,
@@ -369,7 +393,15 @@ impl Features {
             .collect()
     }
 
-    pub(crate) fn policy(&self, families: &[Family], strict: bool, nrs: bool) -> Policy {
+    /// The policy for one combination of the choices the check tries: strict flags,
+    /// new-requires-SYN, default accept.
+    pub(crate) fn policy(
+        &self,
+        families: &[Family],
+        strict: bool,
+        nrs: bool,
+        accept: bool,
+    ) -> Policy {
         debug_assert!(self.rules.iter().all(|g| !g.lines.is_empty()));
         let options = Options {
             established: !self.established.is_empty(),
@@ -384,10 +416,73 @@ impl Features {
             dhcp_client: self.dhcp_drop.is_empty(),
             ..Options::default()
         };
+        let blocks = self
+            .blocks
+            .iter()
+            .map(|(from, line, comment)| BlockRule {
+                from: from.clone(),
+                file: None,
+                comment: Some(comment.clone().unwrap_or_else(|| format!("line {line}"))),
+            })
+            .collect();
         Policy {
             options,
             rules: self.rules(families),
+            default: if accept {
+                DefaultAction::Accept
+            } else {
+                DefaultAction::Drop
+            },
+            blocks,
             ..Policy::default()
         }
     }
+}
+
+/// The chain's drops of sources on every port and protocol that matter: live, for sources
+/// the kernel does not drop anyway, and (under a DROP policy) ahead of something the chain
+/// accepts. Each becomes a `[[block]]` entry with the line's own addresses (or, for `! -s`,
+/// everything else).
+pub(crate) fn block_entries(run: &Run) -> Vec<(Vec<Cidr>, usize, Option<String>)> {
+    let martian = crate::check::martians(run.fam);
+    let policy_accept = run.policy.is_none_or(|p| p.accept);
+    let last_accept = (0..run.disps.len()).rev().find(|&j| {
+        run.live(j)
+            && matches!(
+                run.disps[j],
+                Disp::Allow { .. } | Disp::IcmpEcho | Disp::Established
+            )
+    });
+    let mut out = Vec::new();
+    for (i, d) in run.disps.iter().enumerate() {
+        if !matches!(d, Disp::SourceDrop { .. }) || !run.live(i) {
+            continue;
+        }
+        if !policy_accept && last_accept.is_none_or(|j| j < i) {
+            continue;
+        }
+        let r = run.rule(i);
+        let (neg, list) = match &r.spec.src {
+            Some((neg, l)) => (*neg, l.as_slice()),
+            None => (false, &[][..]),
+        };
+        let mut outside = AddrSet::of(list, run.fam);
+        if neg {
+            outside = outside.complement(run.fam);
+        }
+        outside.take(&martian);
+        if outside.is_empty() {
+            continue;
+        }
+        let from: Vec<Cidr> = if neg {
+            outside.to_cidrs(run.fam)
+        } else {
+            list.iter()
+                .copied()
+                .filter(|c| family_of(c) == run.fam)
+                .collect()
+        };
+        out.push((from, r.line, r.spec.comment.clone()));
+    }
+    out
 }

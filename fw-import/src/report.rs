@@ -94,6 +94,13 @@ impl Report<'_> {
                     Disp::DhcpDrop => "options.dhcp_client = false".into(),
                     Disp::FragmentsDrop => "options.fragments = \"drop\"".into(),
                     Disp::CatchAllDrop => "drops the rest: fw's default DROP".into(),
+                    Disp::SourceDrop { .. } if f.blocks.iter().any(|b| b.1 == r.line) => {
+                        let b = f.blocks.iter().find(|b| b.1 == r.line).map(|b| &b.0);
+                        let from: Vec<String> = b.into_iter().flatten().map(|c| c.to_string()).collect();
+                        let more = from.len().saturating_sub(4);
+                        let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+                        format!("[[block]] {}{tail}", from[..from.len().min(4)].join(", "))
+                    }
                     Disp::OtherDrop { .. } | Disp::SourceDrop { .. } => {
                         "drops only packets fw drops anyway: nothing needed".into()
                     }
@@ -125,7 +132,11 @@ impl Report<'_> {
         let mut kinds: BTreeMap<(bool, &'static str), BTreeSet<Option<usize>>> = BTreeMap::new();
         for d in &self.outcome.harmless {
             let fw_accepts = !d.ipt_accept;
-            if let Some(k) = d.pkt.harmless(fw_accepts) {
+            let kind = d
+                .pkt
+                .harmless(fw_accepts)
+                .or_else(|| crate::check::blocked_reply(&d.pkt, d.fw, d.ipt_accept));
+            if let Some(k) = kind {
                 let line = d.ipt_by.map(|i| self.runs[d.run].rule(i).line);
                 kinds.entry((fw_accepts, k)).or_default().insert(line);
             }

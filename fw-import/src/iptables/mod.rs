@@ -20,6 +20,8 @@ pub(crate) mod script;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_flood;
 
 pub use crate::{Family, ImportError, ImportOptions, Imported};
 pub use export::export;
