@@ -6,13 +6,16 @@ use std::collections::{BTreeMap, HashMap};
 
 use fw_common::{Family, L4, packet::IPPROTO_UDP, tcp};
 use fw_policy::{
-    BlockRule, Cidr, DefaultAction, FragmentPolicy, Options, Policy, PortRange, Proto, Rule,
+    BlockRule, Cidr, DefaultAction, FragmentPolicy, Limit, Options, Policy, PortRange, Proto, Rule,
 };
 
 use crate::{
     FamilyExt,
     addrset::AddrSet,
-    iptables::load::{InputRule, PolicyLine},
+    iptables::{
+        load::{InputRule, PolicyLine},
+        rate::RateKind,
+    },
     model::{Ct, Walk},
     translate::{Disp, disposition},
 };
@@ -115,6 +118,27 @@ impl<'a> Run<'a> {
         let blocked: Vec<Cidr> = block_entries(&run).into_iter().flat_map(|b| b.0).collect();
         run.blocked = AddrSet::of(&blocked, fam);
         run
+    }
+
+    /// The limit on allow rule `i`, and the line it comes from: the rule's own rate match,
+    /// or the nearest rate DROP ahead of it for the same protocol and ports (the
+    /// `recent --update` / `hashlimit-above` pattern).
+    pub(crate) fn limit_for(&self, i: usize) -> Option<(Limit, usize)> {
+        let s = &self.rules[i].spec;
+        if let Some(r) = &s.rate {
+            return match r.kind {
+                RateKind::Under => r.limit(self.fam).map(|l| (l, i)),
+                _ => None,
+            };
+        }
+        (0..i).rev().find_map(|j| {
+            let o = &self.rules[j].spec;
+            let r = o.rate.as_ref().filter(|r| r.kind == RateKind::Over)?;
+            let same = o.proto == s.proto
+                && (o.dports.is_empty() || o.dports == s.dports)
+                && (o.src.is_none() || o.src == s.src);
+            same.then(|| r.limit(self.fam).map(|l| (l, j)))?
+        })
     }
 
     pub(crate) fn live(&self, i: usize) -> bool {
@@ -224,6 +248,8 @@ pub(crate) struct Gathered {
     /// Per family: `None` not allowed; `Some(None)` from everyone; `Some(Some(v))` from `v`.
     acc: [Option<Option<Vec<Cidr>>>; 2],
     pub lines: Vec<usize>,
+    /// The rate limit the rules put on it (its own `-m limit`, or a rate DROP ahead of it).
+    pub limit: Option<Limit>,
 }
 
 /// What the file asks of fw, gathered from the live rules.
@@ -243,6 +269,11 @@ pub(crate) struct Features {
     pub blocks: Vec<(Vec<Cidr>, usize, Option<String>)>,
     /// Some family's INPUT chain lets in what no rule decides (policy ACCEPT).
     pub policy_accept: bool,
+    /// What the rate limits became: (the match, the limit's words, how they differ) → the
+    /// lines and ports.
+    pub limit_notes: BTreeMap<(String, String, String), Vec<(usize, String)>>,
+    /// Lines that limit a port differently from an earlier line (the first is kept).
+    pub limit_conflicts: Vec<usize>,
 }
 
 impl Features {
@@ -282,8 +313,13 @@ impl Features {
                                 })
                                 .collect();
                         }
+                        let limit = run.limit_for(i);
                         for p in pieces {
-                            f.add(run.fam, *proto, p.ports, comment.clone(), p.sources, line);
+                            let pos =
+                                f.add(run.fam, *proto, p.ports, comment.clone(), p.sources, line);
+                            if let Some((l, by)) = &limit {
+                                f.set_limit(pos, l, *by, run, line);
+                            }
                         }
                     }
                     _ => {}
@@ -321,7 +357,7 @@ impl Features {
         comment: Option<String>,
         sources: Option<Vec<Cidr>>,
         line: usize,
-    ) {
+    ) -> usize {
         let sources = sources.filter(|v| !v.iter().any(|c| c.prefix_len() == 0));
         let key = (proto, ports, comment.clone());
         let pos = *self.index.entry(key).or_insert_with(|| {
@@ -331,10 +367,12 @@ impl Features {
                 comment,
                 acc: [None, None],
                 lines: Vec::new(),
+                limit: None,
             });
             self.rules.len() - 1
         });
         let g = &mut self.rules[pos];
+        let at = pos;
         if g.lines.last() != Some(&line) {
             g.lines.push(line);
         }
@@ -347,6 +385,38 @@ impl Features {
                 Some(a)
             }
         });
+        at
+    }
+
+    /// Put the limit of rule `by` (a line of `run`) on gathered rule `pos`, with its note.
+    fn set_limit(&mut self, pos: usize, l: &Limit, by: usize, run: &Run, line: usize) {
+        let g = &mut self.rules[pos];
+        let r = run.rule(by);
+        let Some(m) = &r.spec.rate else { return };
+        let port = format!("{}/{}", g.ports, g.proto.name());
+        match &mut g.limit {
+            None => {
+                g.limit = Some(l.clone());
+                let key = (m.what.clone(), limit_toml(l), m.differences());
+                let v = self.limit_notes.entry(key).or_default();
+                if !v.contains(&(r.line, port.clone())) {
+                    v.push((r.line, port));
+                }
+            }
+            Some(have) => {
+                // The other family's prefix, or a second line's limit on the same port.
+                match run.fam {
+                    Family::V4 => have.per4 = l.per4,
+                    Family::V6 => have.per6 = l.per6,
+                }
+                let mut a = have.clone();
+                let mut b = l.clone();
+                (a.per4, a.per6, b.per4, b.per6) = (0, 0, 0, 0);
+                if a != b && !self.limit_conflicts.contains(&line) {
+                    self.limit_conflicts.push(line);
+                }
+            }
+        }
     }
 
     fn rules(&self, families: &[Family]) -> Vec<Rule> {
@@ -425,8 +495,15 @@ impl Features {
                 comment: Some(comment.clone().unwrap_or_else(|| format!("line {line}"))),
             })
             .collect();
+        let limits = self
+            .rules
+            .iter()
+            .enumerate()
+            .filter_map(|(i, g)| g.limit.clone().map(|l| (i as u32, l)))
+            .collect();
         Policy {
             options,
+            limits,
             rules: self.rules(families),
             default: if accept {
                 DefaultAction::Accept
@@ -485,4 +562,28 @@ pub(crate) fn block_entries(run: &Run) -> Vec<(Vec<Cidr>, usize, Option<String>)
         out.push((from, r.line, r.spec.comment.clone()));
     }
     out
+}
+
+/// A limit in the policy file's words: `limit = "6/30s", ban_after = 1, ...`.
+pub(crate) fn limit_toml(l: &Limit) -> String {
+    let mut w = Vec::new();
+    if let Some(r) = l.rate {
+        w.push(format!("limit = \"{r}\""));
+    }
+    if let Some(b) = l.burst {
+        w.push(format!("burst = {b}"));
+    }
+    if l.rate.is_some() && l.per4 != 32 {
+        w.push(format!("per = \"/{}\"", l.per4));
+    }
+    if let Some(t) = l.total {
+        w.push(format!("total = \"{t}\""));
+    }
+    if let Some(n) = l.ban_after {
+        w.push(format!(
+            "ban_after = {n}, ban_for = \"{}\"",
+            fw_policy::limit::duration_text(l.ban_secs)
+        ));
+    }
+    w.join(", ")
 }

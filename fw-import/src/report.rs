@@ -12,7 +12,7 @@ use crate::{
     Family, FamilyExt, Imported,
     check::Outcome,
     gather::{Features, Run},
-    iptables::{load::LineLog, rule::Target},
+    iptables::{load::LineLog, rate::RateKind, rule::Target},
     lines_text,
     translate::Disp,
 };
@@ -104,8 +104,14 @@ impl Report<'_> {
                     Disp::OtherDrop { .. } | Disp::SourceDrop { .. } => {
                         "drops only packets fw drops anyway: nothing needed".into()
                     }
-                    Disp::Return => "returns: the rules after it see only what it does not match".into(),
+                    Disp::NoTarget | Disp::Return if r.spec.rate.as_ref().is_some_and(|m| m.kind == RateKind::Record) => {
+                        "records sources for the rate limit that follows: part of that limit".into()
+                    }
+                    Disp::NoTarget | Disp::Return if r.spec.rate.is_some() => {
+                        "drops over a rate: the limit of the allow rule it guards (see the notes)".into()
+                    }
                     Disp::NoTarget => "no target (counts packets only): no effect".into(),
+                    Disp::Return => "returns: the rules after it see only what it does not match".into(),
                     Disp::Unexpressible { .. } if live => {
                         "fw has no rule like it, but decides the packets it matches the same way (see the notes)".into()
                     }
@@ -155,6 +161,27 @@ impl Report<'_> {
             } else {
                 format!("fw drops {k}, which iptables accepts ({by}).")
             });
+        }
+        for ((what, words, diff), at) in &f.limit_notes {
+            let lines: Vec<usize> = at.iter().map(|a| a.0).collect();
+            let mut ports: Vec<&str> = at.iter().map(|a| a.1.as_str()).collect();
+            ports.dedup();
+            let more = ports.len().saturating_sub(6);
+            let ports = if more > 0 {
+                format!("{} and {more} more", ports[..6].join(", "))
+            } else {
+                ports.join(", ")
+            };
+            notes.push(format!(
+                "`{what}` ({}) becomes `{words}` on {ports}: {diff}. The check compared what the rules decide below the limit.",
+                lines_text(&lines)
+            ));
+        }
+        if !f.limit_conflicts.is_empty() {
+            notes.push(format!(
+                "{} limit ports differently from an earlier line; fw has one limit per rule: the first is kept.",
+                lines_text(&f.limit_conflicts)
+            ));
         }
         for (proto, pre, to, line) in &f.redirected {
             notes.push(format!(

@@ -142,16 +142,12 @@ const CASES: &[Case] = &[
     ),
     case(
         &["ssh-bruteforce-recent.sh"],
-        Refused {
-            problems: &[
-                (7, MissingFeature),
-                (8, MissingFeature),
-                (10, MissingFeature),
-            ],
-            says: &[
-                "automatic bans",
-                "per-source rate limits",
-                "3 problems on 3 lines",
+        Imports {
+            rules: &["22/tcp from anywhere", "80/tcp from anywhere"],
+            notes: &[
+                "(line 8) becomes `limit = \"4/1m\", ban_after = 1, ban_for = \"1m\"` on 22/tcp",
+                "(line 10) becomes `total = \"25/1m\"` on 80/tcp",
+                "its burst of 100 is not carried",
             ],
         },
     ),
@@ -321,6 +317,15 @@ const FLOOD: &[Flood] = &[
             "89.248.165.0/24",
         ],
         limits: &[],
+    },
+    Flood {
+        file: "ssh-bruteforce-recent.sh",
+        default_accept: false,
+        blocks: &[],
+        limits: &[
+            ("22/tcp from anywhere", "4/1m ban=1/60s"),
+            ("80/tcp from anywhere", "total=25/1m"),
+        ],
     },
     Flood {
         file: "anti-ddos-mangle.rules",

@@ -15,6 +15,7 @@ pub(crate) mod flatten;
 mod icmp;
 pub(crate) mod lex;
 pub(crate) mod load;
+pub(crate) mod rate;
 pub(crate) mod rule;
 pub(crate) mod script;
 

@@ -1012,7 +1012,7 @@ fn every_problem_of_a_file_is_reported_at_once_in_line_order() {
         "iptables -P INPUT DROP\n\
          iptables -A INPUT -p gre -j ACCEPT\n\
          iptables -A INPUT -p tcp --dport 99999 -j ACCEPT\n\
-         iptables -A INPUT -p tcp --dport 22 -m hashlimit --hashlimit-upto 5/min --hashlimit-name x -j ACCEPT\n\
+         iptables -A INPUT -p tcp --dport 22 -m connlimit --connlimit-above 3 -j REJECT\n\
          frobnicate --all\n\
          iptables -A INPUT -p tcp --dport 80 -j ACCEPT\n",
     )
@@ -1025,7 +1025,7 @@ fn every_problem_of_a_file_is_reported_at_once_in_line_order() {
         [
             ProblemKind::NotEquivalent,
             ProblemKind::Syntax,
-            ProblemKind::MissingFeature,
+            ProblemKind::Unsupported,
             ProblemKind::Unsupported
         ]
     );
@@ -1041,7 +1041,7 @@ fn long_lists_of_problems_are_cut_with_a_count() {
     let mut text = String::from("-P INPUT DROP\n");
     for i in 0..60 {
         text.push_str(&format!(
-            "-A INPUT -p tcp --dport {} -m limit --limit 1/s -j ACCEPT\n",
+            "-A INPUT -p tcp --dport {} -m connlimit --connlimit-upto 8 -j ACCEPT\n",
             1000 + i
         ));
     }
