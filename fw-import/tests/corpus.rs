@@ -250,9 +250,9 @@ const CASES: &[Case] = &[
     ),
     case(
         &["ufw-limit-ssh.rules"],
-        Refused {
-            problems: &[(9, MissingFeature)],
-            says: &["ufw's `limit`", "per-source rate limits"],
+        Imports {
+            rules: &["22/tcp from anywhere", "443/tcp from anywhere"],
+            notes: &["becomes `limit = \"6/30s\", ban_after = 1, ban_for = \"30s\"` on 22/tcp"],
         },
     ),
     case(
@@ -326,6 +326,12 @@ const FLOOD: &[Flood] = &[
             ("22/tcp from anywhere", "4/1m ban=1/60s"),
             ("80/tcp from anywhere", "total=25/1m"),
         ],
+    },
+    Flood {
+        file: "ufw-limit-ssh.rules",
+        default_accept: false,
+        blocks: &[],
+        limits: &[("22/tcp from anywhere", "6/30s ban=1/30s")],
     },
     Flood {
         file: "anti-ddos-mangle.rules",
