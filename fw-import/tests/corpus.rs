@@ -290,9 +290,11 @@ const CASES: &[Case] = &[
     ),
     case(
         &["nft-limit.json"],
-        Refused {
-            problems: &[(4, MissingFeature)],
-            says: &["per-source rate limits"],
+        Imports {
+            rules: &["22/tcp from anywhere", "443/tcp from anywhere"],
+            notes: &[
+                "`limit rate 10/minute burst 5 packets` (line 4) becomes `total = \"10/1m\"` on 22/tcp",
+            ],
         },
     ),
 ];
@@ -332,6 +334,12 @@ const FLOOD: &[Flood] = &[
         default_accept: false,
         blocks: &[],
         limits: &[("22/tcp from anywhere", "6/30s ban=1/30s")],
+    },
+    Flood {
+        file: "nft-limit.json",
+        default_accept: false,
+        blocks: &[],
+        limits: &[("22/tcp from anywhere", "total=10/1m")],
     },
     Flood {
         file: "anti-ddos-mangle.rules",
