@@ -274,6 +274,8 @@ pub(crate) struct Features {
     pub limit_notes: BTreeMap<(String, String, String), Vec<(usize, String)>>,
     /// Lines that limit a port differently from an earlier line (the first is kept).
     pub limit_conflicts: Vec<usize>,
+    /// Rate-limited ping accepts (fw's limits are on allow rules, not on pings).
+    pub unlimited_echo: Vec<usize>,
 }
 
 impl Features {
@@ -291,7 +293,10 @@ impl Features {
                 match d {
                     Disp::Established if live => f.established.push(line),
                     Disp::IcmpEcho if live && run.accepts_echo.contains(&(i as u32)) => {
-                        f.icmp_echo.push(line)
+                        f.icmp_echo.push(line);
+                        if run.rule(i).spec.rate.is_some() {
+                            f.unlimited_echo.push(line);
+                        }
                     }
                     Disp::ScanStrict | Disp::InvalidState if live => f.strict.push(line),
                     Disp::NewNotSyn if live => f.nrs.push(line),

@@ -177,6 +177,12 @@ impl Report<'_> {
                 lines_text(&lines)
             ));
         }
+        if !f.unlimited_echo.is_empty() {
+            notes.push(format!(
+                "The rate limit on ping ({}) is not carried: fw's limits belong to allow rules; with icmp_echo = true it answers every echo request (the kernel's own icmp_ratelimit still applies to the replies).",
+                lines_text(&f.unlimited_echo)
+            ));
+        }
         if !f.limit_conflicts.is_empty() {
             notes.push(format!(
                 "{} limit ports differently from an earlier line; fw has one limit per rule: the first is kept.",

@@ -95,3 +95,124 @@ fn block_of_a_source_an_earlier_line_accepts_is_refused_at_the_drop() {
     );
     assert!(e.to_string().contains("line 2 accepts"), "{e}");
 }
+
+fn limit_of(i: &crate::Imported, port: u16) -> Option<&fw_policy::Limit> {
+    let r = i.policy.rules.iter().find(|r| r.ports.lo == port)?;
+    i.policy.limits.get(&r.id)
+}
+
+fn text(r: Option<fw_policy::Rate>) -> Option<String> {
+    r.map(|r| r.to_string())
+}
+
+/// The classic SSH brute-force pair: `recent --set`, then `--update --seconds 60 --hitcount 4`
+/// DROP, then the ACCEPT.
+#[test]
+fn recent_ssh_brute_force_pair_becomes_a_per_source_limit_with_a_ban() {
+    let i = imp(
+        "*filter\n:INPUT DROP [0:0]\n-A INPUT -i lo -j ACCEPT\n-A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT\n\
+         -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -m recent --set --name SSH --rsource\n\
+         -A INPUT -p tcp -m tcp --dport 22 -m state --state NEW -m recent --update --seconds 60 --hitcount 4 --rttl --name SSH --rsource -j DROP\n\
+         -A INPUT -p tcp -m tcp --dport 22 -j ACCEPT\n-A INPUT -p tcp -m tcp --dport 80 -j ACCEPT\nCOMMIT\n",
+    );
+    let l = limit_of(&i, 22).expect("22 is limited");
+    assert_eq!(text(l.rate).as_deref(), Some("4/1m"));
+    assert_eq!((l.per4, l.ban_after, l.ban_secs), (32, Some(1), 60));
+    assert!(l.total.is_none());
+    assert!(limit_of(&i, 80).is_none(), "{}", i.toml);
+    assert!(i.toml.contains("limit = \"4/1m\""), "{}", i.toml);
+    assert!(
+        i.notes
+            .iter()
+            .any(|n| n.contains("(line 6)") && n.contains("sliding window of 1m")),
+        "{:?}",
+        i.notes
+    );
+    // `--rcheck` does not refresh the entry: the limit without the ban.
+    let i = imp(
+        "-P INPUT DROP\n-A INPUT -p tcp --dport 22 -m recent --set\n\
+         -A INPUT -p tcp --dport 22 -m recent --rcheck --seconds 30 --hitcount 6 -j REJECT\n-A INPUT -p tcp --dport 22 -j ACCEPT\n",
+    );
+    let l = limit_of(&i, 22).expect("22 is limited");
+    assert_eq!(text(l.rate).as_deref(), Some("6/30s"));
+    assert_eq!(l.ban_after, None);
+}
+
+/// An anti-DDoS set: hashlimit-above DROPs per /24 ahead of the web port, hashlimit-upto
+/// ACCEPTs per address, and a plain `-m limit` on a port (all sources together).
+#[test]
+fn hashlimit_anti_ddos_set_becomes_per_source_limits_with_prefixes() {
+    let i = imp(
+        "*filter\n:INPUT DROP [0:0]\n-A INPUT -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
+         -A INPUT -p tcp --dport 80 -m conntrack --ctstate NEW -m hashlimit --hashlimit-above 20/sec --hashlimit-burst 50 --hashlimit-mode srcip --hashlimit-srcmask 24 --hashlimit-name http --hashlimit-htable-expire 300000 -j DROP\n\
+         -A INPUT -p tcp --dport 80 -j ACCEPT\n\
+         -A INPUT -p tcp --dport 443 -m hashlimit --hashlimit-upto 50/second --hashlimit-burst 100 --hashlimit-mode srcip,dstport --hashlimit-name https -j ACCEPT\n\
+         -A INPUT -p tcp --dport 25 -m limit --limit 30/minute -j ACCEPT\n\
+         -A INPUT -p icmp --icmp-type echo-request -m limit --limit 1/s --limit-burst 4 -j ACCEPT\nCOMMIT\n",
+    );
+    let l = limit_of(&i, 80).expect("80 is limited");
+    assert_eq!(text(l.rate).as_deref(), Some("20/1s"));
+    assert_eq!((l.burst, l.per4), (Some(50), 24));
+    let l = limit_of(&i, 443).expect("443 is limited");
+    assert_eq!(text(l.rate).as_deref(), Some("50/1s"));
+    assert_eq!((l.burst, l.per4), (Some(100), 32));
+    let l = limit_of(&i, 25).expect("25 is limited");
+    assert_eq!(text(l.total).as_deref(), Some("30/1m"));
+    assert!(l.rate.is_none());
+    assert!(i.policy.options.icmp_echo);
+    assert!(
+        i.notes
+            .iter()
+            .any(|n| n.contains("rate limit on ping (line 8) is not carried")),
+        "{:?}",
+        i.notes
+    );
+}
+
+/// Bad values name the file, the line and the value; what fw cannot carry says why.
+#[test]
+fn bad_or_unsupported_rate_matches_are_refused_with_line_and_value() {
+    let d = "-P INPUT DROP\n";
+    let e = refused(
+        &format!("{d}-A INPUT -p tcp --dport 22 -m limit --limit 5/fortnight -j ACCEPT\n"),
+        Some(2),
+        "--limit 5/fortnight",
+    );
+    assert_eq!(e.kind(), Some(ProblemKind::Syntax));
+    refused(
+        &format!(
+            "{d}-A INPUT -p tcp --dport 22 -m hashlimit --hashlimit-upto 5/min --hashlimit-mode srcip --hashlimit-srcmask 40 --hashlimit-name x -j ACCEPT\n"
+        ),
+        Some(2),
+        "--hashlimit-srcmask 40",
+    );
+    refused(
+        &format!(
+            "{d}-A INPUT -p tcp --dport 22 -m hashlimit --hashlimit-upto 1mb/s --hashlimit-name x -j ACCEPT\n"
+        ),
+        Some(2),
+        "1mb/s",
+    );
+    // Port knocking: a list other rules fill, checked without a rate.
+    let e = refused(
+        &format!(
+            "{d}-A INPUT -p tcp --dport 22 -m recent --rcheck --seconds 10 --name KNOCK -j ACCEPT\n"
+        ),
+        Some(2),
+        "-m recent",
+    );
+    assert_eq!(e.kind(), Some(ProblemKind::Unsupported));
+    assert!(e.to_string().contains("port knocking"), "{e}");
+    // Concurrent connections are not a rate.
+    let e = refused(
+        &format!(
+            "{d}-A INPUT -p tcp --syn --dport 80 -m connlimit --connlimit-above 20 -j REJECT\n-A INPUT -p tcp --dport 80 -j ACCEPT\n"
+        ),
+        Some(2),
+        "-m connlimit",
+    );
+    assert!(
+        e.to_string().contains("not how many are open at once"),
+        "{e}"
+    );
+}
