@@ -107,9 +107,10 @@ impl Report<'_> {
                     Disp::NoTarget | Disp::Return if r.spec.rate.as_ref().is_some_and(|m| m.kind == RateKind::Record) => {
                         "records sources for the rate limit that follows: part of that limit".into()
                     }
-                    Disp::NoTarget | Disp::Return if r.spec.rate.is_some() => {
+                    Disp::NoTarget | Disp::Return if r.spec.rate.as_ref().is_some_and(|m| m.kind == RateKind::Over) => {
                         "drops over a rate: the limit of the allow rule it guards (see the notes)".into()
                     }
+                    Disp::Return if r.spec.rate.is_some() => "a rate match without a verdict: no effect".into(),
                     Disp::NoTarget => "no target (counts packets only): no effect".into(),
                     Disp::Return => "returns: the rules after it see only what it does not match".into(),
                     Disp::Unexpressible { .. } if live => {
