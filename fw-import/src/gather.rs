@@ -276,6 +276,8 @@ pub(crate) struct Features {
     pub limit_conflicts: Vec<usize>,
     /// Rate-limited ping accepts (fw's limits are on allow rules, not on pings).
     pub unlimited_echo: Vec<usize>,
+    /// Over-the-limit drops that guard no rule fw allows: their limit is not carried.
+    pub unguarded: Vec<usize>,
 }
 
 impl Features {
@@ -328,6 +330,20 @@ impl Features {
                         }
                     }
                     _ => {}
+                }
+            }
+            let used: Vec<usize> = (0..run.rules.len())
+                .filter(|&i| run.live(i) && matches!(run.disps[i], Disp::Allow { .. }))
+                .filter_map(|i| run.limit_for(i).map(|(_, by)| run.rule(by).line))
+                .collect();
+            for r in run.rules {
+                let over = r
+                    .spec
+                    .rate
+                    .as_ref()
+                    .is_some_and(|m| m.kind == RateKind::Over);
+                if over && !used.contains(&r.line) && !f.unguarded.contains(&r.line) {
+                    f.unguarded.push(r.line);
                 }
             }
             for (&(i, proto, pre), set) in &run.nat_accepted {

@@ -184,6 +184,12 @@ impl Report<'_> {
                 lines_text(&f.unlimited_echo)
             ));
         }
+        if !f.unguarded.is_empty() {
+            notes.push(format!(
+                "The rate limits of {} guard no port fw allows (under `default = \"accept\"`, or ahead of a rule fw does not carry), so they are not carried: below the limit they drop nothing, which is what the check compared. Add an `[[allow]]` with a `limit` for the port to keep them.",
+                lines_text(&f.unguarded)
+            ));
+        }
         if !f.limit_conflicts.is_empty() {
             notes.push(format!(
                 "{} limit ports differently from an earlier line; fw has one limit per rule: the first is kept.",

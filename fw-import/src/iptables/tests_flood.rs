@@ -216,3 +216,22 @@ fn bad_or_unsupported_rate_matches_are_refused_with_line_and_value() {
         "{e}"
     );
 }
+
+/// A brute-force limit under an ACCEPT policy guards no allow rule: said, not lost silently.
+#[test]
+fn rate_drop_that_guards_no_allowed_port_is_noted() {
+    let i = imp(
+        "*filter\n:INPUT ACCEPT [0:0]\n-A INPUT -s 192.0.2.0/24 -j DROP\n\
+         -A INPUT -p tcp --dport 22 -m recent --set\n\
+         -A INPUT -p tcp --dport 22 -m recent --update --seconds 60 --hitcount 4 -j DROP\nCOMMIT\n",
+    );
+    assert_eq!(i.policy.default, DefaultAction::Accept);
+    assert!(i.policy.limits.is_empty());
+    assert!(
+        i.notes
+            .iter()
+            .any(|n| n.contains("rate limits of line 5 guard no port")),
+        "{:?}",
+        i.notes
+    );
+}
