@@ -4,17 +4,16 @@
 use std::collections::{BTreeMap, HashMap};
 
 use fw_common::{Decision, Family, Reason, maps::slot_rule, tcp};
-use fw_policy::{Compiled, Policy};
+use fw_policy::{Cidr, Compiled, Policy};
 
 use crate::{
     FamilyExt, ProblemKind,
     addrset::AddrSet,
     error::Problem,
-    features::{Missing, refusal},
     gather::{Features, Run},
     iptables::rule::{SYN_MASK, Spec, ct},
     judge::Judge,
-    model::{Pkt, Seg},
+    model::{Ct, Pkt, Seg},
     translate::{Disp, short, state_names},
 };
 
@@ -105,7 +104,10 @@ pub(crate) fn check(runs: &[Run], policy: &Policy) -> Outcome {
     for (ri, run) in runs.iter().enumerate() {
         let fam = run.fam;
         let martian = martians(fam);
-        let martian_cuts = cut_points(martian.intervals());
+        // The blocks' bounds cut every painting: a block applies on every port.
+        let blocked: Vec<Cidr> = policy.block_sources().copied().collect();
+        let blocked = AddrSet::of(&blocked, fam);
+        let martian_cuts = cut_points(martian.intervals().chain(blocked.intervals()));
         let bounds = match fam {
             Family::V4 => &judge.bounds_v4,
             Family::V6 => &judge.bounds_v6,
@@ -130,7 +132,12 @@ pub(crate) fn check(runs: &[Run], policy: &Policy) -> Outcome {
             let cuts: &[u128] = match port_bounds {
                 None => &martian_cuts,
                 Some(b) => {
-                    own = cut_points(martian.intervals().chain(b.iter().copied()));
+                    own = cut_points(
+                        martian
+                            .intervals()
+                            .chain(blocked.intervals())
+                            .chain(b.iter().copied()),
+                    );
                     &own
                 }
             };
@@ -150,7 +157,9 @@ pub(crate) fn check(runs: &[Run], policy: &Policy) -> Outcome {
                 if fw.pass == seg.accept {
                     continue;
                 }
-                let kind = pkt.harmless(fw.pass);
+                let kind = pkt
+                    .harmless(fw.pass)
+                    .or_else(|| blocked_reply(&pkt, fw, seg.accept));
                 let harmless = kind.is_some();
                 let n = kept.entry((ri, seg.by, seg.accept, kind)).or_insert(0);
                 *n += 1;
@@ -174,6 +183,15 @@ pub(crate) fn check(runs: &[Run], policy: &Policy) -> Outcome {
     }
     out.decisions = judge.decisions.get();
     out
+}
+
+/// A reply from a blocked source to a connection this host opened: iptables accepts it (its
+/// ESTABLISHED rule comes before the DROP), fw's block drops the source in both directions.
+pub(crate) fn blocked_reply(pkt: &Pkt, fw: Decision, ipt_accept: bool) -> Option<&'static str> {
+    let reply = matches!(pkt.ct, Ct::Established | Ct::Related | Ct::InvalidTracked);
+    (ipt_accept && !fw.pass && reply && fw.why() == Some(Reason::Blocked)).then_some(
+        "replies from blocked sources to connections this host opened (a `[[block]]` entry drops the source in both directions; the rules' ESTABLISHED accept came before their DROP)",
+    )
 }
 
 /// Why fw decides as it does, in words.
@@ -277,11 +295,9 @@ fn blame(d: &Diff, runs: &[Run], f: &Features, policy: &Policy) -> Blame {
     match (d.ipt_accept, d.ipt_by) {
         (false, Some(i)) => {
             let why = match &run.disps[i] {
+                Disp::OtherDrop { .. } if !policy.default.is_drop() => "under `default = \"accept\"` fw drops only blocked sources (`[[block]]`), bans, rate limits and scan/flag drops: it cannot drop one port or protocol while accepting the rest. To import this, make the INPUT policy DROP (or end the chain with `-A INPUT -j DROP`) and allow what must stay open".into(),
+                Disp::SourceDrop { .. } => "it drops these sources after rules that accept them, but a `[[block]]` entry drops a source ahead of everything fw allows".into(),
                 Disp::OtherDrop { reason, .. } => reason.clone(),
-                Disp::SourceDrop { .. } => format!(
-                    "it drops these sources ahead of what fw allows them; {}",
-                    refusal(Missing::Blocklist)
-                ),
                 Disp::NewNotSyn if f.established.is_empty() => {
                     "fw drops non-SYN packets of no connection only with connection tracking (established = true), which these rules do not use".into()
                 }
@@ -322,6 +338,28 @@ fn blame(d: &Diff, runs: &[Run], f: &Features, policy: &Policy) -> Blame {
                 value: short(&text),
                 reason: format!(
                     "fw would accept {example} ({fw_why}), which iptables drops: {why}"
+                ),
+                text,
+            }
+        }
+        (true, Some(i)) if d.fw.why() == Some(Reason::Blocked) => {
+            // fw's block of a source drops what an earlier line accepts: blame the block.
+            let src = d.pkt.src();
+            let block = f
+                .blocks
+                .iter()
+                .find(|(from, _, _)| AddrSet::of(from, run.fam).contains(src));
+            let (line, text) = block
+                .and_then(|(_, l, _)| run.rules.iter().find(|r| r.line == *l))
+                .map_or((run.rule(i).line, run.rule(i).text.clone()), |r| {
+                    (r.line, r.text.clone())
+                });
+            Blame::Line {
+                line,
+                value: short(&text),
+                reason: format!(
+                    "it becomes a `[[block]]` entry, which fw applies ahead of every rule, but line {} accepts {example} before this DROP; move the DROP above that line (or narrow it) so the block means the same",
+                    run.rule(i).line
                 ),
                 text,
             }
@@ -373,10 +411,7 @@ pub(crate) fn problems(
                     d.pkt.describe(),
                     fw_why_text(d.fw, f, policy),
                     if has_drops {
-                        format!(
-                            "; to keep accepting everything but what these rules drop, {}",
-                            refusal(Missing::DefaultAccept)
-                        )
+                        "; fw's `default = \"accept\"` keeps everything open except blocked sources, bans, rate limits and scan/flag drops, which cannot express these rules' drops either".to_string()
                     } else {
                         String::new()
                     }

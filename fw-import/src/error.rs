@@ -9,8 +9,6 @@ pub enum ProblemKind {
     Syntax,
     /// Valid, but fw has no equivalent.
     Unsupported,
-    /// Needs a policy feature fw does not have yet (see [`crate::features`]).
-    MissingFeature,
     /// Fine alone, but where it stands it makes the rules decide some packets differently than
     /// fw's fixed order can.
     NotEquivalent,

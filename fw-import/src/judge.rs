@@ -13,7 +13,9 @@ use std::{
 };
 
 use fw_common::{
-    Config, Decision, FlowKey, FlowState, FlowTable, Parsed, PortProto, Tables, decide_parsed,
+    Config, Decision, FlowKey, FlowState, FlowTable, Parsed, PortProto, Tables,
+    block::{BlockKeyV4, BlockKeyV6, BlockMeta, BlockValue},
+    decide_parsed,
     flow::state,
     maps::{SRC_KEY_PREFIX_BITS, src_key_v4, src_key_v6},
     packet::IPPROTO_TCP,
@@ -150,6 +152,32 @@ impl Tables for Judge<'_> {
 
     fn now(&self) -> u64 {
         0
+    }
+
+    // The policy's `[[block]]` entries, as the kernel reads them; a lookup makes the verdict
+    // depend on the source (the check then cuts the address space at the blocks' bounds).
+    fn block_meta(&self) -> Option<&BlockMeta> {
+        (!self.compiled.blocks.is_empty()).then_some(&self.compiled.blocks.meta)
+    }
+
+    fn block_v4(&self, key: &BlockKeyV4) -> Option<BlockValue> {
+        self.looked_at_source.set(true);
+        self.compiled.block_v4(key)
+    }
+
+    fn block_v6(&self, key: &BlockKeyV6) -> Option<BlockValue> {
+        self.looked_at_source.set(true);
+        self.compiled.block_v6(key)
+    }
+
+    fn block_lpm_v4(&self, addr: &[u8; 4]) -> Option<BlockValue> {
+        self.looked_at_source.set(true);
+        self.compiled.block_lpm_v4(addr)
+    }
+
+    fn block_lpm_v6(&self, addr: &[u8; 16]) -> Option<BlockValue> {
+        self.looked_at_source.set(true);
+        self.compiled.block_lpm_v6(addr)
     }
 
     /// Conntrack's view: a packet of a tracked connection finds its flow, fresh, in whichever

@@ -12,7 +12,6 @@
 mod addrset;
 mod check;
 mod error;
-pub mod features;
 mod gather;
 pub mod iptables;
 mod judge;

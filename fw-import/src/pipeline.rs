@@ -8,11 +8,9 @@ use crate::{
     Family, FamilyExt, ImportError, ImportOptions, Imported, ProblemKind,
     check::{self, Outcome},
     error::Problem,
-    features::{Missing, refusal},
     gather::{Features, Run},
     iptables::load::Loaded,
     report::Report,
-    translate::Disp,
 };
 
 /// The policy for what `loaded` holds; nothing unless the whole file imports.
@@ -42,30 +40,47 @@ pub(crate) fn import_loaded(
             Run::new(fam, &c.input, c.policy.as_ref(), &loaded.nat[fam.idx()])
         })
         .collect();
-    problems.extend(needs_missing_features(&runs));
     let features = Features::gather(&runs);
     let established = !features.established.is_empty();
     let s0 = !features.strict.is_empty();
     let n0 = !features.nrs.is_empty() && established;
-    let mut combos = vec![(s0, n0), (!s0, n0), (s0, !n0), (!s0, !n0)];
-    combos.retain(|(_, n)| !*n || established);
-    combos.dedup();
-    let mut best: Option<((bool, bool), Outcome)> = None;
+    let mut flags = vec![(s0, n0), (!s0, n0), (s0, !n0), (!s0, !n0)];
+    flags.retain(|(_, n)| !*n || established);
+    flags.dedup();
+    // Default drop first (a chain that ends in a catch-all DROP is default-drop whatever its
+    // policy says); `default = "accept"` only for a chain whose policy is ACCEPT.
+    let defaults: &[bool] = if features.policy_accept {
+        &[false, true]
+    } else {
+        &[false]
+    };
+    let combos: Vec<(bool, bool, bool)> = defaults
+        .iter()
+        .flat_map(|&a| flags.iter().map(move |&(s, n)| (s, n, a)))
+        .collect();
+    let mut best: Option<((bool, bool, bool), Outcome)> = None;
     // Without a combination that decides as the rules do: the one with the fewest lines to
     // blame, nearest to what the rules say.
-    let mut fewest: Option<(Vec<Problem>, usize)> = None;
-    for &(s, n) in &combos {
-        let policy = features.policy(&families, s, n);
+    let mut fewest: Option<(Vec<Problem>, bool)> = None;
+    for &(s, n, a) in &combos {
+        let policy = features.policy(&families, s, n, a);
         let out = check::check(&runs, &policy);
         // The first combination that decides as iptables does, nearest to what the rules say.
         if out.errors.is_empty() {
-            best = Some(((s, n), out));
+            best = Some(((s, n, a), out));
             break;
         }
         let ps = check::problems(&runs, &features, &policy, &out.errors);
-        if fewest.as_ref().is_none_or(|(f, _)| ps.len() < f.len()) {
-            let n = ps.len();
-            fewest = Some((ps, n));
+        // Under an ACCEPT policy with drops, the default-accept attempt names the lines fw
+        // cannot carry (port drops), which says more than "the default is ACCEPT".
+        let names_lines = a && ps.iter().all(|p| p.line.is_some());
+        let better = fewest.as_ref().is_none_or(|(f, named)| {
+            let blames_default = f.iter().any(|p| p.kind == ProblemKind::DefaultAccept);
+            (names_lines && !named && blames_default)
+                || (names_lines == *named && ps.len() < f.len())
+        });
+        if better {
+            fewest = Some((ps, names_lines));
         }
     }
     match best {
@@ -77,8 +92,8 @@ pub(crate) fn import_loaded(
             problems.extend(ps.into_iter().filter(|p| !refused.contains(&p.line)));
         }
         Some(_) if !problems.is_empty() => {}
-        Some(((strict, nrs), outcome)) => {
-            let mut policy = features.policy(&families, strict, nrs);
+        Some(((strict, nrs, accept), outcome)) => {
+            let mut policy = features.policy(&families, strict, nrs, accept);
             policy.interfaces = opts.iface.iter().cloned().collect();
             let report = Report {
                 file,
@@ -115,55 +130,6 @@ fn in_words_of(tool: &str, mut problems: Vec<Problem>) -> Vec<Problem> {
         }
     }
     problems
-}
-
-/// Rules that only a policy feature fw lacks could carry over (see [`crate::features`]).
-fn needs_missing_features(runs: &[Run]) -> Vec<Problem> {
-    let mut out = Vec::new();
-    for run in runs {
-        let martian = crate::check::martians(run.fam);
-        let last_accept = (0..run.disps.len()).rev().find(|&j| {
-            run.live(j)
-                && matches!(
-                    run.disps[j],
-                    Disp::Allow { .. } | Disp::IcmpEcho | Disp::Established
-                )
-        });
-        for (i, d) in run.disps.iter().enumerate() {
-            let Disp::SourceDrop { value } = d else {
-                continue;
-            };
-            if !run.live(i) || last_accept.is_none_or(|j| j < i) {
-                continue;
-            }
-            let r = run.rule(i);
-            let mut outside = crate::addrset::AddrSet::of(
-                r.spec.src.as_ref().map_or(&[][..], |(_, l)| l.as_slice()),
-                run.fam,
-            );
-            if r.spec.src.as_ref().is_some_and(|(neg, _)| *neg) {
-                outside = outside.complement(run.fam);
-            }
-            outside.take(&martian);
-            if outside.is_empty() {
-                continue;
-            }
-            if Missing::Blocklist.available() {
-                continue;
-            }
-            out.push(Problem::new(
-                ProblemKind::MissingFeature,
-                r.line,
-                value.clone(),
-                format!(
-                    "it drops these sources on every port, ahead of what the rules allow; {}",
-                    refusal(Missing::Blocklist)
-                ),
-                r.text.clone(),
-            ));
-        }
-    }
-    out
 }
 
 /// Redirects of the nat table, by family: (protocol, pre-NAT port) → the port INPUT sees.

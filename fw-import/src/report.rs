@@ -12,7 +12,7 @@ use crate::{
     Family, FamilyExt, Imported,
     check::Outcome,
     gather::{Features, Run},
-    iptables::{load::LineLog, rule::Target},
+    iptables::{load::LineLog, rate::RateKind, rule::Target},
     lines_text,
     translate::Disp,
 };
@@ -94,11 +94,25 @@ impl Report<'_> {
                     Disp::DhcpDrop => "options.dhcp_client = false".into(),
                     Disp::FragmentsDrop => "options.fragments = \"drop\"".into(),
                     Disp::CatchAllDrop => "drops the rest: fw's default DROP".into(),
+                    Disp::SourceDrop { .. } if f.blocks.iter().any(|b| b.1 == r.line) => {
+                        let b = f.blocks.iter().find(|b| b.1 == r.line).map(|b| &b.0);
+                        let from: Vec<String> = b.into_iter().flatten().map(|c| c.to_string()).collect();
+                        let more = from.len().saturating_sub(4);
+                        let tail = if more > 0 { format!(" and {more} more") } else { String::new() };
+                        format!("[[block]] {}{tail}", from[..from.len().min(4)].join(", "))
+                    }
                     Disp::OtherDrop { .. } | Disp::SourceDrop { .. } => {
                         "drops only packets fw drops anyway: nothing needed".into()
                     }
-                    Disp::Return => "returns: the rules after it see only what it does not match".into(),
+                    Disp::NoTarget | Disp::Return if r.spec.rate.as_ref().is_some_and(|m| m.kind == RateKind::Record) => {
+                        "records sources for the rate limit that follows: part of that limit".into()
+                    }
+                    Disp::NoTarget | Disp::Return if r.spec.rate.as_ref().is_some_and(|m| m.kind == RateKind::Over) => {
+                        "drops over a rate: the limit of the allow rule it guards (see the notes)".into()
+                    }
+                    Disp::Return if r.spec.rate.is_some() => "a rate match without a verdict: no effect".into(),
                     Disp::NoTarget => "no target (counts packets only): no effect".into(),
+                    Disp::Return => "returns: the rules after it see only what it does not match".into(),
                     Disp::Unexpressible { .. } if live => {
                         "fw has no rule like it, but decides the packets it matches the same way (see the notes)".into()
                     }
@@ -125,7 +139,11 @@ impl Report<'_> {
         let mut kinds: BTreeMap<(bool, &'static str), BTreeSet<Option<usize>>> = BTreeMap::new();
         for d in &self.outcome.harmless {
             let fw_accepts = !d.ipt_accept;
-            if let Some(k) = d.pkt.harmless(fw_accepts) {
+            let kind = d
+                .pkt
+                .harmless(fw_accepts)
+                .or_else(|| crate::check::blocked_reply(&d.pkt, d.fw, d.ipt_accept));
+            if let Some(k) = kind {
                 let line = d.ipt_by.map(|i| self.runs[d.run].rule(i).line);
                 kinds.entry((fw_accepts, k)).or_default().insert(line);
             }
@@ -144,6 +162,39 @@ impl Report<'_> {
             } else {
                 format!("fw drops {k}, which iptables accepts ({by}).")
             });
+        }
+        for ((what, words, diff), at) in &f.limit_notes {
+            let lines: Vec<usize> = at.iter().map(|a| a.0).collect();
+            let mut ports: Vec<&str> = at.iter().map(|a| a.1.as_str()).collect();
+            ports.dedup();
+            let more = ports.len().saturating_sub(6);
+            let ports = if more > 0 {
+                format!("{} and {more} more", ports[..6].join(", "))
+            } else {
+                ports.join(", ")
+            };
+            notes.push(format!(
+                "`{what}` ({}) becomes `{words}` on {ports}: {diff}. The check compared what the rules decide below the limit.",
+                lines_text(&lines)
+            ));
+        }
+        if !f.unlimited_echo.is_empty() {
+            notes.push(format!(
+                "The rate limit on ping ({}) is not carried: fw's limits belong to allow rules; with icmp_echo = true it answers every echo request (the kernel's own icmp_ratelimit still applies to the replies).",
+                lines_text(&f.unlimited_echo)
+            ));
+        }
+        if !f.unguarded.is_empty() {
+            notes.push(format!(
+                "The rate limits of {} guard no port fw allows (under `default = \"accept\"`, or ahead of a rule fw does not carry), so they are not carried: below the limit they drop nothing, which is what the check compared. Add an `[[allow]]` with a `limit` for the port to keep them.",
+                lines_text(&f.unguarded)
+            ));
+        }
+        if !f.limit_conflicts.is_empty() {
+            notes.push(format!(
+                "{} limit ports differently from an earlier line; fw has one limit per rule: the first is kept.",
+                lines_text(&f.limit_conflicts)
+            ));
         }
         for (proto, pre, to, line) in &f.redirected {
             notes.push(format!(

@@ -6,7 +6,6 @@
 
 use crate::{
     Family, ImportError, ImportOptions, Imported, Problem, ProblemKind,
-    features::{Missing, refusal},
     iptables::{lex::Line, load, script::Expanded},
 };
 
@@ -118,7 +117,7 @@ pub fn import(inputs: &[(String, String)], opts: &ImportOptions) -> Result<Impor
         let user = if status {
             status_rules(file, text, six, &mut ex, &mut notes)
         } else {
-            user_rules(text, &mut ex)
+            user_rules(text)
         };
         for (fam, lines) in user {
             ex.lines.push(Line {
@@ -157,34 +156,15 @@ pub fn import(inputs: &[(String, String)], opts: &ImportOptions) -> Result<Impor
 
 /// user.rules / user6.rules: the lines between `*filter` and `COMMIT`; a `limit` tuple is one
 /// problem (ufw's `limit` needs rate limits fw does not have yet), not one per rule line.
-fn user_rules(text: &str, ex: &mut Expanded) -> Vec<(Family, Vec<Line>)> {
+fn user_rules(text: &str) -> Vec<(Family, Vec<Line>)> {
     let six = text.contains("ufw6-");
     let mut out = Vec::new();
-    let mut in_limit: Option<usize> = None;
     for (i, raw) in text.lines().enumerate() {
         let t = raw.trim();
         let no = i + 1;
-        if let Some(tuple) = t.strip_prefix("### tuple ###") {
-            in_limit = None;
-            if tuple.trim_start().starts_with("limit") {
-                in_limit = Some(no);
-                ex.problems.push(Problem::new(
-                    ProblemKind::MissingFeature,
-                    no,
-                    format!("ufw {}", tuple.trim()),
-                    format!(
-                        "ufw's `limit` (6 new connections in 30 s per source); {}",
-                        refusal(Missing::RateLimit)
-                    ),
-                    t,
-                ));
-            }
-            continue;
-        }
+        // A `limit` tuple's rules (`recent --set`, `--update --seconds 30 --hitcount 6`, the
+        // accept) become a per-source limit like any such rules.
         if t.is_empty() || t.starts_with('#') || t == "*filter" || t == "COMMIT" {
-            continue;
-        }
-        if in_limit.is_some() && t.starts_with("-A ufw") && t.contains("-user-input") {
             continue;
         }
         out.push(Line {
@@ -249,17 +229,8 @@ fn status_rules(
         } else if action_u.starts_with("REJECT") {
             "REJECT"
         } else if action_u.starts_with("LIMIT") {
-            ex.problems.push(Problem::new(
-                ProblemKind::MissingFeature,
-                no,
-                format!("{to} LIMIT"),
-                format!(
-                    "ufw's `limit` (6 new connections in 30 s per source); {}",
-                    refusal(Missing::RateLimit)
-                ),
-                t,
-            ));
-            continue;
+            // ufw's own rules for `limit`: 6 new connections in 30 s per source.
+            "LIMIT"
         } else {
             continue;
         };
@@ -316,15 +287,30 @@ fn status_rules(
             "ufw-user-input"
         };
         for spec in specs {
-            let line = Line {
-                no,
-                text: format!("-A {chain}{iface}{src}{spec} -j {target}"),
-                may_fail: false,
-            };
-            if v6 {
-                rules6.push(line);
+            let head = format!("-A {chain}{iface}{src}{spec}");
+            let mut texts = Vec::new();
+            let target = if target == "LIMIT" {
+                let new = format!("{head} -m conntrack --ctstate NEW -m recent");
+                texts.push(format!("{new} --set"));
+                texts.push(format!(
+                    "{new} --update --seconds 30 --hitcount 6 -j REJECT"
+                ));
+                "ACCEPT"
             } else {
-                rules4.push(line);
+                target
+            };
+            texts.push(format!("{head} -j {target}"));
+            for text in texts {
+                let line = Line {
+                    no,
+                    text,
+                    may_fail: false,
+                };
+                if v6 {
+                    rules6.push(line);
+                } else {
+                    rules4.push(line);
+                }
             }
         }
     }
@@ -437,15 +423,46 @@ COMMIT
     }
 
     #[test]
-    fn ufw_limit_needs_rate_limits() {
+    fn ufw_limit_becomes_six_per_thirty_seconds_with_a_ban() {
         let text = USER_RULES.replace(
             "### tuple ### allow tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n-A ufw-user-input -p tcp --dport 22 -j ACCEPT",
             "### tuple ### limit tcp 22 0.0.0.0/0 any 0.0.0.0/0 in\n-A ufw-user-input -p tcp --dport 22 -m conntrack --ctstate NEW -m recent --set\n-A ufw-user-input -p tcp --dport 22 -m conntrack --ctstate NEW -m recent --update --seconds 30 --hitcount 6 -j ufw-user-limit\n-A ufw-user-input -p tcp --dport 22 -j ufw-user-limit-accept",
         );
-        let e = import(&[("user.rules".into(), text)], &ImportOptions::default()).unwrap_err();
-        assert_eq!(e.all().len(), 1, "{e}");
-        assert_eq!(e.line(), Some(11));
-        assert!(e.to_string().contains("rate limits"), "{e}");
+        let i = import(&[("user.rules".into(), text)], &ImportOptions::default())
+            .unwrap_or_else(|e| panic!("{e}"));
+        let ssh = i.policy.rules.iter().find(|r| r.ports.lo == 22).unwrap();
+        let l = &i.policy.limits[&ssh.id];
+        assert_eq!(l.rate.map(|r| r.to_string()).as_deref(), Some("6/30s"));
+        assert_eq!((l.ban_after, l.ban_secs), (Some(1), 30));
+        assert!(l.total.is_none() && l.burst.is_none());
+        // The other ports carry no limit.
+        assert_eq!(i.policy.limits.len(), 1, "{}", i.toml);
+        assert!(i.toml.contains("limit = \"6/30s\""), "{}", i.toml);
+        assert!(
+            i.notes.iter().any(|n| n.contains("sliding window of 30s")),
+            "{:?}",
+            i.notes
+        );
+    }
+
+    #[test]
+    fn status_limit_is_ufws_own_six_per_thirty_seconds() {
+        let text = "Status: active
+
+     To                         Action      From
+     --                         ------      ----
+[ 1] 22/tcp                     LIMIT IN    Anywhere
+[ 2] 443/tcp                    ALLOW IN    Anywhere
+";
+        let i = import(
+            &[("status.txt".into(), text.into())],
+            &ImportOptions::default(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let ssh = i.policy.rules.iter().find(|r| r.ports.lo == 22).unwrap();
+        let l = &i.policy.limits[&ssh.id];
+        assert_eq!(l.rate.map(|r| r.to_string()).as_deref(), Some("6/30s"));
+        assert_eq!(i.policy.limits.len(), 1, "{}", i.toml);
     }
 
     #[test]

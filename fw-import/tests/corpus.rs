@@ -120,13 +120,13 @@ const CASES: &[Case] = &[
     ),
     case(
         &["anti-ddos-mangle.rules"],
-        Refused {
-            problems: &[(16, MissingFeature), (17, MissingFeature)],
-            says: &[
-                "-s 224.0.0.0/3",
-                "-s 169.254.0.0/16",
-                "blocklists (`[[block]]`",
+        Imports {
+            rules: &[
+                "22/tcp from anywhere",
+                "80/tcp from anywhere",
+                "443/tcp from anywhere",
             ],
+            notes: &[],
         },
     ),
     case(
@@ -142,24 +142,32 @@ const CASES: &[Case] = &[
     ),
     case(
         &["ssh-bruteforce-recent.sh"],
-        Refused {
-            problems: &[
-                (7, MissingFeature),
-                (8, MissingFeature),
-                (10, MissingFeature),
-            ],
-            says: &[
-                "automatic bans",
-                "per-source rate limits",
-                "3 problems on 3 lines",
+        Imports {
+            rules: &["22/tcp from anywhere", "80/tcp from anywhere"],
+            notes: &[
+                "(line 8) becomes `limit = \"4/1m\", ban_after = 1, ban_for = \"1m\"` on 22/tcp",
+                "(line 10) becomes `total = \"25/1m\"` on 80/tcp",
+                "its burst of 100 is not carried",
             ],
         },
     ),
     case(
         &["accept-policy-with-drops.rules"],
         Refused {
-            problems: &[(2, DefaultAccept)],
-            says: &["default-accept mode (`default = \"accept\"`)"],
+            problems: &[(5, NotEquivalent), (6, NotEquivalent)],
+            says: &[
+                "cannot drop one port",
+                "port 3306",
+                "port 6379",
+                "make the INPUT policy DROP",
+            ],
+        },
+    ),
+    case(
+        &["accept-policy-blocklist.rules"],
+        Imports {
+            rules: &[],
+            notes: &["replies from blocked sources", "REJECT (line 10)"],
         },
     ),
     case(
@@ -242,9 +250,9 @@ const CASES: &[Case] = &[
     ),
     case(
         &["ufw-limit-ssh.rules"],
-        Refused {
-            problems: &[(9, MissingFeature)],
-            says: &["ufw's `limit`", "per-source rate limits"],
+        Imports {
+            rules: &["22/tcp from anywhere", "443/tcp from anywhere"],
+            notes: &["becomes `limit = \"6/30s\", ban_after = 1, ban_for = \"30s\"` on 22/tcp"],
         },
     ),
     case(
@@ -282,12 +290,127 @@ const CASES: &[Case] = &[
     ),
     case(
         &["nft-limit.json"],
-        Refused {
-            problems: &[(4, MissingFeature)],
-            says: &["per-source rate limits"],
+        Imports {
+            rules: &["22/tcp from anywhere", "443/tcp from anywhere"],
+            notes: &[
+                "`limit rate 10/minute burst 5 packets` (line 4) becomes `total = \"10/1m\"` on 22/tcp",
+            ],
         },
     ),
 ];
+
+/// What the flood defences of an imported policy must be: the default, the `[[block]]`
+/// sources, and each rule's limit (`Rule::describe()` → the limit's TOML words).
+struct Flood {
+    file: &'static str,
+    default_accept: bool,
+    blocks: &'static [&'static str],
+    limits: &'static [(&'static str, &'static str)],
+}
+
+const FLOOD: &[Flood] = &[
+    Flood {
+        file: "accept-policy-blocklist.rules",
+        default_accept: true,
+        blocks: &[
+            "185.220.101.0/24",
+            "45.155.205.0/24",
+            "193.32.162.0/24",
+            "89.248.165.0/24",
+        ],
+        limits: &[],
+    },
+    Flood {
+        file: "ssh-bruteforce-recent.sh",
+        default_accept: false,
+        blocks: &[],
+        limits: &[
+            ("22/tcp from anywhere", "4/1m ban=1/60s"),
+            ("80/tcp from anywhere", "total=25/1m"),
+        ],
+    },
+    Flood {
+        file: "ufw-limit-ssh.rules",
+        default_accept: false,
+        blocks: &[],
+        limits: &[("22/tcp from anywhere", "6/30s ban=1/30s")],
+    },
+    Flood {
+        file: "nft-limit.json",
+        default_accept: false,
+        blocks: &[],
+        limits: &[("22/tcp from anywhere", "total=10/1m")],
+    },
+    Flood {
+        file: "anti-ddos-mangle.rules",
+        default_accept: false,
+        blocks: &["224.0.0.0/3", "169.254.0.0/16"],
+        limits: &[],
+    },
+];
+
+#[test]
+fn flood_defences_of_the_corpus_carry_over() {
+    let mut failures = Vec::new();
+    for f in FLOOD {
+        let c = CASES
+            .iter()
+            .find(|c| c.files[0] == f.file)
+            .unwrap_or_else(|| panic!("{} has no case", f.file));
+        let i = match run(c) {
+            Ok(i) => i,
+            Err(e) => {
+                failures.push(format!("{}: refused\n{e}", f.file));
+                continue;
+            }
+        };
+        let p = &i.policy;
+        if p.default.is_drop() == f.default_accept {
+            failures.push(format!("{}: default {:?}", f.file, p.default));
+        }
+        let blocks: Vec<String> = p.block_sources().map(|c| c.to_string()).collect();
+        if blocks != f.blocks {
+            failures.push(format!("{}: blocks {blocks:?}", f.file));
+        }
+        let limits: Vec<(String, String)> = p
+            .rules
+            .iter()
+            .filter_map(|r| p.limits.get(&r.id).map(|l| (r.describe(), limit_words(l))))
+            .collect();
+        let want: Vec<(String, String)> = f
+            .limits
+            .iter()
+            .map(|(a, b)| (a.to_string(), b.to_string()))
+            .collect();
+        if limits != want {
+            failures.push(format!("{}: limits {limits:?}\n{}", f.file, i.toml));
+        }
+        let back = fw_policy::parse_policy("imported.toml", &i.toml).unwrap();
+        assert_eq!(&back, p, "{}", f.file);
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+}
+
+/// A limit in the policy file's words: `rate burst=B per=/P total=T ban=N/S`.
+fn limit_words(l: &fw_policy::Limit) -> String {
+    let mut w = Vec::new();
+    if let Some(r) = l.rate {
+        w.push(r.to_string());
+    }
+    if let Some(b) = l.burst {
+        w.push(format!("burst={b}"));
+    }
+    if l.rate.is_some() && l.per4 != 32 {
+        w.push(format!("per=/{}", l.per4));
+    }
+    if let Some(t) = l.total {
+        w.push(format!("total={t}"));
+    }
+    if let Some(n) = l.ban_after {
+        w.push(format!("ban={n}/{}s", l.ban_secs));
+    }
+    w.join(" ")
+}
 
 fn run(c: &Case) -> Result<Imported, ImportError> {
     let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/corpus");

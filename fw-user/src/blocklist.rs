@@ -7,13 +7,7 @@
 //! are brought to it; then the marker goes. A command that finds the marker (a crash in
 //! between) resyncs the maps from what they hold.
 
-use std::{
-    collections::BTreeMap,
-    fs::{self, OpenOptions},
-    io::Write as _,
-    os::unix::fs::OpenOptionsExt as _,
-    path::PathBuf,
-};
+use std::{collections::BTreeMap, fs, path::PathBuf};
 
 use fw_policy::{
     Cidr, Policy,
@@ -80,27 +74,8 @@ impl BlockStore {
     /// Write atomically (a new 0600 file, fsynced, renamed over the old one).
     pub fn save(&self, paths: &IfacePaths) -> Result<(), Error> {
         paths.prepare_state()?;
-        let f = file(paths);
-        let tmp = paths
-            .state
-            .join(format!(".blocks.json.{}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
         let text = serde_json::to_vec(self).expect("block lists serialize");
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&tmp)?;
-            file.write_all(&text)?;
-            file.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(&tmp, e));
-        }
-        fs::rename(&tmp, &f).map_err(|e| Error::io(&f, e))
+        crate::state::write_private(&file(paths), &text)
     }
 
     /// The id a new list gets: the lowest free one (0 and 1 are `manual` and the policy's).

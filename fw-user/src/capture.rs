@@ -193,6 +193,7 @@ fn arm(
     burst: u64,
 ) -> Result<ObsStats, Error> {
     let _lock = Lock::acquire(paths)?;
+    crate::obs::check_observable(&crate::state::State::load(paths)?)?;
     let mut m = ObsMaps::open(paths)?;
     let before = m.stats()?;
     m.update(|c| {

@@ -54,6 +54,7 @@ pub fn open_source(iface: &IfaceName, rate: Option<u32>) -> Result<Source, Error
     if !paths.is_attached()? {
         return Err(Error::NotAttached(iface.to_string()));
     }
+    crate::obs::check_observable(&crate::state::State::load(&paths)?)?;
     let mut reader = match RingReader::open(&paths, Ring::Log) {
         Ok(r) => r,
         Err(RingBusy::Held(pid)) => {

@@ -100,7 +100,16 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 32] = [
 
 /// Refuse a pinned map whose type or sizes differ from [`LAYOUT`] (aya reuses pins unchecked).
 pub fn check_layout(paths: &IfacePaths) -> Result<(), Error> {
-    for (name, ty, key, value, max) in LAYOUT {
+    check_entries(paths, &LAYOUT)
+}
+
+/// Refuse a pinned map of `layout` ((name, type, key size, value size, max entries)) whose
+/// type or sizes differ.
+pub(crate) fn check_entries(
+    paths: &IfacePaths,
+    layout: &[(&str, MapType, u32, u32, u32)],
+) -> Result<(), Error> {
+    for &(name, ty, key, value, max) in layout {
         let path = paths.map(name);
         if !path.exists() {
             continue;

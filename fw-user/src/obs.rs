@@ -14,7 +14,7 @@ use std::{
 
 use aya::{
     Ebpf,
-    maps::{Array, Map, MapData, MapInfo, MapType, PerCpuArray, ProgramArray, RingBuf},
+    maps::{Array, Map, MapData, MapType, PerCpuArray, ProgramArray, RingBuf},
     programs::Xdp,
 };
 use fw_common::obs::{
@@ -41,31 +41,7 @@ pub const OBS_LAYOUT: [(&str, MapType, u32, u32, u32); 7] = [
 
 /// Refuse a pinned observability map of another type or size.
 pub fn check_layout(paths: &IfacePaths) -> Result<(), Error> {
-    for (name, ty, key, value, max) in OBS_LAYOUT {
-        let path = paths.map(name);
-        if !path.exists() {
-            continue;
-        }
-        let info =
-            MapInfo::from_pin(&path).map_err(|e| Error::bpf(path.display().to_string(), e))?;
-        let got = (
-            info.map_type().ok(),
-            info.key_size(),
-            info.value_size(),
-            info.max_entries(),
-        );
-        if got != (Some(ty), key, value, max) {
-            return Err(Error::MapLayout {
-                iface: paths.iface.clone(),
-                path,
-                detail: format!(
-                    "found {:?} key {} value {} entries {}, expected {ty:?} key {key} value {value} entries {max}",
-                    got.0, got.1, got.2, got.3
-                ),
-            });
-        }
-    }
-    Ok(())
+    crate::maps::check_entries(paths, &OBS_LAYOUT)
 }
 
 /// The pin paths of the observability maps, for the loader.
@@ -104,6 +80,19 @@ pub fn install_observers(ebpf: &mut Ebpf, variant: Variant) -> Result<(), Error>
     for (index, fd) in &fds {
         arr.set(*index, fd, 0)
             .map_err(|e| Error::bpf(MAP_OBS_PROGS, e))?;
+    }
+    Ok(())
+}
+
+/// The drop log and capture need the observer programs in the XDP program's program array;
+/// a program that runs as an extension in a libxdp dispatcher (`fw up --multiprog`) cannot
+/// tail-call them (its attach type matches no XDP program), so there they are refused in words.
+pub fn check_observable(state: &crate::state::State) -> Result<(), Error> {
+    if state.multiprog.is_some() {
+        return Err(Error::Refused(format!(
+            "{}: fw runs as an extension in a libxdp dispatcher (fw up --multiprog), where the drop log and capture cannot run (an extension cannot tail-call the observer programs); the counters still work: fw status, fw metrics. Without --multiprog they do",
+            state.iface
+        )));
     }
     Ok(())
 }

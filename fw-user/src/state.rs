@@ -153,6 +153,35 @@ fn linear() -> crate::loader::Variant {
     crate::loader::Variant::Linear
 }
 
+/// Write `bytes` to `target` atomically: a new 0600 file beside it (O_EXCL, no symlink
+/// followed), fsynced, renamed over the old one. A crash leaves the old or the new content; a
+/// failed write leaves the old file and no temporary one.
+pub(crate) fn write_private(target: &std::path::Path, bytes: &[u8]) -> Result<(), Error> {
+    let name = target
+        .file_name()
+        .map_or_else(|| "state".into(), |n| n.to_string_lossy().into_owned());
+    let tmp = target.with_file_name(format!(".{name}.{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let write = || -> std::io::Result<()> {
+        let mut file = OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(&tmp)?;
+        file.write_all(bytes)?;
+        file.sync_all()
+    };
+    if let Err(e) = write() {
+        let _ = fs::remove_file(&tmp);
+        return Err(Error::io(&tmp, e));
+    }
+    fs::rename(&tmp, target).map_err(|e| {
+        let _ = fs::remove_file(&tmp);
+        Error::io(target, e)
+    })
+}
+
 pub fn unix_now() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -197,30 +226,8 @@ impl State {
     /// here, before anything changes in the kernel.
     pub fn save(&self, paths: &IfacePaths) -> Result<(), Error> {
         paths.prepare_state()?;
-        let f = paths.state_file();
-        let tmp = paths
-            .state
-            .join(format!(".state.json.{}", std::process::id()));
-        let _ = fs::remove_file(&tmp);
         let text = serde_json::to_string_pretty(self).expect("state serializes");
-        let write = || -> std::io::Result<()> {
-            let mut file = OpenOptions::new()
-                .write(true)
-                .create_new(true)
-                .mode(0o600)
-                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
-                .open(&tmp)?;
-            file.write_all(text.as_bytes())?;
-            file.sync_all()
-        };
-        if let Err(e) = write() {
-            let _ = fs::remove_file(&tmp);
-            return Err(Error::io(&tmp, e));
-        }
-        fs::rename(&tmp, &f).map_err(|e| {
-            let _ = fs::remove_file(&tmp);
-            Error::io(&f, e)
-        })
+        write_private(&paths.state_file(), text.as_bytes())
     }
 
     /// Append to the operations log (bounded), and send it to syslog/journald.
@@ -420,9 +427,8 @@ mod tests {
         assert_eq!((c.confirmed.source.as_str(), c.pending), ("B", None));
     }
 
-    #[test]
-    fn state_round_trips_through_json() {
-        let st = State {
+    fn sample() -> State {
+        State {
             version: STATE_VERSION,
             iface: "eth0".into(),
             ifindex: 2,
@@ -447,8 +453,23 @@ mod tests {
             ),
             txn: None,
             log: Vec::new(),
-        };
+        }
+    }
+
+    #[test]
+    fn state_round_trips_through_json() {
+        let st = sample();
         let text = serde_json::to_string(&st).unwrap();
         assert_eq!(serde_json::from_str::<State>(&text).unwrap(), st);
+    }
+
+    #[test]
+    fn the_drop_log_and_capture_are_refused_in_words_under_a_dispatcher() {
+        let mut st = sample();
+        let e = crate::obs::check_observable(&st).expect_err("multiprog");
+        let msg = e.to_string();
+        assert!(msg.contains("eth0") && msg.contains("--multiprog"), "{msg}");
+        st.multiprog = None;
+        assert!(crate::obs::check_observable(&st).is_ok());
     }
 }

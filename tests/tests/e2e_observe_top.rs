@@ -38,8 +38,11 @@ fn fw_top_shows_the_view_quits_on_q_and_restores_the_terminal() {
     let session = format!("fwtop{}", std::process::id());
     let stty = std::env::temp_dir().join(format!("fw-top-stty-{}", std::process::id()));
     let _ = std::fs::remove_file(&stty);
+    // The terminal modes are written to a temporary file and renamed: the test waits for the
+    // file to exist, and `stty -a > FILE` creates it empty before writing (read in between, it
+    // looked like a terminal left raw).
     let shell = format!(
-        "nsenter --net={} -- {} top -d 0.3; echo exit=$? > {s}.rc; stty -a > {s}; sleep 30",
+        "nsenter --net={} -- {} top -d 0.3; echo exit=$? > {s}.rc; stty -a > {s}.tmp; mv {s}.tmp {s}; sleep 30",
         pair.server.path().display(),
         fw_bin().display(),
         s = stty.display()

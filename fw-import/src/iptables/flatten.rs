@@ -277,6 +277,12 @@ impl Flattener<'_> {
                 Some(t) => {
                     push(self, t);
                 }
+                // A rate match below its limit decides nothing, but the limit it carries
+                // belongs to a later allow rule: kept as a step to the next rule.
+                None if spec.rate.is_some() => {
+                    let next = self.rules.len() + 1;
+                    push(self, Target::Skip(next));
+                }
                 None => self.log(&rule, "no target (counts packets only): no effect"),
             }
         }
@@ -679,6 +685,9 @@ pub(crate) fn conjoin(a: &Spec, b: &Spec, fam: Family) -> Result<Option<Spec>, S
     s.dst_kind = cat(&a.dst_kind, &b.dst_kind);
     if s.comment.is_none() {
         s.comment = a.comment.clone();
+    }
+    if s.rate.is_none() {
+        s.rate = a.rate.clone();
     }
     Ok(Some(s))
 }

@@ -259,9 +259,6 @@ impl Loader<'_> {
             BadKind::Unsupported(reason) => {
                 Problem::new(ProblemKind::Unsupported, l.no, bad.value, reason, text)
             }
-            BadKind::Missing(reason) => {
-                Problem::new(ProblemKind::MissingFeature, l.no, bad.value, reason, text)
-            }
         }
     }
 

@@ -15,11 +15,14 @@ pub(crate) mod flatten;
 mod icmp;
 pub(crate) mod lex;
 pub(crate) mod load;
+pub(crate) mod rate;
 pub(crate) mod rule;
 pub(crate) mod script;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_flood;
 
 pub use crate::{Family, ImportError, ImportOptions, Imported};
 pub use export::export;

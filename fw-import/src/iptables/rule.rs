@@ -4,8 +4,6 @@ use std::net::Ipv4Addr;
 
 use fw_common::tcp;
 
-use crate::features::{Missing, refusal};
-
 pub(crate) use super::icmp::parse_icmp_type;
 
 use crate::FamilyExt;
@@ -98,6 +96,8 @@ pub(crate) struct Spec {
     pub dst_kind: Vec<(bool, String)>,
     /// A NAT target's `--to-ports` / `--to-destination` / `--to-source`.
     pub nat_to: Option<String>,
+    /// `-m limit` / `hashlimit` / `recent` (the check sees the rule below the limit).
+    pub rate: Option<super::rate::RateMatch>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -125,8 +125,6 @@ pub(crate) enum BadKind {
     Syntax(String),
     /// Valid iptables that fw has no equivalent for.
     Unsupported(String),
-    /// Valid iptables that needs a policy feature fw does not have yet.
-    Missing(String),
 }
 
 impl Bad {
@@ -148,7 +146,9 @@ impl Bad {
 /// Why a match module has no fw equivalent.
 fn module_reason(name: &str) -> String {
     let why = match name {
-        "connlimit" => "fw does not count connections per source",
+        "connlimit" => {
+            "fw limits the rate of new connections per source (`limit = \"N/period\"`), not how many are open at once: connlimit has no equivalent (a per-source rate limit on the port is the nearest)"
+        }
         "set" => "fw has no ipsets; list the sources in the rule's `from`",
         "iprange" => "fw takes sources as CIDRs; write the range as CIDRs",
         "mac" => "fw does not match MAC addresses",
@@ -196,6 +196,7 @@ pub(crate) fn parse_command(words: &[String], family: Family) -> Result<Command,
         spec: Spec::default(),
         unsupported: None,
         modules: Vec::new(),
+        rate_opts: Vec::new(),
         target_opts: false,
     };
     p.run()?;
@@ -206,6 +207,13 @@ pub(crate) fn parse_command(words: &[String], family: Family) -> Result<Command,
         ));
     };
     p.spec.check(&p.modules)?;
+    p.spec.rate = super::rate::build(&p.modules, &p.rate_opts, family)?;
+    if let Some(r) = &mut p.spec.rate
+        && r.kind == super::rate::RateKind::Over
+    {
+        // Below the limit this rule matches nothing: the check sees it without its target.
+        r.over_target = p.spec.target.take();
+    }
     Ok(Command {
         op,
         table: p.table,
@@ -225,6 +233,8 @@ struct Parser<'a> {
     spec: Spec,
     unsupported: Option<Bad>,
     modules: Vec<String>,
+    /// Options of the rate modules, as written.
+    rate_opts: Vec<super::rate::Opt>,
     /// After a `-j` whose options the parser need not understand.
     target_opts: bool,
 }
@@ -275,15 +285,6 @@ impl Parser<'_> {
     fn defer(&mut self, value: impl Into<String>, why: impl Into<String>) {
         if self.unsupported.is_none() {
             self.unsupported = Some(Bad::unsupported(value, why));
-        }
-    }
-
-    fn defer_missing(&mut self, value: impl Into<String>, m: Missing) {
-        if self.unsupported.is_none() {
-            self.unsupported = Some(Bad {
-                value: value.into(),
-                kind: BadKind::Missing(refusal(m)),
-            });
         }
     }
 
@@ -485,10 +486,7 @@ impl Parser<'_> {
                 match m.as_str() {
                     "tcp" | "udp" | "icmp" | "icmp6" | "icmpv6" | "ipv6-icmp" | "multiport"
                     | "state" | "conntrack" | "comment" | "iprange" | "addrtype" | "pkttype" => {}
-                    "limit" | "hashlimit" => {
-                        self.defer_missing(format!("-m {m}"), Missing::RateLimit)
-                    }
-                    "recent" => self.defer_missing("-m recent", Missing::Ban),
+                    "limit" | "hashlimit" | "recent" => {}
                     other => {
                         let why = module_reason(other);
                         self.defer(format!("-m {other}"), why);
@@ -659,6 +657,15 @@ impl Parser<'_> {
                 return Ok(true);
             }
             "--limit-iface-in" | "--limit-iface-out" => {}
+            w if super::rate::takes(w, &self.modules) => {
+                let v = if super::rate::has_value(w) {
+                    Some(self.value(w)?)
+                } else {
+                    None
+                };
+                self.rate_opts.push((*neg, w.to_string(), v));
+                return Ok(true);
+            }
             "--comment" => {
                 let v = self.value(word)?;
                 self.spec.comment = Some(match self.spec.comment.take() {
@@ -1009,9 +1016,10 @@ mod tests {
     #[test]
     fn unsupported_parts_are_kept_for_later() {
         let c = cmd("-A INPUT -p tcp --dport 22 -m limit --limit 3/min --limit-burst 5 -j ACCEPT");
-        let u = c.unsupported.unwrap();
-        assert_eq!(u.value, "-m limit");
-        assert!(matches!(u.kind, BadKind::Missing(ref w) if w.contains("rate limits")));
+        assert!(c.unsupported.is_none());
+        let r = c.spec.rate.unwrap();
+        assert_eq!(r.rate.map(|r| r.to_string()).as_deref(), Some("3/1m"));
+        assert_eq!(r.burst, Some(5));
         let c = cmd("-A INPUT -j LOG --log-prefix x --log-level 4");
         assert!(c.unsupported.is_none() && c.spec.target.is_none());
         assert_eq!(c.spec.log.as_deref(), Some("LOG"));

@@ -13,13 +13,13 @@ use fw_common::{
 };
 use serde_json::Value;
 
+mod limit;
 mod values;
 
 use values::{addrs, flag_bits, ports, render, strings};
 
 use crate::{
     FamilyExt, ImportError, ImportOptions, Imported, Problem, ProblemKind,
-    features::{Missing, refusal},
     iptables::{
         load::{Chain, InputRule, LineLog, Loaded, PolicyLine, Replayed},
         rule::{Spec, Target, ct, parse_icmp_type, parse_proto},
@@ -320,6 +320,12 @@ impl Reader {
                 bad = Some(b);
             }
         }
+        if let Some(r) = &mut s.rate
+            && r.kind == crate::iptables::rate::RateKind::Over
+        {
+            // Below the limit this rule matches nothing: the check sees it without its verdict.
+            r.over_target = s.target.take();
+        }
         let specs = if alts.is_empty() {
             vec![s]
         } else {
@@ -367,16 +373,14 @@ impl Reader {
                 s.log = Some("log".into());
                 Ok(())
             }
-            "limit" => Err((
-                ProblemKind::MissingFeature,
-                "limit".into(),
-                refusal(Missing::RateLimit),
-            )),
-            "meter" | "set" => Err((
-                ProblemKind::MissingFeature,
-                k.clone(),
-                refusal(Missing::Ban),
-            )),
+            "limit" => {
+                s.rate = Some(limit::limit(v, None, render(e))?);
+                Ok(())
+            }
+            "meter" | "set" => {
+                s.rate = Some(limit::keyed(v, fam, render(e))?);
+                Ok(())
+            }
             "masquerade" | "snat" => set_target(s, Target::Nat(k.to_uppercase())),
             "redirect" | "dnat" => {
                 let port = v.get("port").map(|p| p.to_string()).unwrap_or_default();
@@ -693,14 +697,41 @@ mod tests {
     }
 
     #[test]
-    fn limits_need_rate_limits_and_bad_json_names_its_line() {
+    fn limit_rate_becomes_a_total_and_a_source_meter_a_per_source_limit() {
         let text = RULESET.replace(
             r#"{"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}},"#,
             r#"{"limit": {"rate": 10, "per": "second"}}, {"accept": null}]}},"#,
         );
+        let i =
+            import("r.json", &text, &ImportOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        let web = i.policy.rules.iter().find(|r| r.ports.lo == 80).unwrap();
+        let l = &i.policy.limits[&web.id];
+        assert_eq!(l.total.map(|r| r.to_string()).as_deref(), Some("10/1s"));
+        assert!(l.rate.is_none());
+        assert!(
+            i.notes.iter().any(|n| n.contains("`limit rate 10/second`")),
+            "{:?}",
+            i.notes
+        );
+        // The nft wiki's SSH meter: over 10/minute per source address, dropped.
+        let text = RULESET.replace(
+            r#"{"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}},"#,
+            r#"{"meter": {"name": "ssh", "key": {"payload": {"protocol": "ip", "field": "saddr"}}, "stmt": {"limit": {"rate": 10, "per": "minute", "inv": true}}}}, {"drop": null}]}}, {"rule": {"family": "inet", "table": "filter", "chain": "tcp_in", "handle": 15, "expr": [{"match": {"op": "==", "left": {"payload": {"protocol": "tcp", "field": "dport"}}, "right": {"set": [80, 443]}}}, {"accept": null}]}},"#,
+        );
+        let i =
+            import("r.json", &text, &ImportOptions::default()).unwrap_or_else(|e| panic!("{e}"));
+        let web = i.policy.rules.iter().find(|r| r.ports.lo == 80).unwrap();
+        let l = &i.policy.limits[&web.id];
+        assert_eq!(l.rate.map(|r| r.to_string()).as_deref(), Some("10/1m"));
+        assert!(l.total.is_none() && l.ban_after.is_none());
+        // A byte rate is no connection rate: refused, naming the line.
+        let text = RULESET.replace(
+            r#"{"counter": {"packets": 0, "bytes": 0}}, {"accept": null}]}},"#,
+            r#"{"limit": {"rate": 10, "per": "second", "rate_unit": "mbytes"}}, {"accept": null}]}},"#,
+        );
         let e = import("r.json", &text, &ImportOptions::default()).unwrap_err();
         assert_eq!(e.line(), Some(11), "{e}");
-        assert!(e.to_string().contains("rate limits"), "{e}");
+        assert!(e.to_string().contains("not bytes"), "{e}");
         let e = import("r.json", "{\n\"nftables\": [\n}", &ImportOptions::default()).unwrap_err();
         assert_eq!(e.line(), Some(3), "{e}");
     }

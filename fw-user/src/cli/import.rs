@@ -441,7 +441,7 @@ mod tests {
         let input = d.join("rules.sh");
         std::fs::write(
             &input,
-            "iptables -P INPUT DROP\niptables -A INPUT -p tcp --dport 22 -j ACCEPT\niptables -A INPUT -p tcp --dport 80 -m limit --limit 10/s -j ACCEPT\n",
+            "iptables -P INPUT DROP\niptables -A INPUT -p tcp --dport 22 -j ACCEPT\niptables -A INPUT -p tcp --dport 80 -m connlimit --connlimit-upto 10 -j ACCEPT\n",
         )
         .unwrap();
         let out = d.join("fw.toml");
@@ -456,10 +456,10 @@ mod tests {
         .unwrap_err();
         let msg = format!("{e:#}");
         assert!(
-            msg.contains("rules.sh:3:") && msg.contains("-m limit"),
+            msg.contains("rules.sh:3:") && msg.contains("-m connlimit"),
             "{msg}"
         );
-        assert!(msg.contains("rate limits"), "{msg}");
+        assert!(msg.contains("not how many are open at once"), "{msg}");
         assert!(!out.exists());
         assert_eq!(std::fs::read_dir(&d).unwrap().count(), 1);
         let e = import_iptables(&Args {
