@@ -193,16 +193,14 @@ fn answer(ctx: &XdpContext, t: &MapTables) -> Option<()> {
         return None;
     }
     let mut ob = [0u8; 40];
-    if opt_len > 0 {
-        // SAFETY: `ob` holds 40 ≥ opt_len bytes; the helper checks the packet's bounds.
-        let r = unsafe {
-            bpf_xdp_load_bytes(
-                ctx.ctx,
-                (loc.l4 + 20) as u32,
-                ob.as_mut_ptr().cast(),
-                opt_len,
-            )
-        };
+    // Through the stack, so LLVM cannot turn `n >= 4` into `opt_len != 0` (the same thing
+    // here): Linux 6.1's verifier learns no lower bound from `!= 0` and refuses the helper's
+    // "zero-sized read"; from `>= 4` it learns one.
+    let n = core::hint::black_box(opt_len);
+    if n >= 4 {
+        // SAFETY: `ob` holds 40 ≥ n bytes; the helper checks the packet's bounds.
+        let r =
+            unsafe { bpf_xdp_load_bytes(ctx.ctx, (loc.l4 + 20) as u32, ob.as_mut_ptr().cast(), n) };
         if r != 0 {
             return None;
         }
@@ -275,13 +273,18 @@ fn cookie_within<const N: usize>(ctx: &XdpContext, loc: &Located, th_len: u32) -
     let ip_len = if loc.family == Family::V4 { 20 } else { 40 };
     let iph = at(ctx, loc.l3, ip_len)?;
     let th = at(ctx, loc.l4, N)?;
+    // Bounded again right before the call, through the stack (20 ≤ th_len ≤ N already, so
+    // the clamp changes nothing): LLVM otherwise passes a copy reloaded without the checks
+    // above, or merges two checks into one range test the verifier cannot follow, and Linux
+    // 6.1's verifier then sees a length that may be 0 ("invalid access to packet … size=0").
+    let len = core::hint::black_box(th_len).clamp(20, N as u32);
     // SAFETY: `iph` and `th` point into the packet with the bytes the helpers read (an IP
-    // header; N ≥ th_len bytes of TCP header), checked just above.
+    // header; N ≥ len bytes of TCP header), checked just above.
     let r = unsafe {
         if loc.family == Family::V4 {
-            bpf_tcp_raw_gen_syncookie_ipv4(iph.cast::<iphdr>(), th.cast::<tcphdr>(), th_len)
+            bpf_tcp_raw_gen_syncookie_ipv4(iph.cast::<iphdr>(), th.cast::<tcphdr>(), len)
         } else {
-            bpf_tcp_raw_gen_syncookie_ipv6(iph.cast::<ipv6hdr>(), th.cast::<tcphdr>(), th_len)
+            bpf_tcp_raw_gen_syncookie_ipv6(iph.cast::<ipv6hdr>(), th.cast::<tcphdr>(), len)
         }
     };
     (r >= 0).then_some(r as u32)
