@@ -25,3 +25,8 @@ pub const GEN_SENT: &str = "GEN_SENT";
 /// Bytes of one `GEN_FRAMES` template.
 pub const GEN_FRAME_LEN: usize = 60;
 pub const GEN_MAX_FRAMES: u32 = 64;
+
+/// `bench_lookup`: one flow-table-like lookup per program (`lk_lru40`, `lk_lru16`, `lk_hash40`,
+/// `lk_hash16`, `lk_lru40x2`, `lk_clock`), for tests/tests/kernel_lookup_cost.rs.
+pub static BENCH_LOOKUP: &[u8] =
+    aya::include_bytes_aligned!(concat!(env!("OUT_DIR"), "/bench_lookup"));
