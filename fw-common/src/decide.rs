@@ -77,6 +77,16 @@ pub trait Tables {
     #[inline(always)]
     fn embryo_hint_set(&self, _slot: u32, _until: u32) {}
 
+    /// Zero only if no `In` or `Out` entry of a flow whose [`crate::flow::flow_hint_slot`] is
+    /// `slot` exists: then both lookups are skipped. Tables that keep it count in their own
+    /// [`Tables::flow_write`] (up before an entry is created) and [`Tables::flow_take`] (down
+    /// after one is removed), so it is never below the truth; entries an LRU evicts leave it
+    /// above (a lookup that could have been skipped). The default never skips.
+    #[inline(always)]
+    fn flow_hint(&self, _slot: u32) -> u64 {
+        u64::MAX
+    }
+
     // SYN cookies ([`crate::syncookie`]). The defaults know no listener in cookie mode, so
     // every SYN goes on to the kernel, as without cookies.
 

@@ -82,6 +82,7 @@ pub struct FlowState {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(size_of::<FlowState>() == 16);
+const _: () = assert!(FLOW_HINT_SLOTS == 1 << (32 - 13) && HINT_SLOTS == 1 << (32 - 16));
 
 impl FlowState {
     /// Seeded by `fw up` from sockets that existed before the filter.
@@ -106,15 +107,39 @@ pub const SOURCE_QUOTA: u32 = 64;
 /// Slots of the Embryo table's "maybe present" hint ([`hint_slot`]).
 pub const HINT_SLOTS: u32 = 65_536;
 
-/// The hint slot of a flow: a multiplicative hash of its addresses and ports.
+/// A multiplicative hash of a flow's remote address and both ports; the hint slots are its top
+/// bits.
 #[inline(always)]
-pub fn hint_slot(key: &FlowKey) -> u32 {
+fn slot_hash(key: &FlowKey) -> u32 {
     let w = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
     let h = w(&key.remote, 0)
         ^ w(&key.remote, 12).rotate_left(7)
         ^ (((key.remote_port as u32) << 16) | key.local_port as u32).rotate_left(13);
-    h.wrapping_mul(0x9e37_79b1) >> 16
+    h.wrapping_mul(0x9e37_79b1)
 }
+
+/// The Embryo hint slot of a flow ([`HINT_SLOTS`]).
+#[inline(always)]
+pub fn hint_slot(key: &FlowKey) -> u32 {
+    slot_hash(key) >> 16
+}
+
+/// Slots of the trusted flows' hint ([`flow_hint_slot`]): 4 MiB of 64-bit counts (the BPF
+/// target's only atomic width), so that a host with 100,000 connections leaves five slots in
+/// six empty and an ACK flood at it costs no hash lookup five times in six.
+pub const FLOW_HINT_SLOTS: u32 = 1 << 19;
+
+/// The trusted flows' hint slot of a flow ([`FLOW_HINT_SLOTS`]): how many `In` and `Out`
+/// entries may hash there ([`crate::decide::Tables::flow_hint`]).
+#[inline(always)]
+pub fn flow_hint_slot(key: &FlowKey) -> u32 {
+    slot_hash(key) >> 13
+}
+
+/// Set in a trusted-flow hint slot by userspace when it writes a flow entry (seeding): it
+/// cannot add atomically beside the programs, so it marks the slot for good instead (no run
+/// of decrements reaches zero from it).
+pub const FLOW_HINT_STICKY: u64 = 1 << 63;
 
 /// Hint values are in units of 2^30 ns (about a second) of CLOCK_MONOTONIC_COARSE.
 #[inline(always)]

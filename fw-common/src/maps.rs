@@ -4,8 +4,9 @@
 
 /// Pins live under `/sys/fs/bpf/fw/v{LAYOUT_VERSION}/…`. 3: the observability maps
 /// (`crate::obs::OBS_MAPS`), rule counter slots by rule id rather than by generation, the flood
-/// defence maps, counter slots for events and rate-limit drops, and the SYN cookie maps.
-pub const LAYOUT_VERSION: u32 = 3;
+/// defence maps, counter slots for events and rate-limit drops, and the SYN cookie maps. 4: the
+/// trusted flows' hint ([`MAP_FLOW_HINT`]).
+pub const LAYOUT_VERSION: u32 = 4;
 
 /// The XDP program's name in the object file: multi-buffer aware (`xdp.frags`, Linux ≥ 5.18).
 pub const PROG_XDP: &str = "fw_xdp";
@@ -38,6 +39,10 @@ pub const MAP_SOURCES: &str = "FW_SOURCES";
 /// `Array<u32>`, [`crate::flow::HINT_SLOTS`] entries: until when an Embryo entry may live in
 /// each hint slot ([`crate::decide::Tables::embryo_hint`]); lets an ACK flood skip the lookup.
 pub const MAP_EMBRYO_HINT: &str = "FW_EMBRYO_HINT";
+/// `Array<u64>`, [`crate::flow::FLOW_HINT_SLOTS`] entries: how many `In` and `Out` entries may
+/// hash to each slot ([`crate::decide::Tables::flow_hint`]); lets a packet of no tracked flow
+/// (an ACK flood, UDP at closed ports) skip both lookups.
+pub const MAP_FLOW_HINT: &str = "FW_FLOW_HINT";
 
 /// `Array<BlockMeta>`, 1 entry: which blocklist representation is in use, and the prefix
 /// lengths present in the hash tables (see [`crate::block`]).
@@ -129,7 +134,7 @@ pub const MAP_COOKIE_STATS: &str = "FW_COOKIE_STATS";
 pub const MAP_COOKIE_HANDOFF: &str = "FW_COOKIE_HAND";
 
 /// Every map the programs pin, in the order userspace checks them.
-pub const ALL_MAPS: [&str; 29] = [
+pub const ALL_MAPS: [&str; 30] = [
     MAP_ACTIVE,
     MAP_CONFIG,
     MAP_PORTS,
@@ -141,6 +146,7 @@ pub const ALL_MAPS: [&str; 29] = [
     MAP_EMBRYO,
     MAP_SOURCES,
     MAP_EMBRYO_HINT,
+    MAP_FLOW_HINT,
     MAP_COOKIE_PROG,
     MAP_LISTENERS,
     MAP_COOKIE_CFG,
@@ -179,7 +185,7 @@ pub const EMBRYO_MAX: u32 = 65_536;
 /// is touched whenever it opens or ends a connection, so under pressure the LRU drops the
 /// counts of sources long quiet (which hold few entries), not those of a busy one.
 pub const SOURCES_MAX: u32 = 65_536;
-pub use crate::flow::HINT_SLOTS;
+pub use crate::flow::{FLOW_HINT_SLOTS, HINT_SLOTS};
 /// Listeners (local address and port) whose SYN cookie mode fw tracks.
 pub const LISTENERS_MAX: u32 = 4096;
 

@@ -5,8 +5,8 @@
 use crate::{
     decide::Tables,
     flow::{
-        FlowKey, FlowState, FlowTable, REFRESH_NS, SOURCE_QUOTA, Segment, Step, hint_slot,
-        hint_time, state, tcp_ingress,
+        FlowKey, FlowState, FlowTable, REFRESH_NS, SOURCE_QUOTA, Segment, Step, flow_hint_slot,
+        hint_slot, hint_time, state, tcp_ingress,
     },
     maps::PortProto,
     tcp::{ACK, RST, SYN},
@@ -119,9 +119,10 @@ pub(crate) enum Tracked {
     Handshake,
 }
 
-/// Non-SYN TCP: part of a tracked connection? Inbound connections to an allowed port are
-/// looked up first in the inbound tables, everything else in the outbound table first, so the
-/// common case costs one hash lookup.
+/// Non-SYN TCP: part of a tracked connection? A segment of no trusted flow (an ACK flood)
+/// costs no hash lookup when its hint slot is empty ([`Tables::flow_hint`]); otherwise inbound
+/// connections to an allowed port are looked up first in the inbound tables, everything else in
+/// the outbound table first, so the common case costs one hash lookup.
 #[inline(always)]
 pub(crate) fn tcp_established<T: Tables>(
     t: &T,
@@ -134,14 +135,17 @@ pub(crate) fn tcp_established<T: Tables>(
     // helper call), and distinct closures keep LLVM from outlining the shared code into a
     // subprogram with a stack frame of its own (fw_xdp has no room for one).
     let inbound_first = t.port(PortProto::Tcp, dport) != 0;
-    if inbound_first {
+    // An empty hint slot: no trusted flow, only an embryo can be ours.
+    let trusted = t.flow_hint(flow_hint_slot(key)) != 0;
+    if trusted && inbound_first {
         if track(t, FlowTable::In, key, |st| tcp_ingress(st, seg))
             || track(t, FlowTable::Out, key, |st| tcp_ingress(st, seg))
         {
             return Tracked::Yes;
         }
-    } else if track(t, FlowTable::Out, key, |st| tcp_ingress(st, seg))
-        || track(t, FlowTable::In, key, |st| tcp_ingress(st, seg))
+    } else if trusted
+        && (track(t, FlowTable::Out, key, |st| tcp_ingress(st, seg))
+            || track(t, FlowTable::In, key, |st| tcp_ingress(st, seg)))
     {
         return Tracked::Yes;
     }
@@ -248,6 +252,9 @@ pub(crate) fn established_state(now: u64, seg: &Segment, flags: u8) -> FlowState
 /// UDP or ICMP echo reply to something this host sent.
 #[inline(always)]
 pub(crate) fn reply_seen<T: Tables>(t: &T, key: &FlowKey) -> bool {
+    if t.flow_hint(flow_hint_slot(key)) == 0 {
+        return false;
+    }
     track(t, FlowTable::Out, key, |st| {
         if st.state == state::REPLIED {
             Step::Keep

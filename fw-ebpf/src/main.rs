@@ -5,6 +5,14 @@
 //! reason; XDP_ABORTED is never returned.
 #![no_std]
 #![no_main]
+#![cfg_attr(
+    target_arch = "bpf",
+    expect(
+        unstable_features,
+        reason = "inline asm for the atomic add of tables::flow_hint_add"
+    ),
+    feature(asm_experimental_arch)
+)]
 
 mod cookie;
 mod frame;

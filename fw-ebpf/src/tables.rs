@@ -1,7 +1,7 @@
 //! The maps, and `fw_common::Tables` over them. Names and layouts come from `fw_common::maps`.
 
 use aya_ebpf::{
-    bindings::{BPF_F_NO_PREALLOC, iphdr, ipv6hdr, tcphdr},
+    bindings::{BPF_EXIST, BPF_F_NO_PREALLOC, BPF_NOEXIST, iphdr, ipv6hdr, tcphdr},
     helpers::{
         bpf_ktime_get_coarse_ns, bpf_tcp_raw_check_syncookie_ipv4, bpf_tcp_raw_check_syncookie_ipv6,
     },
@@ -15,10 +15,10 @@ use fw_common::{
     limit::{BanKey, Bucket, BucketKey, LimitParams},
     maps::{
         BANS_MAX, BLOCK_V4_MAX, BLOCK_V6_MAX, COOKIE_PROGS, COUNTER_SLOTS, EMBRYO_MAX,
-        EVENT_BAN_FAILED, EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, FLOWS_IN_MAX, FLOWS_OUT_MAX,
-        GENERATIONS, HINT_SLOTS, LISTENERS_MAX, MAX_RULES, PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX,
-        RULE_SLOT_BASE, SOURCES_MAX, SRC_KEY_PREFIX_BITS, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4,
-        SrcKeyV6, port_index, src_key_v4, src_key_v6,
+        EVENT_BAN_FAILED, EVENT_FLOW_NEW, EVENT_FLOW_REMOVED, FLOW_HINT_SLOTS, FLOWS_IN_MAX,
+        FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS, LISTENERS_MAX, MAX_RULES, PORT_ENTRIES,
+        RL_KNOWN_MAX, RL_NEW_MAX, RULE_SLOT_BASE, SOURCES_MAX, SRC_KEY_PREFIX_BITS, SRC_V4_MAX,
+        SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index, src_key_v4, src_key_v6,
     },
     syncookie::{CookieCfg, CookieRate, CookieTuple, Listener, ListenerKey, STATS},
 };
@@ -46,6 +46,9 @@ static FW_EMBRYO: LruHashMap<FlowKey, FlowState> = LruHashMap::with_max_entries(
 /// The Embryo table's "maybe present" hint (`Tables::embryo_hint`).
 #[map]
 static FW_EMBRYO_HINT: Array<u32> = Array::with_max_entries(HINT_SLOTS, 0);
+/// The trusted flows' hint (`Tables::flow_hint`): `In` and `Out` entries per slot.
+#[map]
+static FW_FLOW_HINT: Array<u64> = Array::with_max_entries(FLOW_HINT_SLOTS, 0);
 #[map]
 static FW_SOURCES: LruHashMap<[u8; 16], u32> = LruHashMap::with_max_entries(SOURCES_MAX, 0);
 
@@ -142,6 +145,27 @@ struct CheckHeaders {
     tcp: [u8; 20],
 }
 
+/// Add `delta` (wrapping: `u64::MAX` takes one away) to a trusted-flow hint slot, atomically:
+/// CPUs create and end flows of one slot at once. (The BPF target has no `AtomicU64::fetch_add`
+/// in Rust — no compare-and-swap — but the instruction, BPF_ATOMIC | BPF_ADD, is in every
+/// kernel fw supports.)
+#[inline(always)]
+fn flow_hint_add(key: &FlowKey, delta: u64) {
+    if let Some(p) = FW_FLOW_HINT.get_ptr_mut(fw_common::flow::flow_hint_slot(key)) {
+        // SAFETY: `p` is an array element, valid and 8-byte aligned for the program's life;
+        // every kernel writer goes through this atomic add (userspace only ORs in
+        // FLOW_HINT_STICKY).
+        unsafe {
+            core::arch::asm!(
+                "lock *(u64 *)({p} + 0) += {d}",
+                p = in(reg) p,
+                d = in(reg) delta,
+                options(nostack),
+            );
+        }
+    }
+}
+
 #[inline(always)]
 fn flows(table: FlowTable) -> &'static LruHashMap<FlowKey, FlowState> {
     match table {
@@ -212,11 +236,34 @@ impl Tables for MapTables {
         unsafe { flows(table).get(key).copied() }
     }
 
+    /// An `In` or `Out` entry is created only with its hint slot counted up first (and down
+    /// again if it existed after all), so the hint never reads zero while it lives; an update
+    /// never creates one (an entry another CPU removed meanwhile stays removed, unless `new`).
     #[inline(always)]
     fn flow_write(&self, table: FlowTable, key: &FlowKey, st: &FlowState, new: bool) {
-        if flows(table).insert(key, st, 0).is_ok() && new {
-            count(EVENT_FLOW_NEW + table as u32, 0);
+        let m = flows(table);
+        if table == FlowTable::Embryo {
+            if m.insert(key, st, 0).is_ok() && new {
+                count(EVENT_FLOW_NEW + table as u32, 0);
+            }
+            return;
         }
+        if !new {
+            let _ = m.insert(key, st, BPF_EXIST as u64);
+            return;
+        }
+        flow_hint_add(key, 1);
+        if m.insert(key, st, BPF_NOEXIST as u64).is_ok() {
+            count(EVENT_FLOW_NEW + table as u32, 0);
+        } else {
+            flow_hint_add(key, u64::MAX);
+            let _ = m.insert(key, st, BPF_EXIST as u64);
+        }
+    }
+
+    #[inline(always)]
+    fn flow_hint(&self, slot: u32) -> u64 {
+        FW_FLOW_HINT.get(slot).copied().unwrap_or(1)
     }
 
     #[inline(always)]
@@ -244,6 +291,9 @@ impl Tables for MapTables {
         let ok = flows(table).remove(key).is_ok();
         if ok {
             count(EVENT_FLOW_REMOVED + table as u32, 0);
+            if table != FlowTable::Embryo {
+                flow_hint_add(key, u64::MAX);
+            }
         }
         ok
     }

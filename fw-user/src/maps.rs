@@ -9,16 +9,18 @@ use aya::maps::{
 };
 use fw_common::{
     Config, Counter, FlowKey, FlowState, FlowTable,
+    flow::{FLOW_HINT_STICKY, flow_hint_slot},
     maps::{
         BANS_MAX, BLOCK_V4_MAX, BLOCK_V6_MAX, COOKIE_PROGS, COUNTER_SLOTS, EMBRYO_MAX,
-        FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS, LISTENERS_MAX, MAP_ACTIVE, MAP_BANS,
-        MAP_BLOCK_LPM_V4, MAP_BLOCK_LPM_V6, MAP_BLOCK_META, MAP_BLOCK_V4, MAP_BLOCK_V6, MAP_CONFIG,
-        MAP_COOKIE_CFG, MAP_COOKIE_HANDOFF, MAP_COOKIE_PROG, MAP_COOKIE_PROG_EXT,
-        MAP_COOKIE_PROG_LINEAR, MAP_COOKIE_RATE, MAP_COOKIE_STATS, MAP_COUNTERS, MAP_EMBRYO,
-        MAP_EMBRYO_HINT, MAP_FLOWS_IN, MAP_FLOWS_OUT, MAP_HANDOFF, MAP_LIMITS, MAP_LISTENERS,
-        MAP_PORTS, MAP_PROGS, MAP_RL_KNOWN, MAP_RL_NEW, MAP_RL_TOTAL, MAP_SOURCES, MAP_SRC_V4,
-        MAP_SRC_V6, MAX_RULES, PIN_PROGS_LINEAR, PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX,
-        SOURCES_MAX, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4, SrcKeyV6, port_index,
+        FLOW_HINT_SLOTS, FLOWS_IN_MAX, FLOWS_OUT_MAX, GENERATIONS, HINT_SLOTS, LISTENERS_MAX,
+        MAP_ACTIVE, MAP_BANS, MAP_BLOCK_LPM_V4, MAP_BLOCK_LPM_V6, MAP_BLOCK_META, MAP_BLOCK_V4,
+        MAP_BLOCK_V6, MAP_CONFIG, MAP_COOKIE_CFG, MAP_COOKIE_HANDOFF, MAP_COOKIE_PROG,
+        MAP_COOKIE_PROG_EXT, MAP_COOKIE_PROG_LINEAR, MAP_COOKIE_RATE, MAP_COOKIE_STATS,
+        MAP_COUNTERS, MAP_EMBRYO, MAP_EMBRYO_HINT, MAP_FLOW_HINT, MAP_FLOWS_IN, MAP_FLOWS_OUT,
+        MAP_HANDOFF, MAP_LIMITS, MAP_LISTENERS, MAP_PORTS, MAP_PROGS, MAP_RL_KNOWN, MAP_RL_NEW,
+        MAP_RL_TOTAL, MAP_SOURCES, MAP_SRC_V4, MAP_SRC_V6, MAX_RULES, PIN_PROGS_LINEAR,
+        PORT_ENTRIES, RL_KNOWN_MAX, RL_NEW_MAX, SOURCES_MAX, SRC_V4_MAX, SRC_V6_MAX, SrcKeyV4,
+        SrcKeyV6, port_index,
     },
     syncookie::{CookieCfg, CookieRate, Listener, ListenerKey, STATS},
 };
@@ -27,7 +29,7 @@ use crate::{Error, paths::IfacePaths};
 use fw_policy::Compiled;
 
 /// (name, type, key size, value size, max entries): what this build's program expects.
-pub const LAYOUT: [(&str, MapType, u32, u32, u32); 32] = [
+pub const LAYOUT: [(&str, MapType, u32, u32, u32); 33] = [
     (MAP_ACTIVE, MapType::Array, 4, 4, 1),
     (
         MAP_CONFIG,
@@ -45,6 +47,7 @@ pub const LAYOUT: [(&str, MapType, u32, u32, u32); 32] = [
     (MAP_EMBRYO, MapType::LruHash, 40, 16, EMBRYO_MAX),
     (MAP_SOURCES, MapType::LruHash, 16, 4, SOURCES_MAX),
     (MAP_EMBRYO_HINT, MapType::Array, 4, 4, HINT_SLOTS),
+    (MAP_FLOW_HINT, MapType::Array, 4, 8, FLOW_HINT_SLOTS),
     (MAP_COOKIE_PROG, MapType::ProgramArray, 4, 4, COOKIE_PROGS),
     (
         MAP_COOKIE_PROG_LINEAR,
@@ -185,6 +188,7 @@ pub struct PinnedMaps {
     flows_out: Map,
     flows_in: Map,
     embryo: Map,
+    flow_hint: Map,
     /// Block lists, bans and rate limits.
     pub flood: crate::blockmaps::FloodMaps,
 }
@@ -217,6 +221,7 @@ impl PinnedMaps {
             flows_out: open(&paths.map(MAP_FLOWS_OUT))?,
             flows_in: open(&paths.map(MAP_FLOWS_IN))?,
             embryo: open(&paths.map(MAP_EMBRYO))?,
+            flow_hint: open(&paths.map(MAP_FLOW_HINT))?,
             flood: crate::blockmaps::FloodMaps::open(paths)?,
         })
     }
@@ -260,9 +265,26 @@ impl PinnedMaps {
         key: &FlowKey,
         st: &FlowState,
     ) -> Result<(), Error> {
+        if table != FlowTable::Embryo {
+            // Before the entry exists (the programs skip lookups in an empty slot); userspace
+            // cannot add atomically beside them, so the slot is marked for good instead.
+            let mut h: Array<_, u64> =
+                Array::try_from(&mut self.flow_hint).map_err(ctx("FW_FLOW_HINT"))?;
+            let slot = flow_hint_slot(key);
+            let v = h.get(&slot, 0).map_err(ctx("FW_FLOW_HINT"))?;
+            h.set(slot, v | FLOW_HINT_STICKY, 0)
+                .map_err(ctx("FW_FLOW_HINT"))?;
+        }
         let mut m: HashMap<_, FlowKey, FlowState> =
             HashMap::try_from(self.flow_map_mut(table)).map_err(ctx("flow table"))?;
         m.insert(key, st, 0).map_err(ctx("flow table insert"))
+    }
+
+    /// A trusted-flow hint slot ([`fw_common::decide::Tables::flow_hint`]), for tests and
+    /// `fw status`.
+    pub fn flow_hint(&self, slot: u32) -> Result<u64, Error> {
+        let h: Array<_, u64> = Array::try_from(&self.flow_hint).map_err(ctx("FW_FLOW_HINT"))?;
+        h.get(&slot, 0).map_err(ctx("FW_FLOW_HINT"))
     }
 
     /// Every entry of a flow table (a snapshot: the kernel keeps changing it, so an entry that
