@@ -44,6 +44,59 @@ pub enum Shape {
     Hosts,
 }
 
+/// What a cost point holds: a list in the form fw picks, or (the proposal measured beside it) a
+/// feed expanded into at most four hash lengths ([`fw_policy::blocks_expand`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Series {
+    Product(Shape),
+    FeedExpanded,
+}
+
+impl Series {
+    pub const ALL: [Series; 3] = [
+        Series::Product(Shape::Feed),
+        Series::Product(Shape::Hosts),
+        Series::FeedExpanded,
+    ];
+
+    pub fn key(self) -> &'static str {
+        match self {
+            Series::Product(s) => s.key(),
+            Series::FeedExpanded => "feed_expanded",
+        }
+    }
+
+    fn shape(self) -> Shape {
+        match self {
+            Series::Product(s) => s,
+            Series::FeedExpanded => Shape::Feed,
+        }
+    }
+}
+
+/// Hash lengths the expansion may use (fw's hash form probes at most this many).
+pub const EXPAND_LENS: usize = fw_policy::blocks::HASH_MAX_LENS;
+
+/// `set` expanded into at most [`EXPAND_LENS`] hash lengths (`None` when that would not fit the
+/// hash map).
+pub fn expanded(set: &BlockSet) -> Option<BlockSet> {
+    use fw_policy::blocks_expand::{counts_v4, expand_v4, plan};
+    let p = plan(
+        &counts_v4(&set.v4),
+        EXPAND_LENS,
+        u64::from(fw_common::maps::BLOCK_V4_MAX),
+    )?;
+    let mut out = set.clone();
+    out.v4 = expand_v4(&set.v4, &p);
+    out.meta.lpm4 = 0;
+    out.meta.n4 = p.lens.len() as u8;
+    out.meta.lens4 = [0; fw_common::block::MAX_HASH_LENS];
+    for (i, l) in p.lens.iter().rev().enumerate() {
+        out.meta.lens4[i] = *l;
+    }
+    Some(out)
+}
+
 impl Shape {
     pub const ALL: [Shape; 2] = [Shape::Feed, Shape::Hosts];
 
@@ -189,12 +242,14 @@ pub const PACKETS: [(&str, &str); 3] = [
 ];
 
 struct Point {
-    shape: Option<Shape>,
+    series: Option<Series>,
     n: usize,
     inst: FwInstance,
     form: String,
     write_ms: f64,
     block_bytes: u64,
+    /// Entries in the map (an expanded list holds more than it has lines).
+    map_entries: usize,
     /// Which of [`PACKETS`] apply (a short-prefix hit needs the feed's /10).
     applies: [bool; 3],
 }
@@ -203,23 +258,31 @@ fn load_points(opts: &Opts, p: &mut Progress, policy: &Policy) -> anyhow::Result
     // Reference: the seed policy with no block list (the flood program is not even called).
     let inst = FwInstance::load_sized("blk0", policy, 1024)?;
     let mut pts = vec![Point {
-        shape: None,
+        series: None,
         n: 0,
         block_bytes: block_memory(&inst.memory()),
         inst,
         form: "none".into(),
         write_ms: 0.0,
+        map_entries: 0,
         applies: [true, true, true],
     }];
-    for shape in Shape::ALL {
+    for series in Series::ALL {
         for &n in &points(opts) {
             sys::check_interrupt()?;
             p.step(&format!(
                 "block lists: fw with a {n}-entry {} list",
-                shape.key()
+                series.key()
             ));
+            let shape = series.shape();
             let cidrs = list(shape, n);
-            let set = block_set(&cidrs, policy)?;
+            let mut set = block_set(&cidrs, policy)?;
+            if series == Series::FeedExpanded {
+                match expanded(&set) {
+                    Some(e) => set = e,
+                    None => continue,
+                }
+            }
             let mut inst = FwInstance::load_sized("blk0", policy, 1024)?;
             let t = Instant::now();
             inst.loaded
@@ -228,12 +291,13 @@ fn load_points(opts: &Opts, p: &mut Progress, policy: &Policy) -> anyhow::Result
                 .sync_blocks(&BlockSet::default(), &set)?;
             let write_ms = t.elapsed().as_secs_f64() * 1e3;
             pts.push(Point {
-                shape: Some(shape),
+                series: Some(series),
                 n,
                 form: form(&set.meta),
                 block_bytes: block_memory(&inst.memory()),
                 inst,
                 write_ms,
+                map_entries: set.v4.len(),
                 applies: [true, shape == Shape::Feed && n >= 2, true],
             });
         }
@@ -323,8 +387,9 @@ fn cost(opts: &Opts, p: &mut Progress) -> anyhow::Result<(Vec<Value>, Vec<Value>
     let mut rows = Vec::new();
     for (i, pt) in pts.iter().enumerate() {
         let mut row = json!({
-            "shape": pt.shape.map_or("none", Shape::key),
+            "shape": pt.series.map_or("none", Series::key),
             "entries": pt.n,
+            "map_entries": pt.map_entries,
             "form": pt.form,
             "write_ms": pt.write_ms,
             "block_maps_bytes": pt.block_bytes,
@@ -346,8 +411,8 @@ fn cost(opts: &Opts, p: &mut Progress) -> anyhow::Result<(Vec<Value>, Vec<Value>
 /// largest, per shape.
 fn growth(rows: &[Value]) -> Vec<Value> {
     let mut out = Vec::new();
-    for shape in Shape::ALL {
-        let mine: Vec<&Value> = rows.iter().filter(|r| r["shape"] == shape.key()).collect();
+    for series in Series::ALL {
+        let mine: Vec<&Value> = rows.iter().filter(|r| r["shape"] == series.key()).collect();
         for (k, _) in PACKETS {
             let have: Vec<(u64, f64)> = mine
                 .iter()
@@ -357,7 +422,7 @@ fn growth(rows: &[Value]) -> Vec<Value> {
                 && a.0 < b.0
             {
                 out.push(json!({
-                    "shape": shape.key(),
+                    "shape": series.key(),
                     "packet": k,
                     "from": a.0,
                     "to": b.0,
@@ -439,6 +504,18 @@ mod tests {
         assert_eq!((set.meta.lpm4, set.meta.n4, set.meta.lens4[0]), (0, 1, 32));
         assert_eq!(set.v4.len(), 5_000);
         assert!(set.longest_v4(&octets(HIT_SHORT)).is_none());
+    }
+
+    #[test]
+    fn an_expanded_feed_uses_at_most_four_hash_lengths_and_blocks_the_same_sources() {
+        let set = block_set(&list(Shape::Feed, 20_000), &Policy::default()).unwrap();
+        let e = expanded(&set).unwrap();
+        assert_eq!(e.meta.lpm4, 0);
+        assert!((1..=4).contains(&e.meta.n4), "{:?}", e.meta);
+        assert!(e.v4.len() > set.v4.len());
+        for a in [HIT_LONG, HIT_SHORT, SEND_V4, "1.2.3.4", "45.67.89.10"] {
+            assert_eq!(e.longest_v4(&octets(a)), set.longest_v4(&octets(a)), "{a}");
+        }
     }
 
     #[test]

@@ -7,9 +7,10 @@ use serde_json::{Value, json};
 
 use super::report::{f, md_table, pps, table};
 
-pub const COST_HEAD: [&str; 7] = [
+pub const COST_HEAD: [&str; 8] = [
     "list",
     "entries",
+    "map entries",
     "form",
     "blocked /32",
     "blocked in a /10",
@@ -21,6 +22,7 @@ fn shape_name(s: &Value) -> String {
     match s.as_str() {
         Some("feed") => "feed".into(),
         Some("hosts") => "hosts".into(),
+        Some("feed_expanded") => "feed, expanded (proposal)".into(),
         _ => "no list".into(),
     }
 }
@@ -34,6 +36,7 @@ pub fn cost_rows(b: &Value) -> Vec<Vec<String>> {
             vec![
                 shape_name(&r["shape"]),
                 r["entries"].to_string(),
+                r["map_entries"].to_string(),
                 r["form"].as_str().unwrap_or("").to_string(),
                 cell(r, "hit_long"),
                 cell(r, "hit_short"),
@@ -141,7 +144,11 @@ pub fn targets(r: &Value) -> Vec<Value> {
     let Some(all) = g.as_array() else {
         return Vec::new();
     };
-    let judged: Vec<&Value> = all.iter().filter(|x| x["packet"] != "hit_short").collect();
+    // The product's forms only: the expanded feed is a proposal, measured beside them.
+    let judged: Vec<&Value> = all
+        .iter()
+        .filter(|x| x["packet"] != "hit_short" && x["shape"] != "feed_expanded")
+        .collect();
     let Some(worst) = judged.iter().max_by(|a, b| {
         a["growth"]
             .as_f64()
@@ -196,7 +203,10 @@ pub fn markdown(r: &Value) -> String {
          (85 % single addresses, 8 % /24, 4 % /20–/23, 2.5 % /16–/19, 0.5 % /11–/15, plus the \
          probes 203.0.113.66/32 and 100.64.0.0/10); *hosts* is single addresses only. fw holds a \
          list in hash tables per prefix length when it uses at most 4 lengths, else in an LPM \
-         trie (the *form* column).\n\n### {}\n\n{}\n### {}\n\n{}",
+         trie (the *form* column). *feed, expanded (proposal)* is the feed written as hash \
+         tables of at most 4 lengths by controlled prefix expansion (`fw_policy::blocks_expand`; \
+         *map entries* counts what that writes), measured beside the forms fw uses today; the \
+         target judges only those.\n\n### {}\n\n{}\n### {}\n\n{}",
         b["method"].as_str().unwrap_or(""),
         cost_title(b),
         md_table(&COST_HEAD, &cost_rows(b)),
