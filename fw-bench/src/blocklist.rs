@@ -254,19 +254,52 @@ struct Point {
     applies: [bool; 3],
 }
 
+/// Instances loaded per list: identical instances differ by up to ~15 % in test-run time (where
+/// the program and maps land in memory), more than the 10 % the target allows, so each point is
+/// the median of several.
+pub fn instances(opts: &Opts) -> usize {
+    if opts.quick { 2 } else { 3 }
+}
+
+/// `instances(opts)` fw instances holding `set` (none: no block list).
+fn load_copies(
+    opts: &Opts,
+    policy: &Policy,
+    series: Option<Series>,
+    n: usize,
+    set: Option<&BlockSet>,
+    pts: &mut Vec<Point>,
+) -> anyhow::Result<()> {
+    for _ in 0..instances(opts) {
+        let mut inst = FwInstance::load_sized("blk0", policy, 1024)?;
+        let t = Instant::now();
+        if let Some(set) = set {
+            inst.loaded
+                .maps
+                .flood
+                .sync_blocks(&BlockSet::default(), set)?;
+        }
+        let write_ms = t.elapsed().as_secs_f64() * 1e3;
+        let short = series.is_some_and(|s| s.shape() == Shape::Feed) && n >= 2;
+        pts.push(Point {
+            series,
+            n,
+            form: set.map_or("none".into(), |s| form(&s.meta)),
+            block_bytes: block_memory(&inst.memory()),
+            inst,
+            write_ms,
+            map_entries: set.map_or(0, |s| s.v4.len()),
+            // With no list, the short-prefix source passes like any other.
+            applies: [true, short || series.is_none(), true],
+        });
+    }
+    Ok(())
+}
+
 fn load_points(opts: &Opts, p: &mut Progress, policy: &Policy) -> anyhow::Result<Vec<Point>> {
+    let mut pts = Vec::new();
     // Reference: the seed policy with no block list (the flood program is not even called).
-    let inst = FwInstance::load_sized("blk0", policy, 1024)?;
-    let mut pts = vec![Point {
-        series: None,
-        n: 0,
-        block_bytes: block_memory(&inst.memory()),
-        inst,
-        form: "none".into(),
-        write_ms: 0.0,
-        map_entries: 0,
-        applies: [true, true, true],
-    }];
+    load_copies(opts, policy, None, 0, None, &mut pts)?;
     for series in Series::ALL {
         for &n in &points(opts) {
             sys::check_interrupt()?;
@@ -274,32 +307,14 @@ fn load_points(opts: &Opts, p: &mut Progress, policy: &Policy) -> anyhow::Result
                 "block lists: fw with a {n}-entry {} list",
                 series.key()
             ));
-            let shape = series.shape();
-            let cidrs = list(shape, n);
-            let mut set = block_set(&cidrs, policy)?;
+            let mut set = block_set(&list(series.shape(), n), policy)?;
             if series == Series::FeedExpanded {
                 match expanded(&set) {
                     Some(e) => set = e,
                     None => continue,
                 }
             }
-            let mut inst = FwInstance::load_sized("blk0", policy, 1024)?;
-            let t = Instant::now();
-            inst.loaded
-                .maps
-                .flood
-                .sync_blocks(&BlockSet::default(), &set)?;
-            let write_ms = t.elapsed().as_secs_f64() * 1e3;
-            pts.push(Point {
-                series: Some(series),
-                n,
-                form: form(&set.meta),
-                block_bytes: block_memory(&inst.memory()),
-                inst,
-                write_ms,
-                map_entries: set.v4.len(),
-                applies: [true, shape == Shape::Feed && n >= 2, true],
-            });
+            load_copies(opts, policy, Some(series), n, Some(&set), &mut pts)?;
         }
     }
     Ok(pts)
@@ -385,23 +400,44 @@ fn cost(opts: &Opts, p: &mut Progress) -> anyhow::Result<(Vec<Value>, Vec<Value>
         .collect();
     let (above, verdict, floors) = measure(opts, p, &mut pts, &frames)?;
     let mut rows = Vec::new();
-    for (i, pt) in pts.iter().enumerate() {
+    let mut i = 0;
+    while i < pts.len() {
+        // The copies of one list are consecutive.
+        let pt = &pts[i];
+        let end = (i..pts.len())
+            .find(|&x| pts[x].series != pt.series || pts[x].n != pt.n)
+            .unwrap_or(pts.len());
+        let copies = i..end;
         let mut row = json!({
             "shape": pt.series.map_or("none", Series::key),
             "entries": pt.n,
             "map_entries": pt.map_entries,
             "form": pt.form,
-            "write_ms": pt.write_ms,
+            "instances": end - i,
+            "write_ms": median(&pts[copies.clone()].iter().map(|x| x.write_ms).collect::<Vec<_>>()),
             "block_maps_bytes": pt.block_bytes,
         });
         for (j, (k, _)) in PACKETS.iter().enumerate() {
             if pt.applies[j] {
-                row[*k] = json!(median(&above[i][j]));
-                row[format!("{k}_verdict")] = json!(super::cost::verdict(verdict[i][j]));
-                row[format!("{k}_rounds")] = json!(above[i][j]);
+                let per: Vec<f64> = copies.clone().map(|c| median(&above[c][j])).collect();
+                row[*k] = json!(median(&per));
+                row[format!("{k}_instances")] = json!(per);
+                let v: std::collections::BTreeSet<u32> =
+                    copies.clone().map(|c| verdict[c][j]).collect();
+                row[format!("{k}_verdict")] = json!(match v.len() {
+                    1 => super::cost::verdict(verdict[i][j]),
+                    _ => "differs between instances",
+                });
+                row[format!("{k}_rounds")] = json!(
+                    copies
+                        .clone()
+                        .map(|c| above[c][j].clone())
+                        .collect::<Vec<_>>()
+                );
             }
         }
         rows.push(row);
+        i = end;
     }
     let growth = growth(&rows);
     Ok((rows, growth, median(&floors)))
@@ -459,6 +495,7 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
                    bench's veth generator.",
         "repeat": opts.repeat,
         "rounds": rounds(opts),
+        "instances": instances(opts),
         "floor_ns": floor,
         "block_maps": maps,
         "cost": rows,

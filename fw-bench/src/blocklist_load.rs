@@ -181,6 +181,7 @@ fn point(
         for _ in 0..opts.rounds {
             sys::check_interrupt()?;
             let b0 = at.filter().maps().counter(Reason::Blocked.slot())?.packets;
+            let s0 = at.pair.generators[gi].1.sent()?;
             let st = flood(
                 &mut at.pair,
                 gi,
@@ -190,11 +191,12 @@ fn point(
                 None,
             )?;
             let b1 = at.filter().maps().counter(Reason::Blocked.slot())?.packets;
+            let s1 = at.pair.generators[gi].1.sent()?;
             kns.push(st.kernel_ns);
             pps.push(st.pps());
-            // Counted as blocked over the whole call (warm-up included) vs what was sent then.
-            dropped.push(if st.sent > 0 {
-                (b1 - b0) as f64 / st.sent as f64
+            // Counted as blocked vs sent over the whole call (warm-up included).
+            dropped.push(if s1 > s0 {
+                (b1 - b0) as f64 / (s1 - s0) as f64
             } else {
                 f64::NAN
             });

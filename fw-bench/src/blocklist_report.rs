@@ -49,9 +49,18 @@ pub fn cost_rows(b: &Value) -> Vec<Vec<String>> {
 
 /// "ns (verdict)"; the verdict says whether the packet was dropped as it should be.
 fn cell(r: &Value, k: &str) -> String {
+    let per: Vec<f64> = r[format!("{k}_instances")]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(Value::as_f64)
+        .collect();
+    let hi = per.iter().copied().fold(f64::NAN, f64::max);
+    let lo = per.iter().copied().fold(f64::NAN, f64::min);
     match r[k].as_f64() {
         Some(v) => format!(
-            "{v:.1} ({})",
+            "{v:.0} ±{:.0} ({})",
+            (hi - lo) / 2.0,
             r[format!("{k}_verdict")].as_str().unwrap_or("?")
         ),
         None => "–".into(),
@@ -111,8 +120,9 @@ pub fn load_rows(b: &Value) -> Vec<Vec<String>> {
 
 fn cost_title(b: &Value) -> String {
     format!(
-        "Per-packet cost with N block-list entries (BPF_PROG_TEST_RUN, ns above the XDP_DROP floor of {:.0} ns, median of {} rounds × {} runs; verdict in brackets)",
+        "Per-packet cost with N block-list entries (BPF_PROG_TEST_RUN, ns above the XDP_DROP floor of {:.0} ns: median over {} fw instances per list of each one's median of {} rounds × {} runs; ± half the spread between instances; verdict in brackets)",
         b["floor_ns"].as_f64().unwrap_or(f64::NAN),
+        b["instances"],
         b["rounds"],
         b["repeat"]
     )
