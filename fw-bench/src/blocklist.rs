@@ -66,7 +66,7 @@ impl Series {
         }
     }
 
-    fn shape(self) -> Shape {
+    pub fn shape(self) -> Shape {
         match self {
             Series::Product(s) => s,
             Series::FeedExpanded => Shape::Feed,
@@ -474,6 +474,8 @@ fn growth(rows: &[Value]) -> Vec<Value> {
 
 pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
     let (rows, growth, floor) = cost(opts, p)?;
+    let largest = points(opts).last().copied().unwrap_or(1);
+    let same = super::blocklist_same::run(opts, p, largest)?;
     let load = super::blocklist_load::run(opts, p)?;
     let maps: Vec<&str> = ALL_MAPS
         .iter()
@@ -481,13 +483,16 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
         .filter(|n| n.starts_with("FW_BLOCK") || n.starts_with("FW_BLKLPM"))
         .collect();
     Ok(json!({
-        "method": "Per-packet cost: one fw instance per list (seed policy plus 5201/tcp, connection state on), \
+        "method": "Per-packet cost: several fw instances per list (seed policy plus 5201/tcp, connection state on), \
                    the list written into its block maps by fw's own code (the set `fw block import` derives, \
                    `FloodMaps::sync_blocks`), in the representation fw chooses for it; BPF_PROG_TEST_RUN of a SYN \
                    to port 80 from a blocked /32 (hit_long), from inside a blocked /10 (hit_short, feed lists \
                    of 2 entries or more) and from a source on no list (miss: what every legitimate packet pays), \
                    interleaved across lists round after round, ns above the XDP_DROP floor of the same round, \
-                   medians. Load, memory and drop rate: fw attached to a veth in a namespace pair by the \
+                   medians (of each instance, then across instances). Flatness, the target: one more instance \
+                   per series whose list is switched 1 → N → 1 → N → 1 entries, the cost measured in each phase \
+                   (same program, same maps: no placement effect), growth = median of the N phases over the \
+                   median of the 1-entry phases. Load, memory and drop rate: fw attached to a veth in a namespace pair by the \
                    library call `fw up` makes (`Filter::up_at`), each list written to a file and imported by \
                    the calls `fw block import` makes (`read_feed`, then `Filter::block_import`, which writes \
                    blocks.json ahead and then the maps; the lockout guard is forced off), memlock of the \
@@ -500,6 +505,7 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
         "block_maps": maps,
         "cost": rows,
         "growth": growth,
+        "same_instance": same,
         "load": load,
     }))
 }

@@ -5,6 +5,7 @@
 pub mod blocklist;
 pub mod blocklist_load;
 pub mod blocklist_report;
+pub mod blocklist_same;
 pub mod cost;
 pub mod e2e;
 pub mod flood;
