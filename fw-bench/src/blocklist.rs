@@ -477,6 +477,7 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
     let largest = points(opts).last().copied().unwrap_or(1);
     let same = super::blocklist_same::run(opts, p, largest)?;
     let load = super::blocklist_load::run(opts, p)?;
+    let forms = super::blocklist_forms::run(opts, p)?;
     let maps: Vec<&str> = ALL_MAPS
         .iter()
         .copied()
@@ -489,10 +490,10 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
                    to port 80 from a blocked /32 (hit_long), from inside a blocked /10 (hit_short, feed lists \
                    of 2 entries or more) and from a source on no list (miss: what every legitimate packet pays), \
                    interleaved across lists round after round, ns above the XDP_DROP floor of the same round, \
-                   medians (of each instance, then across instances). Flatness, the target: one more instance \
-                   per series whose list is switched 1 → N → 1 → N → 1 entries, the cost measured in each phase \
-                   (same program, same maps: no placement effect), growth = median of the N phases over the \
-                   median of the 1-entry phases. Load, memory and drop rate: fw attached to a veth in a namespace pair by the \
+                   medians (of each instance, then across instances). Flatness, the target: a crossover per series, two \
+                   more instances, one holding 1 entry and one the largest list, measured interleaved, then the \
+                   lists swapped and measured again; growth = mean over both phases of (big − 1 entry) over the \
+                   1-entry cost (instance placement and machine drift cancel). Load, memory and drop rate: fw attached to a veth in a namespace pair by the \
                    library call `fw up` makes (`Filter::up_at`), each list written to a file and imported by \
                    the calls `fw block import` makes (`read_feed`, then `Filter::block_import`, which writes \
                    blocks.json ahead and then the maps; the lockout guard is forced off), memlock of the \
@@ -507,6 +508,7 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
         "growth": growth,
         "same_instance": same,
         "load": load,
+        "forms_flood": forms,
     }))
 }
 

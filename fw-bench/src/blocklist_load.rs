@@ -14,8 +14,7 @@ use fw::{
     paths::{IfaceName, IfacePaths},
 };
 use fw_common::{Reason, tcp::SYN};
-use fw_lab::{PrivateDirs, Rng, TempDir};
-use fw_policy::Cidr;
+use fw_lab::{PrivateDirs, TempDir};
 use serde_json::{Value, json};
 
 use super::{
@@ -97,25 +96,6 @@ impl Drop for Attached {
     }
 }
 
-/// Sources for the "spread" flood: one address inside each of up to 64 entries drawn across the
-/// list (the probe /32 alone for a 1-entry list).
-fn spread_sources(cidrs: &[Cidr]) -> Vec<String> {
-    let mut rng = Rng::new(0x5b12_ead0 + cidrs.len() as u64);
-    (0..64)
-        .map(|_| match cidrs[rng.below(cidrs.len())] {
-            Cidr::V4(a, l) => {
-                let host = if l >= 32 {
-                    0
-                } else {
-                    (rng.next_u64() as u32) & (u32::MAX >> l)
-                };
-                std::net::Ipv4Addr::from(u32::from_be_bytes(a) | host).to_string()
-            }
-            Cidr::V6(..) => HIT_LONG.to_string(),
-        })
-        .collect()
-}
-
 /// One list on the attached filter: import it (from empty, then again unchanged), read the
 /// memory, flood it.
 fn point(
@@ -156,7 +136,7 @@ fn point(
     let probe: Vec<Vec<u8>> = (0..16)
         .map(|i| syn_template(HIT_LONG, 10000 + i, DPORT, SYN, &d, &s))
         .collect();
-    let spread: Vec<Vec<u8>> = spread_sources(&cidrs)
+    let spread: Vec<Vec<u8>> = super::blocklist_forms::blocked_sources(&cidrs)
         .iter()
         .enumerate()
         .map(|(i, src)| syn_template(src, 10000 + i as u16, DPORT, SYN, &d, &s))

@@ -1,9 +1,10 @@
-//! Flatness in one fw instance: its block list switched between 1 entry and the largest list,
-//! back and forth (1, N, 1, N, 1), with the per-packet cost measured in each phase. Identical
-//! instances differ by up to ~15 % in test-run time (where the program and maps land), so
-//! comparing instances cannot resolve the target's 10 %; one instance, A-B-A-B-A, can: a drift of
-//! the machine shows as a difference between the A phases, an effect of the list's size as B
-//! against both neighbours.
+//! Flatness, measured as a crossover: two fw instances X and Y, one holding a 1-entry list and
+//! the other the largest list, measured interleaved; then the lists are swapped and they are
+//! measured again. Identical instances differ by up to ~15 % in test-run time (where the program
+//! and maps land in memory) and the shared machine drifts by more than that within a minute,
+//! both more than the target's 10 %. Within a phase X and Y are interleaved round by round, so
+//! drift cancels in their difference; across the swap each instance is once small and once big,
+//! so placement cancels in the mean of the two differences.
 
 use serde_json::{Value, json};
 
@@ -19,31 +20,38 @@ use fw_common::tcp::SYN;
 use fw_policy::blocks::BlockSet;
 
 /// Rounds per phase.
-const ROUNDS: usize = 3;
+const ROUNDS: usize = 5;
+/// The packets compared: a blocked /32 and a source on no list (the short-prefix probe is only
+/// in the big feed).
+const KEYS: [usize; 2] = [0, 2];
 
-/// One phase: (ns above the floor per packet, per round), packets as in [`PACKETS`].
+/// One phase: per packet of [`KEYS`], per round, ns above the round's floor of (X, Y).
 fn phase(
     opts: &Opts,
-    fw: i32,
+    fds: [i32; 2],
     floor: i32,
     frames: &[Vec<u8>],
-    applies: &[bool],
-) -> anyhow::Result<Vec<Vec<f64>>> {
-    let mut out = vec![Vec::new(); frames.len()];
+) -> anyhow::Result<Vec<Vec<[f64; 2]>>> {
+    let mut out = vec![Vec::new(); KEYS.len()];
     let cpu = sys::nr_cpus() - 1;
     std::thread::scope(|s| {
         s.spawn(|| -> anyhow::Result<()> {
             let _pin = fw_lab::link::CpuPin::cpu(cpu)?;
-            for _ in 0..ROUNDS {
+            for round in 0..ROUNDS {
                 let f0 = f64::from(test_run(floor, &frames[0], opts.repeat)?.ns);
-                let mut got = Vec::new();
-                for (j, fr) in frames.iter().enumerate().filter(|(j, _)| applies[*j]) {
-                    sys::check_interrupt()?;
-                    got.push((j, f64::from(test_run(fw, fr, opts.repeat)?.ns)));
+                let mut got = vec![[0f64; 2]; KEYS.len()];
+                for (i, &j) in KEYS.iter().enumerate() {
+                    for k in 0..2 {
+                        // Alternate which instance goes first.
+                        let x = (k + round) % 2;
+                        sys::check_interrupt()?;
+                        got[i][x] = f64::from(test_run(fds[x], &frames[j], opts.repeat)?.ns);
+                    }
                 }
                 let f1 = f64::from(test_run(floor, &frames[0], opts.repeat)?.ns);
-                for (j, ns) in got {
-                    out[j].push(ns - (f0 + f1) / 2.0);
+                let fl = (f0 + f1) / 2.0;
+                for (i, g) in got.into_iter().enumerate() {
+                    out[i].push([g[0] - fl, g[1] - fl]);
                 }
             }
             Ok(())
@@ -54,7 +62,7 @@ fn phase(
     Ok(out)
 }
 
-/// A-B-A-B-A for one series; B = `n` entries.
+/// The crossover for one series; big = `n` entries.
 fn series(
     opts: &Opts,
     p: &mut Progress,
@@ -68,55 +76,58 @@ fn series(
     if s == Series::FeedExpanded {
         big = expanded(&big).ok_or_else(|| anyhow::anyhow!("the feed does not expand"))?;
     }
-    let mut inst = FwInstance::load_sized("blk1", &policy, 1024)?;
-    let fd = inst.prog_fd()?;
+    let mut x = FwInstance::load_sized("blk1", &policy, 1024)?;
+    let mut y = FwInstance::load_sized("blk1", &policy, 1024)?;
+    let fds = [x.prog_fd()?, y.prog_fd()?];
     let mut floor = DropProg::load()?;
     let floor_fd = floor.prog_fd()?;
-    // The short-prefix probe is only in the big feed: measured in B phases, and in A phases
-    // (where it passes) only as a reference.
-    let applies = [true, false, true];
-    let mut held = BlockSet::default();
-    let mut phases = Vec::new();
-    for (k, set) in [&small, &big, &small, &big, &small].into_iter().enumerate() {
-        sys::check_interrupt()?;
-        p.step(&format!(
-            "block lists, one instance: {} phase {}/5 ({} entries)",
-            s.key(),
-            k + 1,
-            set.v4.len()
-        ));
-        inst.loaded.maps.flood.sync_blocks(&held, set)?;
-        held = set.clone();
-        let got = phase(opts, fd, floor_fd, frames, &applies)?;
-        let mut ph = json!({"map_entries": set.v4.len(), "form": form(&set.meta)});
-        for (j, (key, _)) in PACKETS.iter().enumerate().filter(|(j, _)| applies[*j]) {
-            ph[*key] = json!(median(&got[j]));
-            ph[format!("{key}_rounds")] = json!(got[j]);
-        }
-        phases.push(ph);
-    }
+    let empty = BlockSet::default();
+    // Phase 1: X small, Y big; phase 2: swapped (each instance's old list goes as the new one
+    // comes in, the product's replacement).
+    p.step(&format!("block lists, crossover: {} loading", s.key()));
+    x.loaded.maps.flood.sync_blocks(&empty, &small)?;
+    y.loaded.maps.flood.sync_blocks(&empty, &big)?;
+    p.step(&format!("block lists, crossover: {} phase 1/2", s.key()));
+    let one = phase(opts, fds, floor_fd, frames)?;
+    sys::check_interrupt()?;
+    x.loaded.maps.flood.sync_blocks(&small, &big)?;
+    y.loaded.maps.flood.sync_blocks(&big, &small)?;
+    p.step(&format!("block lists, crossover: {} phase 2/2", s.key()));
+    let two = phase(opts, fds, floor_fd, frames)?;
     drop(floor);
-    let mut growth = json!({});
-    for (key, _) in PACKETS
-        .iter()
-        .zip(applies)
-        .filter(|(_, a)| *a)
-        .map(|(k, _)| k)
-    {
-        let at = |i: usize| phases[i][*key].as_f64().unwrap_or(f64::NAN);
-        let smalls = [at(0), at(2), at(4)];
-        let a = median(&smalls);
-        let b = median(&[at(1), at(3)]);
-        let spread = smalls.iter().copied().fold(f64::NAN, f64::max)
-            - smalls.iter().copied().fold(f64::NAN, f64::min);
-        growth[*key] = json!({
-            "small_ns": a,
-            "big_ns": b,
-            "growth": b / a - 1.0,
-            "small_spread_ns": spread,
+    let mut out = json!({"series": s.key(), "entries": n, "map_entries": big.v4.len(), "form": form(&big.meta)});
+    for (i, &j) in KEYS.iter().enumerate() {
+        let key = PACKETS[j].0;
+        // big − small per round: Y − X in phase 1, X − Y in phase 2.
+        let diffs: Vec<f64> = one[i]
+            .iter()
+            .map(|r| r[1] - r[0])
+            .chain(two[i].iter().map(|r| r[0] - r[1]))
+            .collect();
+        let smalls: Vec<f64> = one[i]
+            .iter()
+            .map(|r| r[0])
+            .chain(two[i].iter().map(|r| r[1]))
+            .collect();
+        let bigs: Vec<f64> = one[i]
+            .iter()
+            .map(|r| r[1])
+            .chain(two[i].iter().map(|r| r[0]))
+            .collect();
+        // Per phase, then the mean of the two phases: placement cancels.
+        let d1 = median(&diffs[..ROUNDS]);
+        let d2 = median(&diffs[ROUNDS..]);
+        let small_ns = median(&smalls);
+        out[key] = json!({
+            "small_ns": small_ns,
+            "big_ns": median(&bigs),
+            "diff_ns": (d1 + d2) / 2.0,
+            "diff_phase_ns": [d1, d2],
+            "growth": (d1 + d2) / 2.0 / small_ns,
+            "rounds_x_y": [one[i], two[i]],
         });
     }
-    Ok(json!({"series": s.key(), "entries": n, "phases": phases, "growth": growth}))
+    Ok(out)
 }
 
 pub fn run(opts: &Opts, p: &mut Progress, n: usize) -> anyhow::Result<Value> {

@@ -3,6 +3,7 @@
 //! and reported as medians and ratios (the machines are shared and noisy).
 
 pub mod blocklist;
+pub mod blocklist_forms;
 pub mod blocklist_load;
 pub mod blocklist_report;
 pub mod blocklist_same;
