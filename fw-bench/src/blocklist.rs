@@ -498,7 +498,10 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
                    the calls `fw block import` makes (`read_feed`, then `Filter::block_import`, which writes \
                    blocks.json ahead and then the maps; the lockout guard is forced off), memlock of the \
                    block maps from their fdinfo, then a 60-byte SYN flood from blocked sources through the \
-                   bench's veth generator.",
+                   bench's veth generator. The forms under floods from many sources: a lab fw instance attached \
+                   to a veth holds each series' list; floods from one blocked source, from 64 blocked sources \
+                   spread over the list and from 64 sources on no list (to closed port 0), since test-run's one \
+                   repeated address keeps a lookup's path in the CPU caches.",
         "repeat": opts.repeat,
         "rounds": rounds(opts),
         "instances": instances(opts),

@@ -239,6 +239,7 @@ pub fn targets(r: &Value) -> Vec<Value> {
                 judged.push(json!({
                     "shape": s["series"], "packet": k, "to": s["entries"],
                     "from_ns": g["small_ns"], "to_ns": g["big_ns"], "growth": v,
+                    "phases": g["diff_phase_ns"],
                 }));
             }
         }
@@ -253,13 +254,14 @@ pub fn targets(r: &Value) -> Vec<Value> {
     let detail: Vec<String> = judged
         .iter()
         .map(|x| {
+            // The two phases' differences say how far the machine's noise reaches.
             format!(
-                "{} {}: {:.0}→{:.0} ns, {:+.1} %",
+                "{} {}: {:+.1} % (big − 1 entry {:+.0} / {:+.0} ns in the two phases)",
                 x["shape"].as_str().unwrap_or(""),
                 x["packet"].as_str().unwrap_or(""),
-                x["from_ns"].as_f64().unwrap_or(f64::NAN),
-                x["to_ns"].as_f64().unwrap_or(f64::NAN),
-                x["growth"].as_f64().unwrap_or(f64::NAN) * 100.0
+                x["growth"].as_f64().unwrap_or(f64::NAN) * 100.0,
+                x["phases"][0].as_f64().unwrap_or(f64::NAN),
+                x["phases"][1].as_f64().unwrap_or(f64::NAN),
             )
         })
         .collect();
