@@ -2,6 +2,11 @@
 //! what it measures and how; every comparison is made inside one run, in interleaved rounds,
 //! and reported as medians and ratios (the machines are shared and noisy).
 
+pub mod blocklist;
+pub mod blocklist_forms;
+pub mod blocklist_load;
+pub mod blocklist_report;
+pub mod blocklist_same;
 pub mod cost;
 pub mod e2e;
 pub mod flood;
@@ -40,7 +45,7 @@ pub struct Opts {
     /// Where results.json, the plots and benchmarks.md go (`<out>/benchmarks.md`,
     /// `<out>/bench/…`).
     pub out: PathBuf,
-    /// Sections to run (empty: all): cost, e2e, scale, live, iperf.
+    /// Sections to run (empty: all): cost, e2e, scale, live, iperf, blocklist.
     pub only: Vec<String>,
 }
 
@@ -212,6 +217,10 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
             results["memory"]["largest"] = m;
         }
         report::print_scale(&results["scale"]);
+    }
+    if opts.wants("blocklist") {
+        results["blocklist"] = blocklist::run(&opts, &mut p)?;
+        blocklist_report::print(&results["blocklist"]);
     }
     if results.get("memory").is_some() {
         report::print_memory(&results["memory"]);

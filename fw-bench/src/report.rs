@@ -496,6 +496,7 @@ pub fn targets(r: &mut Value) {
             }
         }
     }
+    t.extend(super::blocklist_report::targets(r));
     r["targets"] = json!(t);
 }
 
@@ -699,6 +700,7 @@ fn markdown(r: &Value, plots: &[(String, String)]) -> String {
             )
         );
     }
+    s += &super::blocklist_report::markdown(r);
     if let Ok(a) = fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench/analysis.md"),
     ) {

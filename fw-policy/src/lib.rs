@@ -4,6 +4,7 @@
 //! importers run `fw_common::decide()` over the same `Compiled`: one decision engine.
 
 pub mod blocks;
+pub mod blocks_expand;
 mod cidr;
 pub mod compiled;
 pub mod diff;
