@@ -7,7 +7,9 @@
 //!   flock /tmp/fw-heavy.lock cargo test -p tests --test kernel_cost -- --ignored --nocapture
 //! ```
 //!
-//! Without FW_COST_OBJECTS it measures the embedded program alone. Each object gets the seed
+//! Without FW_COST_OBJECTS it measures the embedded program alone. `NAME=PATH@PROGRAM` measures
+//! another XDP program of the object than `fw_xdp` (e.g. `fw_xdp_linear`, the build for kernels
+//! without multi-buffer XDP), so two builds of one object compare in one run. Each object gets the seed
 //! policy and the same connection state, made by running the handshakes through its own egress
 //! and XDP programs (so objects with other flow-map layouts compare fairly). The floor is
 //! `bench_drop` (count in a per-CPU array, return XDP_DROP), as in docs/benchmarks.md.
@@ -71,6 +73,8 @@ fn classes() -> Vec<(&'static str, Vec<u8>)> {
 struct Build {
     name: String,
     ebpf: Ebpf,
+    /// The XDP program measured.
+    prog: String,
 }
 
 fn map<'a>(ebpf: &'a mut Ebpf, name: &str) -> anyhow::Result<Array<&'a mut MapData, u32>> {
@@ -99,13 +103,13 @@ fn run(prog: &Xdp, frame: &[u8], repeat: u32) -> anyhow::Result<(u32, Duration)>
 impl Build {
     /// Load `bytes` (an fw object), write the seed policy, and make the connection state the
     /// classes need through its own programs.
-    fn load(name: &str, bytes: &[u8]) -> anyhow::Result<Self> {
+    fn load(name: &str, bytes: &[u8], prog: &str) -> anyhow::Result<Self> {
         // As `fw up` loads it: aya-log compiled out by the verifier (level 0).
         let mut ebpf = EbpfLoader::new()
             .override_global("AYA_LOG_LEVEL", &0u8, false)
             .load(bytes)
             .with_context(|| format!("loading {name}"))?;
-        let p: &mut Xdp = ebpf.program_mut(PROG_XDP).context("xdp")?.try_into()?;
+        let p: &mut Xdp = ebpf.program_mut(prog).context("xdp")?.try_into()?;
         p.load()?;
         let e: &mut SchedClassifier = ebpf.program_mut(PROG_EGRESS).context("tc")?.try_into()?;
         e.load()?;
@@ -126,6 +130,7 @@ impl Build {
         let b = Build {
             name: name.to_string(),
             ebpf,
+            prog: prog.to_string(),
         };
         b.egress(&tcp(HOST, PEER, 40000, 443, SYN, 1000, 0))?;
         b.ingress(&tcp(PEER, HOST, 443, 40000, SYN | ACK, 5000, 1001))?;
@@ -137,7 +142,7 @@ impl Build {
     }
 
     fn ingress(&self, frame: &[u8]) -> anyhow::Result<u32> {
-        Ok(run(xdp(&self.ebpf, PROG_XDP)?, frame, 1)?.0)
+        Ok(run(xdp(&self.ebpf, &self.prog)?, frame, 1)?.0)
     }
 
     fn egress(&self, frame: &[u8]) -> anyhow::Result<()> {
@@ -186,12 +191,13 @@ fn connection_state_cost_side_by_side() -> anyhow::Result<()> {
     match std::env::var("FW_COST_OBJECTS") {
         Ok(list) => {
             for item in list.split(',') {
-                let (name, path) = item.split_once('=').context("NAME=PATH")?;
+                let (name, path) = item.split_once('=').context("NAME=PATH[@PROGRAM]")?;
+                let (path, prog) = path.split_once('@').unwrap_or((path, PROG_XDP));
                 let bytes = std::fs::read(path).with_context(|| path.to_string())?;
-                builds.push(Build::load(name, &bytes)?);
+                builds.push(Build::load(name, &bytes, prog)?);
             }
         }
-        Err(_) => builds.push(Build::load("embedded", fw::loader::PROGRAM)?),
+        Err(_) => builds.push(Build::load("embedded", fw::loader::PROGRAM, PROG_XDP)?),
     }
     let mut floor = EbpfLoader::new().load(fw_bench::programs::BENCH_DROP)?;
     let fp: &mut Xdp = floor
@@ -216,7 +222,8 @@ fn connection_state_cost_side_by_side() -> anyhow::Result<()> {
             floors[ci].push(f);
             for k in 0..n {
                 let bi = (k + round + ci) % n;
-                let (ret, d) = run(xdp(&builds[bi].ebpf, PROG_XDP)?, frame, repeat)?;
+                let b = &builds[bi];
+                let (ret, d) = run(xdp(&b.ebpf, &b.prog)?, frame, repeat)?;
                 diffs[ci][bi].push(d.as_nanos() as f64 - f);
                 verdicts[ci][bi] = ret;
             }
