@@ -393,6 +393,8 @@ fn on_ack<T: Tables>(
         return Decision::reason(Reason::SynCookieBad);
     }
     admit(t, &ingress_key(ip, sport, dport), seg);
+    // A completed handshake, as a promoted embryo's: its source is known to the rate limits.
+    crate::limit::on_handshake(t, &crate::flood::Source::of(ip), dport);
     Decision::reason(Reason::SynCookieAck)
 }
 

@@ -681,6 +681,38 @@ fn blocked_and_rate_limited_sources_get_no_answer() {
     t.finish();
 }
 
+#[test]
+fn a_cookie_handshake_makes_its_source_known_to_the_rate_limits() {
+    let p = parse_policy(
+        "cookies",
+        "[options]\nsyn_cookies = \"always\"\n[[allow]]\nports = [80]\nlimit = \"4/1m\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let f = load(&p);
+    let mut t = Tally::new("cookie handshake, known source");
+    seen(&f, false, 80, 1, learnt());
+    let frame = syn(false, 80, &[]);
+    let known = |f: &KernelFilter| f.maps().flood.buckets(true).expect("known buckets").len();
+    assert_eq!(known(&f), 0, "no source is known before a handshake");
+    let Some(a) = answered(&mut t, &f, "SYN", false, 80, &frame) else {
+        t.finish();
+        return;
+    };
+    f.decide_user(&frame);
+    t.ingress(
+        &f,
+        "the ACK with the cookie",
+        &ack_of(false, 80, a.cookie, a.tsval, ACK),
+        Some(Is(Reason::SynCookieAck)),
+    );
+    assert_eq!(
+        known(&f),
+        1,
+        "the source that completed a cookie handshake has a bucket in the known table"
+    );
+    t.finish();
+}
+
 /// A program array takes only programs of its first program's kind (`xdp.frags` or not, since
 /// Linux 5.18): each build of `fw_xdp` tail-calls its own build of the step.
 #[test]
