@@ -20,7 +20,7 @@ use serde_json::{Value, json};
 
 use super::{
     Opts, Progress,
-    attack_lab::{Attack, CLIENTS, Cell, Filter, Limits},
+    attack_lab::{Attack, CLIENTS, Cell, Cpus, Filter, Limits},
     attack_txn::{self, Server, TxnStats},
     flood::{FloodStats, flood},
     stats::quantile,
@@ -35,18 +35,13 @@ const RAMP: Duration = Duration::from_millis(100);
 /// Interface indexes 40… (the other sections use 0…7).
 const FIRST_PAIR: u8 = 40;
 
-struct Cpus {
-    generator: usize,
-    apps: usize,
-}
-
 pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
     let n = sys::nr_cpus();
     let cpus = Cpus {
-        generator: 0,
+        network: 0,
         apps: if n > 1 { 1 } else { 0 },
     };
-    let dur = Duration::from_secs_f64(if opts.quick { 0.6 } else { 2.5 });
+    let dur = Duration::from_secs_f64(if opts.quick { 0.5 } else { 2.5 });
     let mut k = FIRST_PAIR;
     // The defences are sized from what the clients do without a filter and attack: twice
     // their rate, per source and in all (an operator sizes limits from the peak legitimate
@@ -67,7 +62,14 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
         total: round_rate(2.0 * rate),
     };
     let mut rows = Vec::new();
-    for filter in Filter::ALL {
+    // FWB_ATTACK_FILTERS=key,key: only those filters (a debugging aid).
+    let only: Vec<String> = std::env::var("FWB_ATTACK_FILTERS")
+        .map(|v| v.split(',').map(str::to_string).collect())
+        .unwrap_or_default();
+    for filter in Filter::ALL
+        .into_iter()
+        .filter(|f| only.is_empty() || only.iter().any(|o| o == f.key()))
+    {
         if let Some(t) = filter.tool().filter(|t| !sys::have(t)) {
             for attack in Attack::ALL {
                 rows.push(cell_json(filter, attack, Err(format!("{t} not installed"))));
@@ -104,8 +106,8 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
         "clients": CLIENTS,
         "server_threads": attack_txn::SERVERS,
         "timeout_s": attack_txn::TIMEOUT.as_secs_f64(),
-        "cpu_generator": cpus.generator,
-        "cpu_clients_server": cpus.apps,
+        "cpu_generator_and_veth_receive": cpus.network,
+        "cpu_server_and_client_threads": cpus.apps,
         "limits": {"per_source_per_sec": limits.per_source, "total_per_sec": limits.total},
         "iptables_defended_rules": super::attack_lab::iptables_defended(limits),
         "rows": rows,
@@ -147,10 +149,16 @@ fn measure(
 ) -> anyhow::Result<Measured> {
     let id = *k;
     *k = k.wrapping_add(1).max(FIRST_PAIR);
-    let mut cell = Cell::create(id, filter, limits)?;
+    let mut cell = Cell::create(id, filter, limits, cpus)?;
     let server = Server::start(cell.pair.receiver.path(), cpus.apps)?;
     let sender = cell.pair.sender.path().to_path_buf();
-    let warm = attack_txn::run_clients(&sender, cpus.apps, WARMUP)?;
+    let warm_stop = AtomicBool::new(false);
+    let warm = thread::scope(|s| {
+        let _spin = s.spawn(|| keep_busy(cpus.network, &warm_stop));
+        let w = attack_txn::run_clients(&sender, cpus.apps, WARMUP);
+        warm_stop.store(true, Ordering::Relaxed);
+        w
+    })?;
     if warm.ok == 0 {
         anyhow::bail!(
             "no transaction succeeded before the attack ({} failed)",
@@ -160,11 +168,12 @@ fn measure(
     let gen_idx = cell.generator(attack)?;
     let stop = AtomicBool::new(false);
     let (txn, flood) = thread::scope(|s| -> anyhow::Result<_> {
+        let _spin = s.spawn(|| keep_busy(cpus.network, &stop));
         let pair = &mut cell.pair;
         let flooding = gen_idx.map(|gi| {
             let stop = &stop;
             let long = dur + RAMP + Duration::from_secs(10);
-            s.spawn(move || flood(pair, gi, long, Duration::ZERO, cpus.generator, Some(stop)))
+            s.spawn(move || flood(pair, gi, long, Duration::ZERO, cpus.network, Some(stop)))
         });
         if flooding.is_some() {
             thread::sleep(RAMP);
@@ -180,6 +189,20 @@ fn measure(
         };
         Ok((txn?, flood))
     })?;
+    if std::env::var_os("FWB_DEBUG").is_some() && filter.tool() == Some("iptables-legacy-restore") {
+        for t in ["raw", "filter"] {
+            if let Ok(o) = cell
+                .pair
+                .receiver
+                .cmd("iptables-legacy")
+                .args(["-t", t, "-L", "-v", "-n", "-x"])
+                .timeout(Duration::from_secs(10))
+                .ok()
+            {
+                eprintln!("{}", o.stdout);
+            }
+        }
+    }
     Ok(Measured {
         txn,
         flood,
@@ -187,6 +210,24 @@ fn measure(
         served: server.served(),
         notes: cell.notes.clone(),
     })
+}
+
+/// Spin on `cpu` at the lowest priority (SCHED_IDLE) until `stop`: the CPU of the veths' receive
+/// processing never goes idle, with or without a flood. (An idle vCPU of this VM takes long to
+/// wake: without this, the clients' frames were slower to process with no attack than under
+/// one.) Everything else on that CPU preempts it at once.
+fn keep_busy(cpu: usize, stop: &AtomicBool) {
+    let Ok(_pin) = fw_lab::link::CpuPin::cpu(cpu) else {
+        return;
+    };
+    let param = libc::sched_param { sched_priority: 0 };
+    // SAFETY: changes the calling thread's policy only; `param` is valid.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_IDLE, &param) } != 0 {
+        return;
+    }
+    while !stop.load(Ordering::Relaxed) && !sys::interrupted() {
+        std::hint::spin_loop();
+    }
 }
 
 fn cell_json(filter: Filter, attack: Attack, m: Result<Measured, String>) -> Value {

@@ -5,7 +5,7 @@
 //! sources back over the veth, the sink that drops those answers on the sender's end at XDP
 //! cost, the filter's defences, and the attack generator (`bench_spoof`).
 
-use std::net::Ipv4Addr;
+use std::{collections::BTreeSet, net::Ipv4Addr, time::Duration};
 
 use anyhow::{Context as _, bail};
 use aya::{
@@ -14,7 +14,7 @@ use aya::{
     programs::XdpMode,
 };
 use fw_common::tcp::{ACK, SYN};
-use fw_lab::frames::PacketSpec;
+use fw_lab::{Cmd, NetNs, frames::PacketSpec};
 use fw_policy::Policy;
 
 use super::{
@@ -58,16 +58,19 @@ pub enum Filter {
     Fw,
     /// fw's seed policy with `syn_cookies = "always"` and `limit`/`total` on 80.
     FwDefended,
+    /// As [`Filter::FwDefended`] without `total`: what the aggregate limit costs real clients.
+    FwCookiesPerSource,
 }
 
 impl Filter {
-    pub const ALL: [Filter; 6] = [
+    pub const ALL: [Filter; 7] = [
         Filter::None,
         Filter::IptSeed,
         Filter::IptDefended,
         Filter::XdpFilter,
         Filter::Fw,
         Filter::FwDefended,
+        Filter::FwCookiesPerSource,
     ];
 
     pub fn key(self) -> &'static str {
@@ -78,17 +81,19 @@ impl Filter {
             Filter::XdpFilter => "xdp_filter",
             Filter::Fw => "fw",
             Filter::FwDefended => "fw_defended",
+            Filter::FwCookiesPerSource => "fw_cookies_per_source",
         }
     }
 
     pub fn name(self) -> &'static str {
         match self {
-            Filter::None => "no filter",
+            Filter::None => "no filter (XDP_PASS)",
             Filter::IptSeed => "iptables seed",
             Filter::IptDefended => "iptables + SYNPROXY + hashlimit",
             Filter::XdpFilter => "xdp-filter",
             Filter::Fw => "fw seed",
             Filter::FwDefended => "fw + SYN cookies + limits",
+            Filter::FwCookiesPerSource => "fw + SYN cookies + per-source limit",
         }
     }
 
@@ -174,7 +179,7 @@ pub struct Cell {
 }
 
 impl Cell {
-    pub fn create(k: u8, filter: Filter, limits: Limits) -> anyhow::Result<Cell> {
+    pub fn create(k: u8, filter: Filter, limits: Limits, cpus: &Cpus) -> anyhow::Result<Cell> {
         let mut pair = Pair::create(k, Setup::None)?;
         let s_if = format!("fbs{k}");
         let r_if = pair.r_if.clone();
@@ -196,6 +201,9 @@ impl Cell {
         ])?;
         let sink = load_sink(&pair, &s_if)?;
         let notes = install(&mut pair, filter, limits)?;
+        // Last: attaching XDP may recreate a veth's NAPI instance.
+        napi_thread(&pair.receiver, &r_if, cpus.network)?;
+        napi_thread(&pair.sender, &s_if, cpus.network)?;
         Ok(Cell { sink, pair, notes })
     }
 
@@ -243,6 +251,78 @@ impl Cell {
     }
 }
 
+/// Where things run: the generator and both veth ends' receive processing (NAPI threads) on
+/// `network`; the server's and the clients' threads on `apps`.
+#[derive(Clone, Copy, Debug)]
+pub struct Cpus {
+    pub network: usize,
+    pub apps: usize,
+}
+
+/// SCHED_FIFO priority of the NAPI threads (above every normal task, below the kernel's own).
+const NAPI_PRIORITY: i32 = 50;
+
+/// The kernel's NAPI threads (`napi/IFACE-ID`) by pid.
+fn napi_threads() -> BTreeSet<(i32, String)> {
+    let Ok(rd) = std::fs::read_dir("/proc") else {
+        return BTreeSet::new();
+    };
+    rd.flatten()
+        .filter_map(|e| {
+            let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+            let comm = std::fs::read_to_string(e.path().join("comm")).ok()?;
+            comm.starts_with("napi/")
+                .then(|| (pid, comm.trim().to_string()))
+        })
+        .collect()
+}
+
+/// Switch `iface` (in `ns`) to threaded NAPI, its kernel thread pinned to `cpu` at real-time
+/// priority: its receive processing then runs on that CPU whichever CPU sent the frames, as
+/// soon as frames are queued (as a softirq would), and the generator on the same CPU runs only
+/// while the receiver has nothing left to do, so the flood is as fast as the receiver can take
+/// it and never overruns the ring that the clients' frames share. (A softirq NAPI runs on the
+/// CPU that first scheduled it and keeps running there while frames keep coming: under a flood
+/// that was the generator's CPU or the clients', by chance.)
+fn napi_thread(ns: &NetNs, iface: &str, cpu: usize) -> anyhow::Result<()> {
+    let before = napi_threads();
+    // `ip netns exec` mounts the namespace's own /sys (nsenter would show the host's devices).
+    Cmd::new("ip")
+        .args(["netns", "exec", ns.name(), "sh", "-c"])
+        .arg(format!("echo 1 > /sys/class/net/{iface}/threaded"))
+        .timeout(Duration::from_secs(30))
+        .ok()?;
+    let prefix = format!("napi/{iface}-");
+    let mine: Vec<i32> = napi_threads()
+        .difference(&before)
+        .filter(|(_, c)| c.starts_with(&prefix))
+        .map(|(p, _)| *p)
+        .collect();
+    if mine.is_empty() {
+        bail!("no NAPI thread appeared for {iface} in {}", ns.name());
+    }
+    for pid in mine {
+        // SAFETY: cpu_set_t and sched_param are plain data; the CPU number is below
+        // CPU_SETSIZE; both calls only read what is passed.
+        let rc = unsafe {
+            let mut set: libc::cpu_set_t = std::mem::zeroed();
+            libc::CPU_SET(cpu, &mut set);
+            let param = libc::sched_param {
+                sched_priority: NAPI_PRIORITY,
+            };
+            match libc::sched_setaffinity(pid, size_of::<libc::cpu_set_t>(), &set) {
+                0 => libc::sched_setscheduler(pid, libc::SCHED_FIFO, &param),
+                e => e,
+            }
+        };
+        if rc != 0 {
+            return Err(std::io::Error::last_os_error())
+                .with_context(|| format!("pinning {iface}'s NAPI thread {pid} to CPU {cpu}"));
+        }
+    }
+    Ok(())
+}
+
 fn load_sink(pair: &Pair, s_if: &str) -> anyhow::Result<Ebpf> {
     if BENCH_SINK.is_empty() {
         bail!("the benchmark programs were not built (AYA_BUILD_SKIP?)");
@@ -263,8 +343,14 @@ fn load_sink(pair: &Pair, s_if: &str) -> anyhow::Result<Ebpf> {
 
 /// Install `filter` and its sysctls on the receiver; notes on what was set.
 fn install(pair: &mut Pair, filter: Filter, limits: Limits) -> anyhow::Result<Vec<String>> {
-    let r = &pair.receiver;
     let mut notes = Vec::new();
+    if matches!(filter, Filter::None | Filter::IptSeed | Filter::IptDefended) {
+        // Any XDP program makes the veth take every frame through its one NAPI ring, the
+        // clients' with the flood's, as a NIC's receive queue does; without one, locally sent
+        // frames would skip it.
+        pair.install(Setup::Pass, None)?;
+    }
+    let r = &pair.receiver;
     match filter {
         Filter::None => {}
         Filter::IptSeed => pair.install(Setup::IptSeed, None)?,
@@ -277,10 +363,11 @@ fn install(pair: &mut Pair, filter: Filter, limits: Limits) -> anyhow::Result<Ve
         }
         Filter::XdpFilter => pair.install(Setup::XdpFilter, None)?,
         Filter::Fw => pair.install(Setup::Fw, None)?,
-        Filter::FwDefended => {
+        Filter::FwDefended | Filter::FwCookiesPerSource => {
             // The listener accepts fw's cookie ACKs only in cookie mode (README): 2 = always.
             r.sysctl("net.ipv4.tcp_syncookies=2")?;
-            let policy = fw_defended_policy(limits)?;
+            let total = (filter == Filter::FwDefended).then_some(limits.total);
+            let policy = fw_defended_policy(limits.per_source, total)?;
             pair.install(Setup::Fw, Some(&policy))?;
             let paths = &pair.fw.as_ref().context("fw not loaded")?.loaded.paths;
             // The host facts (sysctls, MTU) are read in the receiver's namespace.
@@ -314,8 +401,8 @@ pub fn iptables_defended(l: Limits) -> String {
 }
 
 /// fw's seed policy (plus 5201, as the bench's) with `syn_cookies = "always"` and, on the web
-/// rule, `limit`/`burst` per source and `total`.
-pub fn fw_defended_policy(l: Limits) -> anyhow::Result<Policy> {
+/// rule, `limit`/`burst` per source and `total` if given.
+pub fn fw_defended_policy(per_source: u32, total: Option<u32>) -> anyhow::Result<Policy> {
     let web = "ports = [80, 443]\n";
     let seed = fw_policy::SEED_POLICY;
     if !seed.contains(web) || !seed.contains("[options]\n") {
@@ -329,9 +416,8 @@ pub fn fw_defended_policy(l: Limits) -> anyhow::Result<Policy> {
         .replacen(
             web,
             &format!(
-                "{web}limit = \"{p}/s\"\nburst = {p}\ntotal = \"{t}/s\"\n",
-                p = l.per_source,
-                t = l.total
+                "{web}limit = \"{per_source}/s\"\nburst = {per_source}\n{}",
+                total.map_or(String::new(), |t| format!("total = \"{t}/s\"\n"))
             ),
             1,
         )

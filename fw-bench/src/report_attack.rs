@@ -60,7 +60,7 @@ pub fn summary_rows(a: &Value) -> Vec<Vec<String>> {
         .collect()
 }
 
-pub const DETAIL_HEAD: [&str; 9] = [
+pub const DETAIL_HEAD: [&str; 8] = [
     "filter",
     "attack",
     "transactions/s",
@@ -69,7 +69,6 @@ pub const DETAIL_HEAD: [&str; 9] = [
     "latency p50 (ms)",
     "latency p99 (ms)",
     "flood at the server (packets/s)",
-    "answers to spoofed sources dropped",
 ];
 
 pub fn detail_rows(a: &Value) -> Vec<Vec<String>> {
@@ -127,8 +126,10 @@ pub fn markdown(a: &Value) -> String {
          `hashlimit` DROP rules ahead of it on SYNs to 80: above {p}/s per source address, above \
          {t}/s in all. *fw + SYN cookies + limits* is fw's seed policy with `syn_cookies = \
          \"always\"` (and `net.ipv4.tcp_syncookies = 2`, as the README asks) and, on the web \
-         rule, `limit = \"{p}/s\"`, `burst = {p}`, `total = \"{t}/s\"`. xdp-filter runs `-p deny` \
-         with the seed's ports allowed.\n\n\
+         rule, `limit = \"{p}/s\"`, `burst = {p}`, `total = \"{t}/s\"`; *fw + SYN cookies + \
+         per-source limit* is the same without `total`. xdp-filter runs `-p deny` with the \
+         seed's ports allowed. *no filter*, and the iptables rows, run a trivial XDP_PASS \
+         program on the server's veth (see above).\n\n\
          Each cell: transactions/s (share of the same filter's rate without an attack, share \
          of transactions that succeeded within {to} s).\n\n{}\n{}",
         a["method"].as_str().unwrap_or(""),
