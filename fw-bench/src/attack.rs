@@ -3,11 +3,12 @@
 //! filter × attack, each in a fresh lab ([`Cell`]). Reports transactions/s, the share that
 //! succeeded within 1 s, latency, and the rate relative to the same filter without an attack.
 //!
-//! CPUs: the generator runs on CPU 0; the veth delivers its frames in the generator's own
-//! softirq, so the server's receive path (the filter, the kernel's TCP input, and the answers
-//! to spoofed sources, dropped by the sink) runs on CPU 0 too. The clients and the server's
-//! threads are pinned to CPU 1. The real clients' frames share the server's single veth
-//! receive queue with the flood, as they would share a NIC queue.
+//! CPUs (see [`Cpus`]): CPU 0 runs the generator and both veth ends' receive processing, as
+//! threaded NAPI at real-time priority (the filter, the kernel's TCP input, the sink), so the
+//! flood goes as fast as the server's receive path disposes of it, in one closed loop as in
+//! the drop-rate section, and never overruns the one ring the clients' frames share with it
+//! (every setup has an XDP program on the server's veth: XDP_PASS for the non-XDP ones). CPU 1
+//! runs the web server's and the clients' threads.
 
 use std::{
     sync::atomic::{AtomicBool, Ordering},
@@ -277,9 +278,16 @@ fn method(dur: Duration) -> String {
          bench's generator (BPF_PROG_TEST_RUN with live frames, CPU 0) with a program that \
          rewrites each frame's source address (random in 198.18.0.0/15 outside the lab's /24), \
          port and, for the ACK flood, sequence and acknowledgment numbers, fixing the checksums \
-         incrementally; it runs as fast as CPU 0 can take the frames, and the server's receive \
-         path (filter, TCP input) runs in the same softirq on CPU 0, sharing its single veth \
-         queue with the clients' frames. Clients and server threads are pinned to CPU 1. The \
+         incrementally. Both veth ends process what they receive in NAPI threads pinned to \
+         CPU 0 at real-time priority: the generator runs only while the server's receive path \
+         (the filter, the kernel's TCP input) has nothing left to do, so the flood is as fast \
+         as that path disposes of it (the closed loop of the drop-rate section: *flood at the \
+         server* shows how fast that is), and the one veth ring the clients' frames share with \
+         it never overflows. Every setup has an XDP program on the server's veth (XDP_PASS for \
+         no filter and iptables), so every frame takes that ring, as on a NIC's queue. A \
+         lowest-priority spinner keeps CPU 0 from idling when there is no flood (waking an \
+         idle vCPU made the no-attack runs slower than the attacked ones). The web server's \
+         and the clients' threads run on CPU 1. The \
          server's answers to spoofed sources go back over the veth and are dropped there by an \
          XDP program (which also lets fw's XDP_TX cookie answers reach the clients). Limits are \
          twice the clients' rate without filter or attack, per client address and in all. \

@@ -379,7 +379,8 @@ fn install(pair: &mut Pair, filter: Filter, limits: Limits) -> anyhow::Result<Ve
     Ok(notes)
 }
 
-/// The seed rules with SYNPROXY on 80 (the iptables-extensions recipe) and hashlimit on its
+/// The seed rules with SYNPROXY on 80 (the iptables-extensions recipe, on the outside interface
+/// only: SYNPROXY's own SYN to the server, on `lo`, must stay tracked) and hashlimit on its
 /// SYNs: per source above `per_source`/s, all sources above `total`/s, dropped.
 pub fn iptables_defended(l: Limits) -> String {
     let est = "-A INPUT -m state --state ESTABLISHED,RELATED -j ACCEPT\n";
@@ -388,14 +389,14 @@ pub fn iptables_defended(l: Limits) -> String {
     let (p, t) = (l.per_source, l.total);
     let defences = format!(
         "{est}\
-         -A INPUT -p tcp -m tcp --dport {PORT} --syn -m hashlimit --hashlimit-above {p}/sec --hashlimit-burst {p} --hashlimit-mode srcip --hashlimit-name fwb_src -j DROP\n\
-         -A INPUT -p tcp -m tcp --dport {PORT} --syn -m hashlimit --hashlimit-above {t}/sec --hashlimit-burst {t} --hashlimit-name fwb_all -j DROP\n\
-         -A INPUT -p tcp -m tcp --dport {PORT} -m state --state INVALID,UNTRACKED -j SYNPROXY --sack-perm --timestamp --wscale 7 --mss 1460\n\
-         -A INPUT -p tcp -m tcp --dport {PORT} -m state --state INVALID -j DROP\n"
+         -A INPUT -i fbr+ -p tcp -m tcp --dport {PORT} --syn -m hashlimit --hashlimit-above {p}/sec --hashlimit-burst {p} --hashlimit-mode srcip --hashlimit-name fwb_src -j DROP\n\
+         -A INPUT -i fbr+ -p tcp -m tcp --dport {PORT} --syn -m hashlimit --hashlimit-above {t}/sec --hashlimit-burst {t} --hashlimit-name fwb_all -j DROP\n\
+         -A INPUT -i fbr+ -p tcp -m tcp --dport {PORT} -m state --state INVALID,UNTRACKED -j SYNPROXY --sack-perm --timestamp --wscale 7 --mss 1460\n\
+         -A INPUT -i fbr+ -p tcp -m tcp --dport {PORT} -m state --state INVALID -j DROP\n"
     );
     format!(
         "*raw\n:PREROUTING ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n\
-         -A PREROUTING -p tcp -m tcp --dport {PORT} --syn -j CT --notrack\nCOMMIT\n{}",
+         -A PREROUTING -i fbr+ -p tcp -m tcp --dport {PORT} --syn -j CT --notrack\nCOMMIT\n{}",
         seed.replacen(est, &defences, 1)
     )
 }

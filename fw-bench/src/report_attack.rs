@@ -11,7 +11,7 @@ use super::{
     report::{md_table, pps, table},
 };
 
-fn row<'a>(a: &'a Value, filter: Filter, attack: Attack) -> Option<&'a Value> {
+fn row(a: &Value, filter: Filter, attack: Attack) -> Option<&Value> {
     a["rows"]
         .as_array()?
         .iter()
@@ -91,9 +91,6 @@ pub fn detail_rows(a: &Value) -> Vec<Vec<String>> {
                 ms(&r["latency_us_p50"]),
                 ms(&r["latency_us_p99"]),
                 pps(&r["flood_pps"]),
-                r["sink_drops"]
-                    .as_u64()
-                    .map_or("–".into(), |n| n.to_string()),
             ]
         })
         .collect()
@@ -140,4 +137,36 @@ pub fn markdown(a: &Value) -> String {
         to = a["timeout_s"].as_f64().unwrap_or(1.0),
     );
     s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn every_row_has_as_many_cells_as_its_header() {
+        let a = json!({"rows": [
+            {"filter": "fw", "attack": "none", "filter_name": "fw seed", "attack_name": "no attack",
+             "txn_per_sec": 100.0, "success": 1.0},
+            {"filter": "fw", "attack": "syn_flood", "error": "xdp-filter not installed"},
+        ]});
+        assert!(detail_rows(&a).iter().all(|r| r.len() == DETAIL_HEAD.len()));
+        assert!(
+            summary_rows(&a)
+                .iter()
+                .all(|r| r.len() == summary_head().len())
+        );
+    }
+
+    #[test]
+    fn a_cell_that_did_not_run_says_why() {
+        let a = json!({"rows": [
+            {"filter": "xdp_filter", "attack": "none", "error": "xdp-filter not installed"},
+        ]});
+        let rows = summary_rows(&a);
+        let xf = rows.iter().find(|r| r[0] == "xdp-filter").unwrap();
+        assert_eq!(xf[1], "not run: xdp-filter not installed");
+        assert_eq!(xf[2], "not run");
+    }
 }
