@@ -425,3 +425,47 @@ pub fn fw_defended_policy(per_source: u32, total: Option<u32>) -> anyhow::Result
         + "\n[[allow]]\nports = [5201]\ncomment = \"iperf3 (benchmark)\"\n";
     fw_policy::parse_policy("seed+defences", &text).map_err(|e| anyhow::anyhow!("{e}"))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use fw_policy::SynCookies;
+
+    /// The limits of the rule(s) for port 80.
+    fn web_limits(p: &Policy) -> Vec<&fw_policy::Limit> {
+        p.rules
+            .iter()
+            .filter(|r| r.ports.lo <= PORT && PORT <= r.ports.hi)
+            .filter_map(|r| p.limits.get(&r.id))
+            .collect()
+    }
+
+    #[test]
+    fn fw_defences_turn_on_cookies_and_limit_port_80() {
+        let p = fw_defended_policy(300, Some(2000)).unwrap();
+        assert_eq!(p.options.syn_cookies, SynCookies::Always);
+        let l = web_limits(&p);
+        assert_eq!(l.len(), 1);
+        assert!(l[0].rate.is_some() && l[0].total.is_some());
+        let q = fw_defended_policy(300, None).unwrap();
+        let l = web_limits(&q);
+        assert!(l.len() == 1 && l[0].rate.is_some() && l[0].total.is_none());
+    }
+
+    #[test]
+    fn iptables_defences_sit_before_the_seed_rules_on_the_outside_interface() {
+        let r = iptables_defended(Limits {
+            per_source: 300,
+            total: 2000,
+        });
+        let synproxy = r.find("-j SYNPROXY").unwrap();
+        assert!(synproxy < r.find("--dport 80 -j ACCEPT").unwrap());
+        assert!(
+            r.contains("--hashlimit-above 300/sec") && r.contains("--hashlimit-above 2000/sec")
+        );
+        assert!(
+            r.contains("*raw\n")
+                && r.contains("-i fbr+ -p tcp -m tcp --dport 80 --syn -j CT --notrack")
+        );
+    }
+}
