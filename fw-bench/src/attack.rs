@@ -42,7 +42,7 @@ pub fn run(opts: &Opts, p: &mut Progress) -> anyhow::Result<Value> {
         network: 0,
         apps: if n > 1 { 1 } else { 0 },
     };
-    let dur = Duration::from_secs_f64(if opts.quick { 0.5 } else { 2.5 });
+    let dur = Duration::from_secs_f64(if opts.quick { 0.5 } else { 2.0 });
     let mut k = FIRST_PAIR;
     // The defences are sized from what the clients do without a filter and attack: twice
     // their rate, per source and in all (an operator sizes limits from the peak legitimate
