@@ -1,4 +1,4 @@
-//! Part 7, legitimate traffic under attack (issue 12; the XDP paper's method): web clients
+//! Part 8, legitimate traffic under attack (issue 12; the XDP paper's method): web clients
 //! make TCP transactions to port 80 while a flood runs at the generator's maximum, for each
 //! filter × attack, each in a fresh lab ([`Cell`]). Reports transactions/s, the share that
 //! succeeded within 1 s, latency, and the rate relative to the same filter without an attack.

@@ -1,4 +1,4 @@
-//! Output of part 7, legitimate traffic under attack: a summary (transactions/s per filter ×
+//! Output of part 8, legitimate traffic under attack: a summary (transactions/s per filter ×
 //! attack, with the share of the filter's own no-attack rate and of transactions that
 //! succeeded) and a detail table (latency, the flood's rate at the server).
 
@@ -100,7 +100,7 @@ pub fn print(a: &Value) {
     let head = summary_head();
     let h: Vec<&str> = head.iter().map(String::as_str).collect();
     println!(
-        "\n7. Legitimate traffic under attack: transactions/s (share of the same filter's rate without attack, share that succeeded within {} s)\n{}",
+        "\n8. Legitimate traffic under attack: transactions/s (share of the same filter's rate without attack, share that succeeded within {} s)\n{}",
         a["timeout_s"].as_f64().unwrap_or(1.0),
         table(&h, &summary_rows(a))
     );
@@ -115,7 +115,7 @@ pub fn markdown(a: &Value) -> String {
     let l = &a["limits"];
     let _ = writeln!(
         s,
-        "## 7. Legitimate traffic under attack\n\n{}\n\n\
+        "## 8. Legitimate traffic under attack\n\n{}\n\n\
          Defences: *iptables + SYNPROXY + hashlimit* is the seed's rules with the \
          iptables-extensions SYNPROXY recipe on port 80 (`-t raw … --syn -j CT --notrack`, \
          `-m state --state INVALID,UNTRACKED -j SYNPROXY --sack-perm --timestamp --wscale 7 \
