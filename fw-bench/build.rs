@@ -6,7 +6,14 @@
 
 use std::{env, fs, path::PathBuf};
 
-const BINS: [&str; 4] = ["bench_drop", "bench_gen", "bench_lookup", "bench_pass"];
+const BINS: [&str; 6] = [
+    "bench_drop",
+    "bench_gen",
+    "bench_lookup",
+    "bench_pass",
+    "bench_sink",
+    "bench_spoof",
+];
 
 fn main() -> anyhow::Result<()> {
     let out = PathBuf::from(env::var_os("OUT_DIR").expect("OUT_DIR"));

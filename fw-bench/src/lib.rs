@@ -2,6 +2,9 @@
 //! what it measures and how; every comparison is made inside one run, in interleaved rounds,
 //! and reported as medians and ratios (the machines are shared and noisy).
 
+pub mod attack;
+pub mod attack_lab;
+pub mod attack_txn;
 pub mod blocklist;
 pub mod blocklist_forms;
 pub mod blocklist_load;
@@ -17,6 +20,7 @@ pub mod live;
 pub mod observe;
 pub mod programs;
 pub mod report;
+pub mod report_attack;
 pub mod report_plots;
 pub mod scale;
 pub mod stats;
@@ -45,7 +49,7 @@ pub struct Opts {
     /// Where results.json, the plots and benchmarks.md go (`<out>/benchmarks.md`,
     /// `<out>/bench/…`).
     pub out: PathBuf,
-    /// Sections to run (empty: all): cost, e2e, scale, live, iperf, blocklist.
+    /// Sections to run (empty: all): cost, e2e, scale, live, iperf, blocklist, attack.
     pub only: Vec<String>,
 }
 
@@ -221,6 +225,10 @@ pub fn run(opts: Opts) -> anyhow::Result<()> {
     if opts.wants("blocklist") {
         results["blocklist"] = blocklist::run(&opts, &mut p)?;
         blocklist_report::print(&results["blocklist"]);
+    }
+    if opts.wants("attack") {
+        results["attack"] = attack::run(&opts, &mut p)?;
+        report_attack::print(&results["attack"]);
     }
     if results.get("memory").is_some() {
         report::print_memory(&results["memory"]);

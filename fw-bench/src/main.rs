@@ -8,7 +8,7 @@ use std::{path::PathBuf, process::ExitCode, time::Duration};
 
 fn usage() -> ! {
     eprintln!(
-        "usage: fw-bench [--quick] [--out DIR] [--only cost,observe,e2e,scale,live,iperf,blocklist] [--rounds N] [--repeat N] [--seconds S] [--from-json FILE]\n\
+        "usage: fw-bench [--quick] [--out DIR] [--only cost,observe,e2e,scale,live,iperf,blocklist,attack] [--rounds N] [--repeat N] [--seconds S] [--from-json FILE]\n\
          Writes DIR/bench/results.json, DIR/bench/*.svg and DIR/benchmarks.md (default DIR: docs for a full run, \
          target/bench-quick with --quick). --from-json only redoes the tables, plots and report of an earlier run."
     );

@@ -701,6 +701,9 @@ fn markdown(r: &Value, plots: &[(String, String)]) -> String {
         );
     }
     s += &super::blocklist_report::markdown(r);
+    if !r["attack"].is_null() {
+        s += &super::report_attack::markdown(&r["attack"]);
+    }
     if let Ok(a) = fs::read_to_string(
         std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../docs/bench/analysis.md"),
     ) {

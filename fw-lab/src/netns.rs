@@ -171,9 +171,17 @@ impl NetNs {
         enter_path(&self.path, f)
     }
 
-    /// Process ids running in this namespace (`ip netns pids`).
+    /// Process ids running in this namespace (`ip netns pids`; none if that cannot run). A
+    /// cleanup command: the teardown calls it from Drop, also after Ctrl-C, where a panic
+    /// (Ctrl-C stopping the command) aborted the process with the namespace still there.
     pub fn pids(&self) -> Vec<i32> {
-        let out = run_with_timeout(host_cmd("ip", ["netns", "pids", &self.name]), CMD_TIMEOUT);
+        let Ok(out) = Cmd::from_command(host_cmd("ip", ["netns", "pids", &self.name]))
+            .timeout(CMD_TIMEOUT)
+            .cleanup()
+            .run()
+        else {
+            return Vec::new();
+        };
         out.stdout
             .split_whitespace()
             .filter_map(|p| p.parse().ok())
