@@ -262,7 +262,10 @@ pub fn decide_base<T: Tables>(parsed: &Result<Parsed, Reason>, t: &T) -> Decisio
     }
     let d = decide_core(parsed, t, &cfg);
     match parsed {
-        Ok(Parsed::Ip(ip)) => crate::flood::decide_flood(t, &cfg, &crate::flood::Source::of(ip), d),
+        Ok(Parsed::Ip(ip)) => {
+            let cookie_syn = syncookie::takes_syn(&cfg, ip);
+            crate::flood::decide_flood(t, &cfg, &crate::flood::Source::of(ip), d, cookie_syn)
+        }
         _ => d,
     }
 }

@@ -82,9 +82,19 @@ pub fn needs_flood<T: Tables>(t: &T, cfg: &Config, d: &Decision) -> bool {
 }
 
 /// Block lists and bans first (a blocked source is dropped whatever the rules said), then the
-/// limits of the rule that admitted a new connection, then the default action.
+/// limits of the rule that admitted a new connection, then the default action. `cookie_syn`
+/// ([`crate::syncookie::takes_syn`]): a SYN the cookie step sees next, which spends the rule's
+/// `total` there only if it goes on to the kernel (answered in XDP, it costs the host nothing;
+/// spent here, a spoofed flood would use up the total and real clients' SYNs be dropped before
+/// a cookie could answer them).
 #[inline(always)]
-pub fn decide_flood<T: Tables>(t: &T, cfg: &Config, s: &Source, d: Decision) -> Decision {
+pub fn decide_flood<T: Tables>(
+    t: &T,
+    cfg: &Config,
+    s: &Source,
+    d: Decision,
+    cookie_syn: bool,
+) -> Decision {
     if d.slot == Reason::Ndp.slot() {
         return d;
     }
@@ -96,7 +106,7 @@ pub fn decide_flood<T: Tables>(t: &T, cfg: &Config, s: &Source, d: Decision) -> 
         return Decision::reason(Reason::Established);
     }
     if d.slot & SLOT_LIMITED != 0 {
-        if let Some(l) = limit::check(t, s, d.slot) {
+        if let Some(l) = limit::check(t, s, d.slot, !cookie_syn) {
             return l;
         }
         return Decision::rule(d.slot & PORT_SLOT_MASK);

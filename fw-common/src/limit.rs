@@ -173,9 +173,11 @@ fn bucket_key(family: Family, src: &[u8; 16], slot: u32, p: &LimitParams) -> Buc
 
 /// A rule matched a new connection (SYN, or a UDP datagram) from `ip`: the rule's limits, if
 /// its slot says it has any. `None`: within the limits (or none). `slot` carries
-/// [`SLOT_LIMITED`]; the caller counts the packet under the rule itself.
+/// [`SLOT_LIMITED`]; the caller counts the packet under the rule itself. Without `with_total`
+/// the aggregate is left to [`check_total`] (a SYN the SYN cookie step may answer in XDP: only
+/// what goes on to the kernel spends the rule's `total`).
 #[inline(always)]
-pub fn check<T: Tables>(t: &T, s: &Source, slot: u32) -> Option<Decision> {
+pub fn check<T: Tables>(t: &T, s: &Source, slot: u32, with_total: bool) -> Option<Decision> {
     if slot & SLOT_LIMITED == 0 {
         return None;
     }
@@ -204,15 +206,33 @@ pub fn check<T: Tables>(t: &T, s: &Source, slot: u32) -> Option<Decision> {
         }
         t.bucket_write(known, &key, &b);
     }
-    if p.total_interval_ns != 0 {
-        let rid = rule_id(slot);
-        let mut tat = t.total(rid);
-        if !gcra(&mut tat, now, p.total_interval_ns, p.total_tolerance_ns) {
-            t.event(limited_slot(slot));
-            return Some(Decision::reason(Reason::RateLimitTotal));
-        }
-        t.total_write(rid, tat);
+    if with_total {
+        return total(t, slot, &p, now);
     }
+    None
+}
+
+/// The aggregate `total` of rule slot `slot` (flag bits ignored; the caller checked
+/// [`SLOT_LIMITED`]), for a new connection that goes on to the kernel: `None` within it.
+#[inline(always)]
+pub fn check_total<T: Tables>(t: &T, slot: u32) -> Option<Decision> {
+    let slot = slot & PORT_SLOT_MASK;
+    let p = t.limit(slot)?;
+    total(t, slot, &p, t.now())
+}
+
+#[inline(always)]
+fn total<T: Tables>(t: &T, slot: u32, p: &LimitParams, now: u64) -> Option<Decision> {
+    if p.total_interval_ns == 0 {
+        return None;
+    }
+    let rid = rule_id(slot);
+    let mut tat = t.total(rid);
+    if !gcra(&mut tat, now, p.total_interval_ns, p.total_tolerance_ns) {
+        t.event(limited_slot(slot));
+        return Some(Decision::reason(Reason::RateLimitTotal));
+    }
+    t.total_write(rid, tat);
     None
 }
 

@@ -35,7 +35,7 @@ use crate::{
     Reason,
     decide::{Decision, Tables, ingress_key},
     flow::{FlowTable, SOURCE_QUOTA, Segment, hint_slot, hint_time},
-    maps::{Config, PortProto},
+    maps::{Config, PortProto, SLOT_LIMITED},
     packet::{
         ETH_HLEN, ETH_P_8021AD, ETH_P_8021Q, ETH_P_IPV4, ETH_P_IPV6, Family, Fragment, IPPROTO_TCP,
         Ip, L4, PacketView,
@@ -267,6 +267,16 @@ pub const fn tick(ns: u64) -> u32 {
     if t == 0 { 1 } else { t }
 }
 
+/// Whether `ip` is a SYN the cookie step sees if the rules admit it (the flood step then leaves
+/// the rule's `total` to the cookie step: [`crate::flood::decide_flood`]).
+#[inline(always)]
+pub fn takes_syn(cfg: &Config, ip: &Ip) -> bool {
+    if !cfg.has(Config::SYN_COOKIES) || ip.frag != Fragment::No {
+        return false;
+    }
+    matches!(ip.l4, L4::Tcp { flags, .. } if classify(flags) == FlagClass::Syn)
+}
+
 /// Whether `d`, decided for `ip` without the cookie step, goes on to it: a SYN an allow rule
 /// admits, or an ACK of no connection that would be dropped for that. `fw_xdp` tail-calls
 /// `fw_cookie` for exactly these.
@@ -314,8 +324,27 @@ pub fn step<T: Tables>(t: &T, cfg: &Config, ip: &Ip, d: Decision) -> Decision {
     on_ack(t, ip, sport, dport, &seg, d)
 }
 
+/// A SYN the cookie step does not answer goes on to the kernel: it spends its rule's `total`
+/// now (the flood step left it: [`takes_syn`]).
 #[inline(always)]
 fn on_syn<T: Tables>(t: &T, cfg: &Config, ip: &Ip, dport: u16, d: Decision) -> Decision {
+    let r = answer_syn(t, cfg, ip, dport, d);
+    if r != d {
+        return r;
+    }
+    // The rule's flags from the policy itself (the decision carries none): a limit entry of a
+    // rule no longer limited may linger, and must not be read.
+    let slot = crate::limit::rule_for(t, ip.family, &ip.src, PortProto::Tcp, dport);
+    if slot & SLOT_LIMITED != 0
+        && let Some(over) = crate::limit::check_total(t, slot)
+    {
+        return over;
+    }
+    d
+}
+
+#[inline(always)]
+fn answer_syn<T: Tables>(t: &T, cfg: &Config, ip: &Ip, dport: u16, d: Decision) -> Decision {
     let now = tick(t.now());
     if cfg.has(Config::SYN_COOKIES_AUTO) && !flooded(t, now) {
         return d;

@@ -33,7 +33,7 @@ use fw_common::{
     egress,
     flood::{Source, decide_flood, needs_flood},
     parse,
-    syncookie::needs_step,
+    syncookie::{needs_step, takes_syn},
 };
 
 use crate::{frame::Frame, tables::MapTables};
@@ -225,7 +225,8 @@ fn flood_step(ctx: &XdpContext, frame: Frame) -> u32 {
             },
         )
     };
-    let d = decide_flood(&tables, &cfg, &source, d);
+    let cookie_syn = matches!(parsed(), Some(Ok(Parsed::Ip(ip))) if takes_syn(&cfg, ip));
+    let d = decide_flood(&tables, &cfg, &source, d, cookie_syn);
     // The SYN cookie step after the flood step: only what passed block lists, bans and limits
     // is answered. The flag first: with `syn_cookies = "off"` nothing more runs.
     if cfg.has(Config::SYN_COOKIES)

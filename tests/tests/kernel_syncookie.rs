@@ -713,6 +713,47 @@ fn a_cookie_handshake_makes_its_source_known_to_the_rate_limits() {
     t.finish();
 }
 
+/// A rule's aggregate `total` bounds what goes on to the kernel: SYNs fw answers with cookies do
+/// not spend it (a spoofed flood would otherwise use it up and real clients' SYNs be dropped
+/// before a cookie could answer them); SYNs the kernel gets do.
+#[test]
+fn syns_answered_with_cookies_do_not_spend_the_rules_total() {
+    let p = parse_policy(
+        "cookies",
+        "[options]\nsyn_cookies = \"always\"\n[[allow]]\nports = [80]\ntotal = \"3/1m\"\n",
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let f = load(&p);
+    let mut t = Tally::new("cookies and total");
+    seen(&f, false, 80, 1, learnt());
+    for i in 0..12u16 {
+        let frame = PacketSpec::tcp(&format!("198.51.100.{}", 10 + i), H4, 40000, 80, SYN)
+            .seq_ack(ISN, 0)
+            .tcp_options(&linux_syn_options())
+            .build();
+        t.ingress(
+            &f,
+            &format!("SYN {i}, answered"),
+            &frame,
+            Some(Is(Reason::SynCookie)),
+        );
+    }
+    // The kernel stops sending cookies: SYNs go to it, and spend the total.
+    seen(&f, false, 80, syncookie::ACCEPT_TICKS + 10, learnt());
+    let mut over = 0;
+    for i in 0..8u16 {
+        let frame = PacketSpec::syn(&format!("198.51.100.{}", 40 + i), H4, 80).build();
+        if let Some(d) = t.ingress(&f, &format!("SYN {i} to the kernel"), &frame, None) {
+            over += usize::from(d.why() == Some(Reason::RateLimitTotal));
+        }
+    }
+    assert!(
+        (1..8).contains(&over),
+        "of 8 SYNs to the kernel under a total of 3/1m, some pass and the rest are dropped as rate-limit-total ({over} dropped)"
+    );
+    t.finish();
+}
+
 /// A program array takes only programs of its first program's kind (`xdp.frags` or not, since
 /// Linux 5.18): each build of `fw_xdp` tail-calls its own build of the step.
 #[test]
