@@ -332,6 +332,20 @@ fn on_syn<T: Tables>(t: &T, cfg: &Config, ip: &Ip, dport: u16, d: Decision) -> D
     if r != d {
         return r;
     }
+    to_kernel(t, cfg, ip, d)
+}
+
+/// `d` for a packet the cookie step saw that goes on to the kernel after all: a SYN
+/// ([`takes_syn`]) spends its rule's `total` now, which the flood step left to this step. Also
+/// for the XDP program's fallbacks (no cookie program to tail-call, an answer it cannot build).
+#[inline(always)]
+pub fn to_kernel<T: Tables>(t: &T, cfg: &Config, ip: &Ip, d: Decision) -> Decision {
+    let L4::Tcp { dport, .. } = ip.l4 else {
+        return d;
+    };
+    if !takes_syn(cfg, ip) || !d.pass {
+        return d;
+    }
     // The rule's flags from the policy itself (the decision carries none): a limit entry of a
     // rule no longer limited may linger, and must not be read.
     let slot = crate::limit::rule_for(t, ip.family, &ip.src, PortProto::Tcp, dport);

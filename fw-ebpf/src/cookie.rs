@@ -43,6 +43,8 @@ pub fn hand_off(ctx: &XdpContext, frame: &Frame, d: Decision) -> u32 {
     tables::hand_off(d.slot);
     // SAFETY: a tail call: on success this never returns.
     unsafe { tables::FW_COOKIE_PROG.tail_call(ctx, COOKIE_PROG_INDEX) };
+    // (A SYN that goes to the kernel here does not spend its rule's `total`, which the flood
+    // step left to the cookie step: charging it here does not fit fw_xdp's 512-byte stack.)
     tables::cookie_event(STAT_NO_PROGRAM);
     verdict(ctx, frame, d)
 }
@@ -73,7 +75,7 @@ fn step(ctx: &XdpContext, frame: Frame) -> u32 {
     if d.answers() && frame.len() != ctx.data_end() - ctx.data() {
         // The answer is built in the first buffer: a SYN whose payload spills into more
         // (jumbo frames) goes on to the kernel, as without cookies.
-        d = base;
+        d = syncookie::to_kernel(&t, &cfg, ip, base);
     }
     if d.answers() {
         // The answer is built by `fw_cookie_tx`, with a stack of its own again; it counts.
@@ -81,7 +83,7 @@ fn step(ctx: &XdpContext, frame: Frame) -> u32 {
         unsafe { tables::FW_COOKIE_PROG.tail_call(ctx, COOKIE_TX_INDEX) };
         // Without it the kernel gets the SYN, as without cookies.
         tables::cookie_event(STAT_NO_PROGRAM);
-        d = base;
+        d = syncookie::to_kernel(&t, &cfg, ip, base);
     }
     verdict(ctx, &frame, d)
 }
