@@ -225,12 +225,17 @@ fn flood_step(ctx: &XdpContext, frame: Frame) -> u32 {
             },
         )
     };
-    let cookie_syn = matches!(parsed(), Some(Ok(Parsed::Ip(ip))) if takes_syn(&cfg, ip));
+    // The parse result once, and only with SYN cookies on: with `syn_cookies = "off"` the
+    // flood step reads nothing more.
+    let ip = match cfg.has(Config::SYN_COOKIES).then(parsed).flatten() {
+        Some(Ok(Parsed::Ip(ip))) => Some(ip),
+        _ => None,
+    };
+    let cookie_syn = ip.is_some_and(|ip| takes_syn(&cfg, ip));
     let d = decide_flood(&tables, &cfg, &source, d, cookie_syn);
     // The SYN cookie step after the flood step: only what passed block lists, bans and limits
-    // is answered. The flag first: with `syn_cookies = "off"` nothing more runs.
-    if cfg.has(Config::SYN_COOKIES)
-        && let Some(Ok(Parsed::Ip(ip))) = parsed()
+    // is answered.
+    if let Some(ip) = ip
         && needs_step(&cfg, ip, &d)
     {
         return cookie::hand_off(ctx, &frame, d);

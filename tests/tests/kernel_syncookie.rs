@@ -41,6 +41,12 @@ fn policy(mode: &str) -> Policy {
     parse_policy("cookies", &text).unwrap_or_else(|e| panic!("{e}"))
 }
 
+/// SYN cookies always on, port 80 open with `rule` (a limit line) on its rule.
+fn web_policy(rule: &str) -> Policy {
+    let text = format!("[options]\nsyn_cookies = \"always\"\n[[allow]]\nports = [80]\n{rule}\n");
+    parse_policy("cookies", &text).unwrap_or_else(|e| panic!("{e}"))
+}
+
 fn load(p: &Policy) -> KernelFilter {
     require_root();
     KernelFilter::load(p).unwrap_or_else(|e| panic!("loading the fw programs: {e:#}"))
@@ -638,11 +644,7 @@ fn syn_cookies_off_changes_nothing() {
 /// again once it is unblocked, until the limit. Kernel and mirror agree at every step.
 #[test]
 fn blocked_and_rate_limited_sources_get_no_answer() {
-    let p = parse_policy(
-        "cookies",
-        "[options]\nsyn_cookies = \"always\"\n[[allow]]\nports = [80]\nlimit = \"4/1m\"\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let p = web_policy("limit = \"4/1m\"");
     let mut f = load(&p);
     let mut t = Tally::new("flood first");
     seen(&f, false, 80, 1, learnt());
@@ -683,11 +685,7 @@ fn blocked_and_rate_limited_sources_get_no_answer() {
 
 #[test]
 fn a_cookie_handshake_makes_its_source_known_to_the_rate_limits() {
-    let p = parse_policy(
-        "cookies",
-        "[options]\nsyn_cookies = \"always\"\n[[allow]]\nports = [80]\nlimit = \"4/1m\"\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let p = web_policy("limit = \"4/1m\"");
     let f = load(&p);
     let mut t = Tally::new("cookie handshake, known source");
     seen(&f, false, 80, 1, learnt());
@@ -718,11 +716,7 @@ fn a_cookie_handshake_makes_its_source_known_to_the_rate_limits() {
 /// before a cookie could answer them); SYNs the kernel gets do.
 #[test]
 fn syns_answered_with_cookies_do_not_spend_the_rules_total() {
-    let p = parse_policy(
-        "cookies",
-        "[options]\nsyn_cookies = \"always\"\n[[allow]]\nports = [80]\ntotal = \"3/1m\"\n",
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let p = web_policy("total = \"3/1m\"");
     let f = load(&p);
     let mut t = Tally::new("cookies and total");
     seen(&f, false, 80, 1, learnt());
