@@ -169,15 +169,19 @@ pub fn parse<P: PacketView + ?Sized>(p: &P) -> Result<Parsed, Reason> {
         off += 4;
     }
     match ethertype {
-        ETH_P_IPV4 => parse_v4(p, off).map(Parsed::Ip),
-        ETH_P_IPV6 => parse_v6(p, off).map(Parsed::Ip),
+        ETH_P_IPV4 => parse_v4(p, off),
+        ETH_P_IPV6 => parse_v6(p, off),
         ETH_P_8021Q | ETH_P_8021AD => Err(Reason::TooManyVlans),
         _ => Ok(Parsed::NonIp { ethertype }),
     }
 }
 
+// parse_v4 and parse_v6 build the `Parsed` in place rather than an `Ip` that `parse` wraps: LLVM
+// expands that move of the `Ip` (whose `L4` has unused bytes) into stores of undefined bytes from
+// whatever register is at hand, and the verifier refuses a byte of a pointer written to the stack
+// ("invalid size of register spill").
 #[inline(always)]
-fn parse_v4<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Ip, Reason> {
+fn parse_v4<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Parsed, Reason> {
     let h: &[u8; 20] = p.bytes(off).ok_or(Reason::Truncated)?;
     if h[0] >> 4 != 4 {
         return Err(Reason::BadHeader);
@@ -219,7 +223,7 @@ fn parse_v4<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Ip, Reason> {
     } else {
         parse_l4(p, proto, off + ihl, end, frag, IPPROTO_ICMP)?
     };
-    Ok(Ip {
+    Ok(Parsed::Ip(Ip {
         family: Family::V4,
         proto,
         src,
@@ -227,11 +231,11 @@ fn parse_v4<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Ip, Reason> {
         frag,
         ip_options: ihl > 20,
         l4,
-    })
+    }))
 }
 
 #[inline(always)]
-fn parse_v6<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Ip, Reason> {
+fn parse_v6<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Parsed, Reason> {
     let h: &[u8; 40] = p.bytes(off).ok_or(Reason::Truncated)?;
     if h[0] >> 4 != 6 {
         return Err(Reason::BadHeader);
@@ -279,7 +283,7 @@ fn parse_v6<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Ip, Reason> {
                 nh = e[0];
                 if fo & 0xfff8 != 0 {
                     // Later fragment: the rest is payload, not headers.
-                    return Ok(Ip {
+                    return Ok(Parsed::Ip(Ip {
                         family: Family::V6,
                         proto: nh,
                         src,
@@ -287,7 +291,7 @@ fn parse_v6<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Ip, Reason> {
                         frag: Fragment::Later,
                         ip_options: true,
                         l4: L4::None,
-                    });
+                    }));
                 }
                 if fo & 1 != 0 {
                     frag = Fragment::First;
@@ -306,7 +310,7 @@ fn parse_v6<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Ip, Reason> {
         return Err(Reason::ExtHeaders);
     }
     let l4 = parse_l4(p, nh, cur, end, frag, IPPROTO_ICMPV6)?;
-    Ok(Ip {
+    Ok(Parsed::Ip(Ip {
         family: Family::V6,
         proto: nh,
         src,
@@ -314,7 +318,7 @@ fn parse_v6<P: PacketView + ?Sized>(p: &P, off: usize) -> Result<Ip, Reason> {
         frag,
         ip_options: walked > 0,
         l4,
-    })
+    }))
 }
 
 #[inline(always)]

@@ -119,13 +119,15 @@ const _: () = assert!(size_of::<ListenerKey>() == 20);
 impl ListenerKey {
     #[inline(always)]
     pub fn new(family: Family, addr: &[u8; 16], port: u16) -> Self {
-        let mut a = [0u8; 16];
-        let n = if family == Family::V4 { 4 } else { 16 };
-        let mut i = 0;
-        while i < n {
-            a[i] = addr[i];
-            i += 1;
-        }
+        // Copies of a constant length only (a loop of 4 or 16 bytes is a byte-at-a-time
+        // memset and memcpy call in BPF: tests/tests/bpf_object.rs).
+        let a = if family == Family::V4 {
+            let mut a = [0u8; 16];
+            a[..4].copy_from_slice(&addr[..4]);
+            a
+        } else {
+            *addr
+        };
         ListenerKey {
             addr: a,
             port,

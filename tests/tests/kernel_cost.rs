@@ -7,7 +7,8 @@
 //!   flock /tmp/fw-heavy.lock cargo test -p tests --test kernel_cost -- --ignored --nocapture
 //! ```
 //!
-//! Without FW_COST_OBJECTS it measures the embedded program alone. `NAME=PATH@PROGRAM` measures
+//! `FW_COST_ONLY=TEXT` keeps the classes whose name contains TEXT (to profile one under `perf
+//! record -a`). Without FW_COST_OBJECTS it measures the embedded program alone. `NAME=PATH@PROGRAM` measures
 //! another XDP program of the object than `fw_xdp` (e.g. `fw_xdp_linear`, the build for kernels
 //! without multi-buffer XDP), so two builds of one object compare in one run. Each object gets the seed
 //! policy and the same connection state, made by running the handshakes through its own egress
@@ -210,7 +211,12 @@ fn connection_state_cost_side_by_side() -> anyhow::Result<()> {
         .context("bench_drop")?
         .try_into()?;
     pin_to_last_cpu();
-    let classes = classes();
+    // FW_COST_ONLY=TEXT keeps the classes whose name contains TEXT (one class under `perf`).
+    let only = std::env::var("FW_COST_ONLY").unwrap_or_default();
+    let classes: Vec<_> = classes()
+        .into_iter()
+        .filter(|(name, _)| name.contains(only.as_str()))
+        .collect();
     // ns[class][build] = per-round differences to the floor; verdicts[class][build].
     let n = builds.len();
     let mut diffs = vec![vec![Vec::new(); n]; classes.len()];

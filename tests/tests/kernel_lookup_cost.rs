@@ -7,7 +7,7 @@
 use anyhow::Context as _;
 use aya::{
     Ebpf, EbpfLoader, TestRunOptions,
-    maps::{HashMap, MapData},
+    maps::{HashMap, MapData, ProgramArray},
     programs::{TestRun as _, Xdp},
 };
 use fw_common::{frame::PacketSpec, tcp::ACK};
@@ -15,13 +15,15 @@ use fw_common::{frame::PacketSpec, tcp::ACK};
 const REPEAT: u32 = 1_000_000;
 const ROUNDS: usize = 7;
 const FILL: u32 = 10_000;
-const PROGS: [&str; 6] = [
+const PROGS: [&str; 8] = [
     "lk_lru40",
     "lk_lru16",
     "lk_hash40",
     "lk_hash16",
     "lk_lru40x2",
     "lk_clock",
+    "lk_call",
+    "lk_tail",
 ];
 
 fn frame(sport: u16) -> Vec<u8> {
@@ -101,6 +103,17 @@ fn one_lookup_costs_by_key_size_and_map_kind() -> anyhow::Result<()> {
         let p: &mut Xdp = e.program_mut(name).context("program")?.try_into()?;
         p.load()?;
     }
+    {
+        let p: &mut Xdp = e
+            .program_mut("lk_tail_to")
+            .context("lk_tail_to")?
+            .try_into()?;
+        p.load()?;
+    }
+    let to: &Xdp = e.program("lk_tail_to").context("lk_tail_to")?.try_into()?;
+    let to = to.fd()?.try_clone()?;
+    let mut progs = ProgramArray::try_from(e.map_mut("LK_PROGS").context("LK_PROGS")?)?;
+    progs.set(0, &to, 0)?;
     let hit = frame(50_000);
     let miss = frame(60_000);
     fill(&mut e, &hit)?;

@@ -10,7 +10,7 @@ use aya_ebpf::{
     bindings::xdp_action,
     helpers::bpf_ktime_get_coarse_ns,
     macros::{map, xdp},
-    maps::{HashMap, LruHashMap, PerCpuArray},
+    maps::{HashMap, LruHashMap, PerCpuArray, ProgramArray},
     programs::XdpContext,
 };
 
@@ -124,6 +124,42 @@ pub fn lk_clock(ctx: XdpContext) -> u32 {
     // SAFETY: no preconditions.
     let t = unsafe { bpf_ktime_get_coarse_ns() };
     verdict(t == w[0] as u64)
+}
+
+/// A function the compiler keeps apart (a BPF-to-BPF call): what one call and return cost.
+#[inline(never)]
+fn apart(w: &[u32; 10]) -> bool {
+    core::hint::black_box(w[0]) == 7
+}
+
+/// One BPF-to-BPF call, nothing else (no lookup).
+#[xdp]
+pub fn lk_call(ctx: XdpContext) -> u32 {
+    let Some(w) = words(&ctx) else {
+        return verdict(false);
+    };
+    verdict(apart(&w))
+}
+
+/// Programs `lk_tail` jumps to (index 0: `lk_tail_to`).
+#[map]
+static LK_PROGS: ProgramArray = ProgramArray::with_max_entries(1, 0);
+
+/// One tail call with a constant index (the verifier patches it into a direct jump).
+#[xdp]
+pub fn lk_tail(ctx: XdpContext) -> u32 {
+    // SAFETY: the context is this program's.
+    let _ = unsafe { LK_PROGS.tail_call(&ctx, 0) };
+    verdict(true)
+}
+
+/// The program `lk_tail` jumps to: what the floor does.
+#[xdp]
+pub fn lk_tail_to(ctx: XdpContext) -> u32 {
+    let Some(w) = words(&ctx) else {
+        return verdict(false);
+    };
+    verdict(w[0] == 7)
 }
 
 #[cfg(not(test))]
