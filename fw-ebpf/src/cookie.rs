@@ -36,16 +36,23 @@ use crate::{frags_frame, frame::Frame, parsed, tables, tables::MapTables, verdic
 /// cookie step. Call it from a program's own frame (a tail call from a BPF-to-BPF function is
 /// limited to 256 bytes of stack below it). Without the step in its program array (fw loaded
 /// as an extension of a libxdp dispatcher, whose programs cannot share a program array with
-/// plain XDP programs) the packet keeps `d` — what the policy says without SYN cookies — and
-/// the event is counted.
+/// plain XDP programs) the packet keeps `d` — what the policy says without SYN cookies, a SYN
+/// to the kernel spending its rule's `total` — and the event is counted.
 #[inline(always)]
 pub fn hand_off(ctx: &XdpContext, frame: &Frame, d: Decision) -> u32 {
     tables::hand_off(d.slot);
     // SAFETY: a tail call: on success this never returns.
     unsafe { tables::FW_COOKIE_PROG.tail_call(ctx, COOKIE_PROG_INDEX) };
-    // (A SYN that goes to the kernel here does not spend its rule's `total`, which the flood
-    // step left to the cookie step: charging it here does not fit fw_xdp's 512-byte stack.)
     tables::cookie_event(STAT_NO_PROGRAM);
+    // A SYN that goes on to the kernel here spends its rule's `total`, which the flood step
+    // left to the cookie step.
+    let d = match parsed() {
+        Some(Ok(Parsed::Ip(ip))) => {
+            let t = MapTables::active();
+            syncookie::to_kernel(&t, &t.config(), ip, d)
+        }
+        _ => d,
+    };
     verdict(ctx, frame, d)
 }
 

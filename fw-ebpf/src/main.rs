@@ -42,13 +42,20 @@ use crate::{frame::Frame, tables::MapTables};
 /// interfaces whose MTU needs more than one buffer per frame (jumbo frames). The parser reads
 /// the first buffer only; the frame's length is the whole packet's. Also the program fw loads
 /// as an freplace extension into a libxdp dispatcher.
+///
+/// One BPF function with everything it runs inlined (aya's macro wraps this body in a function
+/// of its own, hence `inline(always)`; fw-ebpf/build.rs raises LLVM's inline threshold): a
+/// BPF-to-BPF call costs 10-12 ns here (kernel_lookup_cost's `lk_call`), and
+/// tests/tests/bpf_object.rs checks that the XDP programs make none.
 #[xdp(frags)]
+#[inline(always)]
 pub fn fw_xdp(ctx: XdpContext) -> u32 {
     judge(&ctx, frags_frame(&ctx))
 }
 
 /// The same program for kernels without multi-buffer XDP (< 5.18): every frame is one buffer.
 #[xdp]
+#[inline(always)]
 pub fn fw_xdp_linear(ctx: XdpContext) -> u32 {
     judge(&ctx, Frame::new(ctx.data(), ctx.data_end()))
 }
@@ -60,10 +67,7 @@ fn frags_frame(ctx: &XdpContext) -> Frame {
     Frame::with_len(ctx.data(), ctx.data_end(), len)
 }
 
-// The parser and the decision in BPF functions of their own (BPF-to-BPF calls): each one's
-// temporaries live in its own stack frame, and the two frames are never on the stack at the
-// same time. Inlined into one frame they needed more than the 512 bytes BPF allows.
-#[inline(never)]
+#[inline(always)]
 fn parse_frame(frame: &Frame, out: &mut Result<Parsed, Reason>) {
     // Copied out as bytes from memory: stored field by field, the undefined bytes of the
     // enum's shorter variants would be registers the verifier refuses to read.
@@ -82,10 +86,8 @@ const TO_COOKIE: u32 = 1 << 27;
 
 /// Everything but the flood step (block lists, bans, limits, default accept) and the SYN cookie
 /// step, which run in tail-called programs of their own when they can change the decision
-/// (the flood step first: a blocked source gets no answer). The hand-off is written
-/// here, in this function's frame, so the program's own frame (under the parser's, the
-/// deepest) stays small.
-#[inline(never)]
+/// (the flood step first: a blocked source gets no answer).
+#[inline(always)]
 fn decide_frame(parsed: &Result<Parsed, Reason>, tables: &MapTables) -> Decision {
     let cfg = tables.config();
     let d = match decide_early(parsed, &cfg) {
@@ -121,9 +123,10 @@ fn decide_frame(parsed: &Result<Parsed, Reason>, tables: &MapTables) -> Decision
     }
 }
 
-/// Where a packet's parse result lives while it is judged: a per-CPU slot rather than the
-/// frame of the program, which calls the parser's frame (the deepest) on top of its own. XDP
-/// runs with preemption off, so one slot per CPU serves one packet at a time.
+/// Where a packet's parse result lives while it is judged: a per-CPU slot, which the programs
+/// `fw_xdp` tail-calls (flood, SYN cookie) read instead of parsing again, and which keeps it
+/// out of `fw_xdp`'s 512 bytes of stack. XDP runs with preemption off, so one slot per CPU
+/// serves one packet at a time.
 #[map]
 static FW_PARSED: PerCpuArray<Result<Parsed, Reason>> = PerCpuArray::with_max_entries(1, 0);
 

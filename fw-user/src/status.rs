@@ -98,6 +98,24 @@ pub const TABLES: [(FlowTable, &str, &str, &str); 3] = [
     ),
 ];
 
+/// `compute` whose input (what `input` reads) did not change while it ran, tried up to `tries`
+/// times; the last try counts if the input never held still.
+fn settled<I: PartialEq, T>(
+    input: impl Fn() -> I,
+    tries: usize,
+    mut compute: impl FnMut() -> Result<T, Error>,
+) -> Result<T, Error> {
+    let mut n = 1;
+    loop {
+        let before = input();
+        let out = compute()?;
+        if n >= tries || input() == before {
+            return Ok(out);
+        }
+        n += 1;
+    }
+}
+
 #[derive(Debug, Serialize)]
 pub struct RuleStatus {
     #[serde(flatten)]
@@ -116,6 +134,9 @@ pub struct ReasonStatus {
     pub bytes: u64,
 }
 
+/// How often [`read`] reads the state again when a command changed it during the health checks.
+const SETTLE_TRIES: usize = 5;
+
 /// The status of the filter on `iface`, read without taking the lock (state files are replaced
 /// atomically, so a concurrent command cannot leave half a state here).
 pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
@@ -124,10 +145,18 @@ pub fn read(iface: &IfaceName) -> Result<IfaceStatus, Error> {
     if !paths.is_attached()? {
         return Err(Error::NotAttached(iface.to_string()));
     }
-    let state = State::load(&paths)?;
     let maps = PinnedMaps::open(&paths)?;
+    // Some checks look at the world after the state was read (is the lock still held, is the
+    // rollback timer alive): a command that finishes in between — a rollback timer's rollback —
+    // would leave "interrupted-change" or "timer-gone" true only of the moment before. So the
+    // state and its problems count only if the state file did not change meanwhile.
+    let read_file = || std::fs::read(paths.state_file()).ok();
+    let (state, problems) = settled(read_file, SETTLE_TRIES, || {
+        let state = State::load(&paths)?;
+        let problems = crate::health::check(iface, &paths, &state, &maps);
+        Ok((state, problems))
+    })?;
     let generation = maps.active_generation()?;
-    let problems = crate::health::check(iface, &paths, &state, &maps);
     let saved = saved_differs(&state);
     // An interrupted change that reached the kernel is what is in force: show that.
     let view = match &state.txn {
@@ -264,5 +293,51 @@ pub fn saved_differs(state: &State) -> Saved {
                 Saved::Differs
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::cell::Cell;
+
+    use super::settled;
+
+    #[test]
+    fn a_status_read_while_a_command_changes_the_state_is_read_again() {
+        // The state file changes during the first health check (a rollback finishing).
+        let version = Cell::new(0);
+        let runs = Cell::new(0);
+        let out = settled(
+            || version.get(),
+            5,
+            || {
+                runs.set(runs.get() + 1);
+                let seen = version.get();
+                if runs.get() == 1 {
+                    version.set(1);
+                }
+                Ok(seen)
+            },
+        )
+        .expect("settled");
+        assert_eq!(out, 1, "the result of the read after the change counts");
+        assert_eq!(runs.get(), 2);
+    }
+
+    #[test]
+    fn a_state_that_never_holds_still_is_read_a_bounded_number_of_times() {
+        let version = Cell::new(0);
+        let runs = Cell::new(0);
+        let out = settled(
+            || version.get(),
+            3,
+            || {
+                runs.set(runs.get() + 1);
+                version.set(version.get() + 1);
+                Ok(runs.get())
+            },
+        )
+        .expect("settled");
+        assert_eq!((out, runs.get()), (3, 3));
     }
 }

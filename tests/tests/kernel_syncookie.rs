@@ -818,6 +818,34 @@ fn without_the_cookie_step_packets_keep_the_policy_verdict() {
     assert_eq!(f.cookie_event(STAT_NO_PROGRAM).expect("stats"), 2);
 }
 
+/// Without the step (fw in a libxdp dispatcher), every SYN goes on to the kernel from `fw_xdp`'s
+/// fallback: each spends the rule's `total`, which the flood step leaves to the cookie step
+/// (it did not before, so `total` bounded nothing there).
+#[test]
+fn without_the_cookie_step_syns_to_the_kernel_spend_the_total() {
+    let p = web_policy("total = \"3/1m\"");
+    let f = load(&p);
+    seen(&f, false, 80, 1, learnt());
+    f.remove_cookie_step().expect("removing the step");
+    let total = f.counter(Reason::RateLimitTotal.slot()).expect("counter");
+    let mut passed = 0;
+    for i in 0..8u16 {
+        let frame = PacketSpec::syn(&format!("198.51.100.{}", 60 + i), H4, 80).build();
+        let (ret, _) = f.run_out(&frame).expect("run");
+        passed += usize::from(ret == XDP_PASS);
+    }
+    let dropped = f
+        .counter(Reason::RateLimitTotal.slot())
+        .expect("counter")
+        .packets
+        - total.packets;
+    assert!(
+        (1..8).contains(&passed) && dropped as usize == 8 - passed,
+        "of 8 SYNs to the kernel without the cookie step under a total of 3/1m, some pass and the rest are dropped as rate-limit-total ({passed} passed, {dropped} counted over the total)"
+    );
+    assert_eq!(f.cookie_event(STAT_NO_PROGRAM).expect("stats"), 8);
+}
+
 /// The median of `n` single runs of `frame`, in ns (BPF_PROG_TEST_RUN's own clock). One run
 /// each: an answered SYN leaves a SYN+ACK behind, which a repeated run would judge instead.
 fn median_single_runs(f: &KernelFilter, frame: &[u8], n: usize) -> u64 {
