@@ -134,6 +134,21 @@ fn tcp_that_is_not_a_syn_needs_a_tracked_connection() {
     assert_eq!(decide(&ack[..], &loose), rule(0));
 }
 
+/// An ACK flood at an open port: a packet whose embryo hint slot never held an embryo is
+/// judged without reading the clock (a helper call in the kernel, ~25 ns).
+#[test]
+fn an_ack_whose_hint_slot_never_held_an_embryo_reads_no_clock() {
+    let t = web_and_ssh();
+    let ack = tcp(REMOTE, HOST, 40000, 80, ACK);
+    t.embryo_hint.set(0);
+    assert_eq!(decide(&ack[..], &t), is(Reason::TcpNotSyn));
+    assert_eq!(t.clock_reads.get(), 0, "no clock for an empty slot");
+    // A slot that held one: the clock says whether it may still live (same verdict).
+    t.embryo_hint.set(1);
+    assert_eq!(decide(&ack[..], &t), is(Reason::TcpNotSyn));
+    assert!(t.clock_reads.get() > 0, "the clock decides for a used slot");
+}
+
 #[test]
 fn replies_to_a_connection_this_host_opened_are_established_and_refresh_it() {
     let key = out_key(IPPROTO_TCP, 443, 40000);

@@ -23,6 +23,10 @@ pub struct MemTables {
     sources: Vec<Source>,
     pub flows: RefCell<BTreeMap<(FlowTable, FlowKey), FlowState>>,
     pub now: Cell<u64>,
+    /// How often the clock was read (in the kernel, a helper call each).
+    pub clock_reads: Cell<u32>,
+    /// What every embryo hint slot holds (the kernel's array; `u32::MAX`: always look).
+    pub embryo_hint: Cell<u32>,
 }
 
 /// The counter slot of rule `id` (generation 0).
@@ -42,6 +46,8 @@ impl MemTables {
             sources: Vec::new(),
             flows: RefCell::new(BTreeMap::new()),
             now: Cell::new(1_000_000_000_000),
+            clock_reads: Cell::new(0),
+            embryo_hint: Cell::new(u32::MAX),
         }
     }
 
@@ -125,7 +131,12 @@ impl Tables for MemTables {
     }
 
     fn now(&self) -> u64 {
+        self.clock_reads.set(self.clock_reads.get() + 1);
         self.now.get()
+    }
+
+    fn embryo_hint(&self, _slot: u32) -> u32 {
+        self.embryo_hint.get()
     }
 
     fn flow(&self, table: FlowTable, key: &FlowKey) -> Option<FlowState> {
