@@ -262,6 +262,15 @@ impl DropProg {
         Ok(DropProg { ebpf })
     }
 
+    /// The loaded program, for test runs (the floor every per-packet cost is measured against).
+    pub fn xdp(&self) -> anyhow::Result<&Xdp> {
+        Ok(self
+            .ebpf
+            .program(bp::BENCH_DROP_PROG)
+            .context("bench_drop")?
+            .try_into()?)
+    }
+
     pub fn prog_fd(&mut self) -> anyhow::Result<RawFd> {
         Ok(xdp(&mut self.ebpf, bp::BENCH_DROP_PROG)?
             .fd()?

@@ -200,16 +200,8 @@ fn connection_state_cost_side_by_side() -> anyhow::Result<()> {
         }
         Err(_) => builds.push(Build::load("embedded", fw::loader::PROGRAM, PROG_XDP)?),
     }
-    let mut floor = EbpfLoader::new().load(fw_bench::programs::BENCH_DROP)?;
-    let fp: &mut Xdp = floor
-        .program_mut(fw_bench::programs::BENCH_DROP_PROG)
-        .context("bench_drop")?
-        .try_into()?;
-    fp.load()?;
-    let floor_prog: &Xdp = floor
-        .program(fw_bench::programs::BENCH_DROP_PROG)
-        .context("bench_drop")?
-        .try_into()?;
+    let floor = fw_bench::lab::DropProg::load()?;
+    let floor_prog = floor.xdp()?;
     pin_to_last_cpu();
     // FW_COST_ONLY=TEXT keeps the classes whose name contains TEXT (one class under `perf`).
     let only = std::env::var("FW_COST_ONLY").unwrap_or_default();

@@ -6,10 +6,7 @@
 
 use std::{os::fd::AsRawFd as _, time::Instant};
 
-use aya::{
-    EbpfLoader, TestRunOptions,
-    programs::{TestRun as _, Xdp},
-};
+use aya::{TestRunOptions, programs::TestRun as _};
 use fw_common::{frame::PacketSpec, maps::MAP_BLOCK_V4, tcp::SYN};
 use fw_policy::{Cidr, blocks::BlockSet, parse_policy};
 use fw_testrun::{KernelFilter, require_root};
@@ -23,30 +20,18 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Floor: the trivial XDP_DROP program on the same frame.
-struct Floor(aya::Ebpf);
+struct Floor(fw_bench::lab::DropProg);
 
 impl Floor {
     fn load() -> Self {
-        let mut e = EbpfLoader::new()
-            .load(fw_bench::programs::BENCH_DROP)
-            .expect("bench_drop");
-        let p: &mut Xdp = e
-            .program_mut(fw_bench::programs::BENCH_DROP_PROG)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        p.load().unwrap();
-        Floor(e)
+        Floor(fw_bench::lab::DropProg::load().expect("bench_drop"))
     }
 
     fn ns(&self, frame: &[u8]) -> f64 {
-        let p: &Xdp = self
+        let r = self
             .0
-            .program(fw_bench::programs::BENCH_DROP_PROG)
-            .unwrap()
-            .try_into()
-            .unwrap();
-        let r = p
+            .xdp()
+            .expect("bench_drop")
             .test_run(TestRunOptions {
                 data_in: Some(frame),
                 repeat: REPEAT,

@@ -74,7 +74,10 @@ fn fill(e: &mut Ebpf, hit: &[u8]) -> anyhow::Result<()> {
 }
 
 fn ns(e: &Ebpf, prog: &str, f: &[u8]) -> anyhow::Result<(u32, f64)> {
-    let p: &Xdp = e.program(prog).context("program")?.try_into()?;
+    run(e.program(prog).context("program")?.try_into()?, f)
+}
+
+fn run(p: &Xdp, f: &[u8]) -> anyhow::Result<(u32, f64)> {
     let r = p.test_run(TestRunOptions {
         data_in: Some(f),
         repeat: REPEAT,
@@ -92,12 +95,7 @@ fn median(mut v: Vec<f64>) -> f64 {
 #[ignore = "a measurement, not a check: run with --ignored --nocapture"]
 fn one_lookup_costs_by_key_size_and_map_kind() -> anyhow::Result<()> {
     fw_testrun::require_root();
-    let mut floor = EbpfLoader::new().load(fw_bench::programs::BENCH_DROP)?;
-    let fp: &mut Xdp = floor
-        .program_mut(fw_bench::programs::BENCH_DROP_PROG)
-        .context("bench_drop")?
-        .try_into()?;
-    fp.load()?;
+    let floor = fw_bench::lab::DropProg::load()?;
     let mut e = EbpfLoader::new().load(fw_bench::programs::BENCH_LOOKUP)?;
     for name in PROGS {
         let p: &mut Xdp = e.program_mut(name).context("program")?.try_into()?;
@@ -122,7 +120,7 @@ fn one_lookup_costs_by_key_size_and_map_kind() -> anyhow::Result<()> {
     let mut verdicts = vec![vec![0u32; cases.len()]; PROGS.len()];
     for _ in 0..ROUNDS {
         for (ci, (_, f)) in cases.iter().enumerate() {
-            let (_, fl) = ns(&floor, fw_bench::programs::BENCH_DROP_PROG, f)?;
+            let (_, fl) = run(floor.xdp()?, f)?;
             for (pi, name) in PROGS.iter().enumerate() {
                 let (ret, t) = ns(&e, name, f)?;
                 diffs[pi][ci].push(t - fl);
